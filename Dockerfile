@@ -1,0 +1,47 @@
+# syntax=docker/dockerfile:1
+#
+# Counterpoint runtime image. One image serves every role; the command picks it:
+#
+#   docker build -t counterpoint .
+#   docker run --rm -e KAFKA_BOOTSTRAP_SERVERS=broker:9092 counterpoint topics
+#   docker run --rm -e KAFKA_BOOTSTRAP_SERVERS=broker:9092 counterpoint agent billing
+#
+# Each container runs exactly one process (`counterpoint agent NAME`); scale an agent by
+# running more containers of it (see docker-compose.yml).
+
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+
+# Install the distribution from only the files it is built from (pyproject.toml lists the
+# packages explicitly), then drop the sources: the image runs the installed package.
+WORKDIR /tmp/counterpoint-src
+COPY pyproject.toml README.md ./
+COPY agents/ agents/
+COPY bus/ bus/
+COPY infra/ infra/
+COPY schemas/ schemas/
+COPY topics/ topics/
+RUN pip install . \
+    && cd / \
+    && rm -rf /tmp/counterpoint-src
+
+# Non-root user whose home is the writable state folder (small SQLite file, local trace files).
+RUN groupadd --system --gid 10001 counterpoint \
+    && useradd --system --uid 10001 --gid counterpoint --home-dir /data --no-create-home \
+        --shell /usr/sbin/nologin counterpoint \
+    && mkdir -p /data \
+    && chown counterpoint:counterpoint /data
+
+ENV COUNTERPOINT_HOME=/data \
+    HOME=/data
+WORKDIR /data
+
+# Numeric so that orchestrators enforcing runAsNonRoot can verify it.
+USER 10001:10001
+
+ENTRYPOINT ["counterpoint"]
+CMD ["--help"]

@@ -1,0 +1,30 @@
+"""What every agent process is given: the business systems, a provider, and its settings."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Final
+
+from counterpoint.agents.llm.provider import LLMProvider
+from counterpoint.agents.tools.business import BusinessStore
+
+# Claude models per agent once the anthropic provider lands; the offline provider ignores them.
+DEFAULT_MODELS: Final[Mapping[str, str]] = {
+    "triage": "claude-haiku-4-5",
+    "synthesis": "claude-sonnet-4-6",
+}
+DEFAULT_MODEL: Final = "claude-haiku-4-5"
+
+
+@dataclass
+class AgentContext:
+    store: BusinessStore
+    provider: LLMProvider
+    # How long synthesis waits for a request's findings before publishing a partial result.
+    synthesis_deadline: timedelta = timedelta(seconds=30)
+    models: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_MODELS))
+
+    def model_for(self, agent: str) -> str:
+        return self.models.get(agent, DEFAULT_MODEL)

@@ -1,0 +1,16 @@
+"""Knowledge investigator: help articles and runbooks from the knowledge base.
+
+Consumes: investigation.tasks.knowledge (InvestigationTask)
+Emits:    investigation.findings (Finding)
+"""
+
+from __future__ import annotations
+
+from counterpoint.agents.context import AgentContext
+from counterpoint.agents.investigator import build_investigator
+from counterpoint.agents.tools.facts import knowledge_facts
+from counterpoint.bus.agent import Agent
+
+
+def build(ctx: AgentContext) -> Agent:
+    return build_investigator("knowledge", knowledge_facts, ctx)

@@ -1,0 +1,74 @@
+"""The offline provider: deterministic rules instead of a model, and it says so.
+
+It is the default when no `ANTHROPIC_API_KEY` is set, so the demo and the tests run anywhere.
+Every answer carries `Generation(provider="offline", offline=True)` and every text it writes
+ends with `OFFLINE_NOTE`; nothing it writes may pass for a model's answer. Token counts are
+estimated (about four characters per token) and marked `estimated`.
+
+Rules, per task:
+- triage.ticket: keyword families pick intents (billing, account, technical); urgency words and
+  lockouts raise priority.
+- triage.alert: the alert's severity label; critical alerts gather logs, metrics and deploys.
+- investigate: the gathered facts, most specific first, become the summary; each skill maps
+  fact patterns to recommended actions.
+- synthesis.reply / synthesis.runbook: templates over the findings, with tone set by the
+  customer's tier and tenure.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from typing import Any, Final, TypeVar
+
+from pydantic import BaseModel
+
+from counterpoint.agents.llm import offline_rules
+from counterpoint.agents.llm.provider import LLMRequest, LLMResponse
+from counterpoint.schemas.events import Generation, Usage
+
+T = TypeVar("T", bound=BaseModel)
+
+OFFLINE_MODEL: Final = "offline-rules-v1"
+OFFLINE_NOTE: Final = (
+    "[Drafted by Counterpoint's offline provider: deterministic rules, no language model.]"
+)
+
+Rule = Callable[[Mapping[str, Any]], BaseModel]
+
+RULES: Final[dict[str, Rule]] = {
+    "triage.ticket": offline_rules.assess_ticket,
+    "triage.alert": offline_rules.assess_alert,
+    "investigate": offline_rules.summarize_investigation,
+    "synthesis.reply": offline_rules.compose_reply,
+    "synthesis.runbook": offline_rules.compose_runbook,
+}
+
+
+class UnknownOfflineTask(LookupError):
+    pass
+
+
+class OfflineProvider:
+    name = "offline"
+
+    async def generate(self, request: LLMRequest[T], *, model: str = OFFLINE_MODEL) -> LLMResponse[T]:
+        rule = RULES.get(request.task)
+        if rule is None:
+            raise UnknownOfflineTask(f"the offline provider has no rule for task {request.task!r}")
+        produced = rule(request.context)
+        # Round-trip through the requested model: the same validation a model's answer gets.
+        output = request.output.model_validate(produced.model_dump())
+        out_text = output.model_dump_json()
+        usage = Usage(
+            input_tokens=_estimate_tokens(request.system) + _estimate_tokens(request.content),
+            output_tokens=_estimate_tokens(out_text),
+            calls=1,
+            estimated=True,
+        )
+        return LLMResponse(output, usage, Generation(provider="offline", model=OFFLINE_MODEL,
+                                                     offline=True))
+
+
+def _estimate_tokens(text: str) -> int:
+    return max(1, len(re.sub(r"\s+", " ", text)) // 4)

@@ -1,0 +1,156 @@
+"""How an agent declares what it consumes and emits.
+
+    agent = Agent("triage", emits=[TRIAGE_DECISIONS, *TASKS.values()])
+
+    @agent.handles(INTAKE_TICKETS)
+    async def on_ticket(event: Incoming[Ticket]) -> list[Emit]:
+        ...
+
+The handler's parameter annotation must name the topic's event type; a mismatch fails when the
+agent is built, not at the first message. A handler returns the events to publish; the runtime
+derives their ids from the input's, publishes them and commits only afterwards.
+"""
+
+from __future__ import annotations
+
+import typing
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Generic, Literal, TypeVar
+
+from pydantic import BaseModel
+
+from counterpoint.schemas.envelope import Envelope
+from counterpoint.topics.registry import Topic
+
+E = TypeVar("E")
+
+Headers = list[tuple[str, bytes]]
+
+
+@dataclass(frozen=True)
+class Cause:
+    """What a later emit needs from the event that caused it: ids and trace context."""
+
+    event_id: str
+    request_id: str
+    subject: str | None
+    trace_headers: tuple[tuple[str, bytes], ...] = ()
+
+
+@dataclass(frozen=True)
+class Incoming(Generic[E]):
+    envelope: Envelope
+    data: E
+    topic: str
+    partition: int
+    offset: int
+    # The trace context of the `process` span, as headers, so deferred emits stay in the trace.
+    trace_headers: tuple[tuple[str, bytes], ...] = ()
+
+    @property
+    def request_id(self) -> str:
+        return self.envelope.request_id
+
+    def cause(self) -> Cause:
+        return Cause(self.envelope.id, self.envelope.request_id, self.envelope.subject,
+                     self.trace_headers)
+
+
+@dataclass(frozen=True)
+class Emit:
+    """One event to publish. `tag` tells apart several emits to one topic from one input."""
+
+    topic: Topic[Any]
+    data: BaseModel
+    key: str
+    tag: str = ""
+    subject: str | None = None
+    # Derive the id from this event id instead of the input's: an output that several inputs
+    # may produce (synthesis's result) keeps one id whichever input triggered it.
+    derive_from: str | None = None
+
+
+Handler = Callable[[Incoming[Any]], Awaitable[Sequence[Emit]]]
+
+
+class Publisher(typing.Protocol):
+    """Publishes emits outside a handler (timers); used by periodic tasks."""
+
+    async def emit(self, emits: Sequence[Emit], cause: Cause) -> None: ...
+
+
+Periodic = Callable[[Publisher], Awaitable[None]]
+
+
+class AgentDeclarationError(TypeError):
+    pass
+
+
+@dataclass
+class Agent:
+    name: str
+    emits: Sequence[Topic[Any]]
+    # "range" keeps partition N of co-partitioned topics on one process (needed for joins).
+    assignor: Literal["roundrobin", "range"] = "roundrobin"
+    handlers: dict[str, tuple[Topic[Any], Handler]] = field(default_factory=dict)
+    periodic: list[tuple[float, Periodic]] = field(default_factory=list)
+
+    @property
+    def group_id(self) -> str:
+        return f"counterpoint.{self.name}"
+
+    @property
+    def consumes(self) -> list[Topic[Any]]:
+        return [topic for topic, _ in self.handlers.values()]
+
+    def handles(self, topic: Topic[E]) -> Callable[[Callable[[Incoming[E]], Awaitable[Sequence[Emit]]]], Callable[[Incoming[E]], Awaitable[Sequence[Emit]]]]:  # noqa: E501
+        def register(
+            fn: Callable[[Incoming[E]], Awaitable[Sequence[Emit]]],
+        ) -> Callable[[Incoming[E]], Awaitable[Sequence[Emit]]]:
+            _check_annotation(fn, topic)
+            if topic.name in self.handlers:
+                raise AgentDeclarationError(f"{self.name}: two handlers for {topic.name}")
+            self.handlers[topic.name] = (topic, fn)
+            return fn
+
+        return register
+
+    def every(self, seconds: float) -> Callable[[Periodic], Periodic]:
+        def register(fn: Periodic) -> Periodic:
+            self.periodic.append((seconds, fn))
+            return fn
+
+        return register
+
+    def declared(self, topic: Topic[Any]) -> bool:
+        return any(t.name == topic.name for t in self.emits)
+
+
+def _check_annotation(fn: Callable[..., Any], topic: Topic[Any]) -> None:
+    """Fail at start-up when the handler's `Incoming[X]` does not match the topic's type."""
+    try:
+        hints = typing.get_type_hints(fn)
+    except Exception as exc:
+        raise AgentDeclarationError(f"{fn.__qualname__}: unresolvable annotations: {exc}") from exc
+    params = [v for k, v in hints.items() if k != "return"]
+    if len(params) != 1 or typing.get_origin(params[0]) is not Incoming:
+        raise AgentDeclarationError(
+            f"{fn.__qualname__} must take exactly one Incoming[...] parameter"
+        )
+    (declared,) = typing.get_args(params[0])
+    if declared != topic.event_type:
+        raise AgentDeclarationError(
+            f"{fn.__qualname__} takes Incoming[{_name(declared)}] but {topic.name} carries "
+            f"{_name(topic.event_type)}"
+        )
+
+
+def _name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp)
+
+
+def model_of(data: Any) -> BaseModel:
+    if not isinstance(data, BaseModel):
+        raise AgentDeclarationError(f"emit data must be a pydantic model, got {type(data)!r}")
+    return data

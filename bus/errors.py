@@ -1,0 +1,52 @@
+"""One root error whose instances say whether trying again can help.
+
+Retry-or-dead-letter reads `retriable`, not a list of exception classes (the aiokafka errors
+module does the same).
+"""
+
+from __future__ import annotations
+
+
+class CounterpointError(Exception):
+    retriable: bool = False
+    # A short machine-readable reason, written to the dead-letter headers.
+    reason: str = "error"
+
+
+class DecodeError(CounterpointError):
+    """Bytes that cannot become an event: not JSON, not UTF-8, not a valid envelope."""
+
+    reason = "undecodable"
+
+
+class SchemaError(CounterpointError):
+    """Well-formed JSON that does not match the topic's event type."""
+
+    reason = "schema-violation"
+
+
+class UnknownEventType(CounterpointError):
+    """A CloudEvent whose `ce_type` the topic does not carry."""
+
+    reason = "unknown-event-type"
+
+
+class TransientError(CounterpointError):
+    """A failure that may pass by itself: a timeout, an overloaded model, a broker hiccup."""
+
+    retriable = True
+    reason = "transient"
+
+
+class UndeclaredEmit(CounterpointError):
+    """A handler emitted to a topic its agent does not declare: a bug in the agent."""
+
+    reason = "undeclared-emit"
+
+
+def is_retriable(exc: BaseException) -> bool:
+    return bool(getattr(exc, "retriable", False))
+
+
+def reason_of(exc: BaseException) -> str:
+    return getattr(exc, "reason", None) or "handler-error"

@@ -1,0 +1,115 @@
+"""W3C trace context in Kafka headers, and the spans the bus opens around each hop.
+
+Span names and attributes follow the OpenTelemetry messaging conventions: `send {topic}`
+(PRODUCER) and `process {topic}` (CONSUMER, wrapping the handler). Telemetry must never break
+delivery, so header codec errors are swallowed: a record with a mangled `traceparent` is still
+processed, in a new trace.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, MutableSequence, Sequence
+from contextlib import contextmanager
+from typing import Final
+
+from opentelemetry import context as otel_context
+from opentelemetry import propagate, trace
+from opentelemetry.context import Context
+from opentelemetry.propagators.textmap import Getter, Setter
+from opentelemetry.trace import Span, SpanKind
+
+TRACER_NAME: Final = "counterpoint.bus"
+REQUEST_ID_ATTR: Final = "counterpoint.request_id"
+AGENT_ATTR: Final = "counterpoint.agent"
+EVENT_ID_ATTR: Final = "counterpoint.event_id"
+TRACE_HEADERS: Final = ("traceparent", "tracestate", "baggage")
+
+
+class _HeaderGetter(Getter[Sequence[tuple[str, bytes]]]):
+    def get(self, carrier: Sequence[tuple[str, bytes]], key: str) -> list[str] | None:
+        values = [v.decode("utf-8", "replace") for k, v in carrier if k == key and v]
+        return values or None
+
+    def keys(self, carrier: Sequence[tuple[str, bytes]]) -> list[str]:
+        return [k for k, _ in carrier]
+
+
+class _HeaderSetter(Setter[MutableSequence[tuple[str, bytes]]]):
+    def set(self, carrier: MutableSequence[tuple[str, bytes]], key: str, value: str) -> None:
+        carrier[:] = [(k, v) for k, v in carrier if k != key]
+        carrier.append((key, value.encode()))
+
+
+_getter: Final = _HeaderGetter()
+_setter: Final = _HeaderSetter()
+
+
+def extract(headers: Sequence[tuple[str, bytes]]) -> Context:
+    try:
+        return propagate.extract(headers, getter=_getter)
+    except Exception:
+        return Context()
+
+
+def inject(headers: MutableSequence[tuple[str, bytes]], ctx: Context | None = None) -> None:
+    try:
+        propagate.inject(headers, context=ctx, setter=_setter)
+    except Exception:  # noqa: S110 - a lost trace link must never lose the event
+        pass
+
+
+def tracer() -> trace.Tracer:
+    return trace.get_tracer(TRACER_NAME)
+
+
+def messaging_attributes(topic: str, *, partition: int | None = None, offset: int | None = None,
+                         group: str | None = None) -> dict[str, str | int]:
+    attrs: dict[str, str | int] = {
+        "messaging.system": "kafka",
+        "messaging.destination.name": topic,
+    }
+    if partition is not None:
+        attrs["messaging.destination.partition.id"] = str(partition)
+    if offset is not None:
+        attrs["messaging.kafka.offset"] = offset
+    if group is not None:
+        attrs["messaging.consumer.group.name"] = group
+    return attrs
+
+
+@contextmanager
+def process_span(topic: str, headers: Sequence[tuple[str, bytes]], *, partition: int,
+                 offset: int, group: str, agent: str) -> Iterator[Span]:
+    """The CONSUMER span around one record's handling, child of the producer's context."""
+    parent = extract(headers)
+    attrs = messaging_attributes(topic, partition=partition, offset=offset, group=group)
+    attrs[AGENT_ATTR] = agent
+    attrs["messaging.operation.type"] = "process"
+    with tracer().start_as_current_span(
+        f"process {topic}", context=parent, kind=SpanKind.CONSUMER, attributes=attrs
+    ) as span:
+        yield span
+
+
+@contextmanager
+def send_span(topic: str, *, parent: Context | None = None, request_id: str | None = None,
+              event_id: str | None = None) -> Iterator[Span]:
+    attrs = messaging_attributes(topic)
+    attrs["messaging.operation.type"] = "send"
+    if request_id:
+        attrs[REQUEST_ID_ATTR] = request_id
+    if event_id:
+        attrs[EVENT_ID_ATTR] = event_id
+    token = otel_context.attach(parent) if parent is not None else None
+    try:
+        with tracer().start_as_current_span(
+            f"send {topic}", kind=SpanKind.PRODUCER, attributes=attrs
+        ) as span:
+            yield span
+    finally:
+        if token is not None:
+            otel_context.detach(token)
+
+
+def current_context() -> Context:
+    return otel_context.get_current()

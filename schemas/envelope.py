@@ -1,0 +1,122 @@
+"""The CloudEvents 1.0 envelope, carried in Kafka binary mode.
+
+Binary mode puts the context attributes in `ce_`-prefixed headers and the data alone in the
+record value, so a consumer that knows nothing of CloudEvents still reads plain JSON, and a
+Kafka client that publishes raw JSON to an intake topic needs no envelope at all.
+
+Headers written on every internal event:
+
+    ce_specversion  "1.0"
+    ce_id           event id (deterministic for derived events: see `derive_event_id`)
+    ce_source       "/counterpoint/<agent>" or the publisher's source
+    ce_type         e.g. "counterpoint.triage.decision"
+    ce_time         RFC 3339 time the event was created
+    ce_subject      the business id the request is about (ticket or alert id), when known
+    ce_requestid    correlation: the same for every event of one request (extension)
+    ce_causationid  the id of the event this one was produced from (extension)
+    ce_schemaversion  version of the data schema (extension)
+    content-type    "application/json"
+
+Trace context travels beside them in the W3C `traceparent`, `tracestate` and `baggage` headers.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Final
+
+from pydantic import BaseModel, ConfigDict
+
+from counterpoint.schemas.events import SCHEMA_VERSION
+
+SPECVERSION: Final = "1.0"
+CONTENT_TYPE: Final = "application/json"
+# A fixed namespace so derived ids are the same in every process and every run.
+ID_NAMESPACE: Final = uuid.UUID("5f0c2a1e-9a43-4f3c-9a57-0c0a3e1d7b21")
+
+Headers = Sequence[tuple[str, bytes]]
+
+
+class EnvelopeError(ValueError):
+    """Headers that claim to be a CloudEvent but are not a valid one."""
+
+
+class Envelope(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    id: str
+    source: str
+    type: str
+    time: datetime
+    request_id: str
+    causation_id: str | None = None
+    subject: str | None = None
+    schema_version: str = SCHEMA_VERSION
+    specversion: str = SPECVERSION
+
+    def to_headers(self) -> list[tuple[str, bytes]]:
+        headers = [
+            ("ce_specversion", self.specversion.encode()),
+            ("ce_id", self.id.encode()),
+            ("ce_source", self.source.encode()),
+            ("ce_type", self.type.encode()),
+            ("ce_time", self.time.isoformat().encode()),
+            ("ce_requestid", self.request_id.encode()),
+            ("ce_schemaversion", self.schema_version.encode()),
+            ("content-type", CONTENT_TYPE.encode()),
+        ]
+        if self.causation_id is not None:
+            headers.append(("ce_causationid", self.causation_id.encode()))
+        if self.subject is not None:
+            headers.append(("ce_subject", self.subject.encode()))
+        return headers
+
+    @classmethod
+    def from_headers(cls, headers: Headers) -> Envelope | None:
+        """The envelope in `headers`, or None when the record carries no CloudEvent."""
+        ce = {k[3:]: v for k, v in headers if k.startswith("ce_")}
+        if "specversion" not in ce:
+            return None
+        try:
+            text = {k: v.decode("utf-8") for k, v in ce.items()}
+        except UnicodeDecodeError as exc:
+            raise EnvelopeError(f"a ce_ header is not UTF-8: {exc}") from exc
+        missing = [k for k in ("id", "source", "type") if not text.get(k)]
+        if missing:
+            raise EnvelopeError(f"CloudEvent headers missing: {', '.join('ce_' + m for m in missing)}")
+        if text["specversion"] != SPECVERSION:
+            raise EnvelopeError(f"ce_specversion {text['specversion']!r} is not supported (1.0 is)")
+        try:
+            time = datetime.fromisoformat(text["time"]) if text.get("time") else now()
+        except ValueError as exc:
+            raise EnvelopeError(f"ce_time is not an RFC 3339 time: {text['time']!r}") from exc
+        return cls(
+            id=text["id"],
+            source=text["source"],
+            type=text["type"],
+            time=time,
+            # An outside CloudEvent without our extension starts its own request.
+            request_id=text.get("requestid") or text["id"],
+            causation_id=text.get("causationid"),
+            subject=text.get("subject"),
+            schema_version=text.get("schemaversion", SCHEMA_VERSION),
+        )
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def derive_event_id(parent_id: str, *parts: str) -> str:
+    """A deterministic id for an event produced from `parent_id`.
+
+    A redelivered input yields the same output ids, which is what lets consumers drop
+    duplicates.
+    """
+    return str(uuid.uuid5(ID_NAMESPACE, "/".join((parent_id, *parts))))
+
+
+def new_event_id() -> str:
+    return str(uuid.uuid4())

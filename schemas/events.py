@@ -1,0 +1,209 @@
+"""Event models for every boundary a Counterpoint request crosses.
+
+Intake models (`Ticket`, `AlertmanagerWebhook`, `SimpleAlert`) describe what business systems
+send, so they accept and keep extra fields. Internal models are strict (`extra="forbid"`): an
+internal event with an unknown field is a bug or a version skew and must be dead-lettered, not
+half-understood.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+
+SCHEMA_VERSION = "1"
+
+
+class _Intake(BaseModel):
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+
+class _Internal(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# --- intake ---------------------------------------------------------------------------------
+
+
+class Ticket(_Intake):
+    """A help-desk ticket as any business system publishes it on `intake.tickets`."""
+
+    id: Annotated[str, Field(min_length=1, max_length=200)]
+    body: Annotated[str, Field(min_length=1, max_length=100_000)]
+    customer_id: str | None = None
+    subject: str | None = None
+    channel: str | None = None
+
+
+class AlertmanagerAlert(_Intake):
+    status: Literal["firing", "resolved"] = "firing"
+    labels: dict[str, str]
+    annotations: dict[str, str] = Field(default_factory=dict)
+    startsAt: datetime | None = None  # noqa: N815 - Alertmanager's field names
+    endsAt: datetime | None = None  # noqa: N815
+    generatorURL: str | None = None  # noqa: N815
+    fingerprint: str | None = None
+
+
+class AlertmanagerWebhook(_Intake):
+    """Prometheus Alertmanager webhook body, version 4."""
+
+    version: Literal["4"]
+    status: Literal["firing", "resolved"]
+    groupKey: str  # noqa: N815
+    alerts: Annotated[list[AlertmanagerAlert], Field(min_length=1)]
+    receiver: str | None = None
+    groupLabels: dict[str, str] = Field(default_factory=dict)  # noqa: N815
+    commonLabels: dict[str, str] = Field(default_factory=dict)  # noqa: N815
+    commonAnnotations: dict[str, str] = Field(default_factory=dict)  # noqa: N815
+    externalURL: str | None = None  # noqa: N815
+    truncatedAlerts: int = 0  # noqa: N815
+
+
+class SimpleAlert(_Intake):
+    """The minimal alert shape for systems that are not Alertmanager."""
+
+    id: Annotated[str, Field(min_length=1, max_length=200)]
+    service: Annotated[str, Field(min_length=1)]
+    severity: str = "warning"
+    summary: Annotated[str, Field(min_length=1)]
+    starts_at: datetime | None = None
+
+
+Alert = AlertmanagerWebhook | SimpleAlert
+ALERT_ADAPTER: TypeAdapter[Alert] = TypeAdapter(Alert)
+
+
+# --- internal -------------------------------------------------------------------------------
+
+Skill = Literal["billing", "account", "infrastructure", "knowledge"]
+RequestKind = Literal["ticket", "alert"]
+
+
+class Usage(_Internal):
+    """Token usage of one or more model calls. `estimated` is true when no model counted them."""
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    calls: int = 0
+    estimated: bool = False
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(
+            input_tokens=self.input_tokens + other.input_tokens,
+            output_tokens=self.output_tokens + other.output_tokens,
+            calls=self.calls + other.calls,
+            estimated=self.estimated or other.estimated,
+        )
+
+
+class Generation(_Internal):
+    """Who produced a piece of text: a model, or the offline provider (never disguised)."""
+
+    provider: str
+    model: str
+    offline: bool
+
+
+class Subject(_Internal):
+    """What a request is about, normalised from a ticket or an alert."""
+
+    kind: RequestKind
+    source_id: str
+    title: str
+    text: str
+    customer_id: str | None = None
+    service: str | None = None
+    severity: str | None = None
+    started_at: datetime | None = None
+    labels: dict[str, str] = Field(default_factory=dict)
+
+
+class PlannedInvestigation(_Internal):
+    task_id: str
+    skill: Skill
+    focus: str
+
+
+class TriageDecision(_Internal):
+    """Triage's plan for one request: synthesis waits for exactly `investigations`."""
+
+    request_id: str
+    subject: Subject
+    category: str
+    intents: list[str]
+    priority: Literal["low", "normal", "high", "urgent"]
+    severity: Literal["info", "warning", "critical"] | None = None
+    investigations: list[PlannedInvestigation]
+    deadline_at: datetime
+    rationale: str
+    generation: Generation
+    usage: Usage
+
+
+class InvestigationTask(_Internal):
+    task_id: str
+    request_id: str
+    skill: Skill
+    focus: str
+    subject: Subject
+
+
+class Fact(_Internal):
+    """One concrete, checkable observation with where it came from."""
+
+    text: str
+    source: str
+
+
+class Finding(_Internal):
+    task_id: str
+    request_id: str
+    skill: Skill
+    focus: str
+    agent: str
+    summary: str
+    facts: list[Fact]
+    recommended_actions: list[str] = Field(default_factory=list)
+    generation: Generation
+    usage: Usage
+
+
+class FindingRef(_Internal):
+    task_id: str
+    skill: Skill
+    focus: str
+    agent: str
+    summary: str
+    facts: list[Fact]
+
+
+class ProposedAction(_Internal):
+    """An action synthesis recommends. Nothing executes it yet: `status` says so."""
+
+    action: str
+    target: str
+    risk: Literal["low", "medium", "high"]
+    status: Literal["proposed"] = "proposed"
+
+
+class Result(_Internal):
+    """The final answer for one request, published on `synthesis.results`."""
+
+    request_id: str
+    source_id: str
+    kind: Literal["reply", "runbook"]
+    title: str
+    text: str
+    priority: str
+    status: Literal["complete", "partial"]
+    missing: list[str] = Field(default_factory=list)
+    findings: list[FindingRef]
+    proposed_actions: list[ProposedAction] = Field(default_factory=list)
+    customer: dict[str, Any] | None = None
+    generation: Generation
+    usage: Usage
+    usage_by_step: dict[str, Usage] = Field(default_factory=dict)
+    completed_at: datetime

@@ -1,0 +1,112 @@
+"""Every topic Counterpoint uses, declared once.
+
+Admin creates topics from this list, producers validate against it and consumers decode with
+it. Partition counts matter: `triage.decisions` and `investigation.findings` are both keyed by
+request id and have the same count, so with a range assignor partition N of both lands on the
+same synthesis process and one request's join happens in one place.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Final, Generic, Literal, TypeVar
+
+from pydantic import TypeAdapter
+
+from counterpoint.schemas.events import (
+    Alert,
+    Finding,
+    InvestigationTask,
+    Result,
+    Skill,
+    Ticket,
+    TriageDecision,
+)
+
+E = TypeVar("E")
+
+DEADLETTER_NAME: Final = "deadletter"
+
+
+@dataclass(frozen=True)
+class Topic(Generic[E]):
+    """One Kafka topic: its name, shape, key and where its bad records go."""
+
+    name: str
+    ce_type: str
+    event_type: Any = field(repr=False)
+    key: Literal["request_id", "task_id", "source"]
+    partitions: int = 4
+    # Intake topics take raw JSON from any Kafka client; the bus wraps it in an envelope.
+    raw_intake: bool = False
+    dead_letter: str = DEADLETTER_NAME
+    description: str = ""
+    adapter: TypeAdapter[E] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "adapter", TypeAdapter(self.event_type))
+
+    def decode(self, value: bytes) -> E:
+        """Validate JSON bytes into the topic's event type (raises pydantic.ValidationError)."""
+        return self.adapter.validate_json(value)
+
+
+def _topic(name: str, ce_type: str, event_type: Any, **kw: Any) -> Topic[Any]:
+    return Topic(name=name, ce_type=ce_type, event_type=event_type, **kw)
+
+
+INTAKE_TICKETS: Final[Topic[Ticket]] = _topic(
+    "intake.tickets", "counterpoint.ticket.received", Ticket, key="source", raw_intake=True,
+    description="Help-desk tickets, raw JSON from any client or CloudEvents",
+)
+INTAKE_ALERTS: Final[Topic[Alert]] = _topic(
+    "intake.alerts", "counterpoint.alert.received", Alert, key="source", raw_intake=True,
+    description="Alertmanager webhook bodies or simple alerts, raw JSON or CloudEvents",
+)
+TRIAGE_DECISIONS: Final[Topic[TriageDecision]] = _topic(
+    "triage.decisions", "counterpoint.triage.decision", TriageDecision, key="request_id",
+    description="Triage's plan per request: category, priority and the investigations spawned",
+)
+INVESTIGATION_FINDINGS: Final[Topic[Finding]] = _topic(
+    "investigation.findings", "counterpoint.investigation.finding", Finding, key="request_id",
+    description="One finding per investigation task (fan-in to synthesis)",
+)
+SYNTHESIS_RESULTS: Final[Topic[Result]] = _topic(
+    "synthesis.results", "counterpoint.synthesis.result", Result, key="request_id",
+    description="Final reply or runbook per request",
+)
+
+SKILLS: Final[tuple[Skill, ...]] = ("billing", "account", "infrastructure", "knowledge")
+
+# One task topic per skill, keyed by task id: each skill scales as its own consumer group and
+# the tasks of one request spread over partitions, so they run in parallel.
+TASKS: Final[dict[Skill, Topic[InvestigationTask]]] = {
+    skill: _topic(
+        f"investigation.tasks.{skill}", f"counterpoint.investigation.task.{skill}",
+        InvestigationTask, key="task_id", description=f"Investigation tasks for the {skill} skill",
+    )
+    for skill in SKILLS
+}
+
+ALL_TOPICS: Final[tuple[Topic[Any], ...]] = (
+    INTAKE_TICKETS,
+    INTAKE_ALERTS,
+    TRIAGE_DECISIONS,
+    *TASKS.values(),
+    INVESTIGATION_FINDINGS,
+    SYNTHESIS_RESULTS,
+)
+
+# The dead-letter topic holds original bytes of any topic, so it has no event type.
+DEADLETTER_PARTITIONS: Final = 4
+
+
+def by_name(name: str) -> Topic[Any]:
+    for topic in ALL_TOPICS:
+        if topic.name == name:
+            return topic
+    raise KeyError(f"no topic named {name!r}; known: {', '.join(t.name for t in ALL_TOPICS)}")
+
+
+def all_topic_names() -> list[str]:
+    return [t.name for t in ALL_TOPICS] + [DEADLETTER_NAME]
