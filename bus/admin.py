@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -64,7 +65,8 @@ def _topic_errors(response: object) -> list[tuple[str, int, str | None]]:
 async def broker_reachable(bootstrap_servers: str, timeout_s: float = 2.0) -> bool:
     """True when a Kafka-protocol broker answers a metadata request in time."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers,
-                                client_id="counterpoint-probe", request_timeout_ms=int(timeout_s * 1000))
+                                client_id="counterpoint-probe",
+                                request_timeout_ms=int(timeout_s * 1000))
     try:
         await asyncio.wait_for(admin.start(), timeout_s)
         await asyncio.wait_for(admin.list_topics(), timeout_s)
@@ -72,7 +74,5 @@ async def broker_reachable(bootstrap_servers: str, timeout_s: float = 2.0) -> bo
     except (TimeoutError, KafkaConnectionError, KafkaError, OSError):
         return False
     finally:
-        try:
+        with contextlib.suppress(Exception):
             await admin.close()
-        except Exception:  # noqa: S110 - closing a client that never connected
-            pass

@@ -147,7 +147,8 @@ def _check_annotation(fn: Callable[..., Any], topic: Topic[Any]) -> None:
 
 
 def _name(tp: Any) -> str:
-    return getattr(tp, "__name__", None) or str(tp)
+    name = getattr(tp, "__name__", None)
+    return name if isinstance(name, str) else str(tp)
 
 
 def model_of(data: Any) -> BaseModel:

@@ -109,4 +109,5 @@ def _structured(body: Any, record: RawRecord) -> tuple[Envelope, Any] | None:
 def _record_time(timestamp_ms: int) -> datetime:
     if timestamp_ms <= 0:
         return now()
-    return datetime.fromtimestamp(timestamp_ms / 1000, UTC)
+    moment: datetime = datetime.fromtimestamp(timestamp_ms / 1000, UTC)
+    return moment

@@ -9,6 +9,7 @@ commit means the batch is delivered again: at-least-once.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 from collections.abc import AsyncIterator, Sequence
@@ -58,7 +59,8 @@ class KafkaSink:
 
     async def send(self, topic: str, key: bytes | None, value: bytes,
                    headers: list[tuple[str, bytes]]) -> Ack:
-        return await self._producer.send(topic, value=value, key=key, headers=headers)
+        ack: Ack = await self._producer.send(topic, value=value, key=key, headers=headers)
+        return ack
 
 
 class _Publisher:
@@ -154,10 +156,8 @@ async def _handle_partition(delivery: Delivery, records: list[Any]) -> list[Ack]
 async def _every(seconds: float, fn: Any, publisher: _Publisher, stop: asyncio.Event,
                  agent: str) -> None:
     while not stop.is_set():
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), timeout=seconds)
-        except TimeoutError:
-            pass
         try:
             await fn(publisher)
         except Exception:
@@ -206,7 +206,7 @@ async def tail(config: KafkaConfig, topics: Sequence[str], *, from_beginning: bo
             await consumer.seek_to_end(*partitions)
         ends = await consumer.end_offsets(partitions) if not follow else {}
         while True:
-            if not follow and all(await _at_end(consumer, tp, ends[tp]) for tp in partitions):
+            if not follow and await _all_read(consumer, ends):
                 return
             batch = await consumer.getmany(timeout_ms=int(idle_timeout_s * 1000))
             for records in batch.values():
@@ -216,8 +216,11 @@ async def tail(config: KafkaConfig, topics: Sequence[str], *, from_beginning: bo
         await consumer.stop()
 
 
-async def _at_end(consumer: AIOKafkaConsumer, tp: TopicPartition, end: int) -> bool:
-    return bool(await consumer.position(tp) >= end)
+async def _all_read(consumer: AIOKafkaConsumer, ends: dict[TopicPartition, int]) -> bool:
+    for tp, end in ends.items():
+        if await consumer.position(tp) < end:
+            return False
+    return True
 
 
 def is_kafka_error(exc: BaseException) -> bool:

@@ -18,7 +18,7 @@ from typing import Any
 from counterpoint.bus.agent import Agent, Cause, Emit
 from counterpoint.bus.decode import RawRecord
 from counterpoint.bus.delivery import Ack, Delivery
-from counterpoint.topics.registry import DEADLETTER_NAME, DEADLETTER_PARTITIONS, ALL_TOPICS
+from counterpoint.topics.registry import ALL_TOPICS, DEADLETTER_NAME, DEADLETTER_PARTITIONS
 
 
 class MemoryBus:

@@ -9,7 +9,7 @@ processed, in a new trace.
 from __future__ import annotations
 
 from collections.abc import Iterator, MutableSequence, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import Final
 
 from opentelemetry import context as otel_context
@@ -52,10 +52,8 @@ def extract(headers: Sequence[tuple[str, bytes]]) -> Context:
 
 
 def inject(headers: MutableSequence[tuple[str, bytes]], ctx: Context | None = None) -> None:
-    try:
+    with suppress(Exception):
         propagate.inject(headers, context=ctx, setter=_setter)
-    except Exception:  # noqa: S110 - a lost trace link must never lose the event
-        pass
 
 
 def tracer() -> trace.Tracer:

@@ -85,7 +85,8 @@ class Envelope(BaseModel):
             raise EnvelopeError(f"a ce_ header is not UTF-8: {exc}") from exc
         missing = [k for k in ("id", "source", "type") if not text.get(k)]
         if missing:
-            raise EnvelopeError(f"CloudEvent headers missing: {', '.join('ce_' + m for m in missing)}")
+            names = ", ".join("ce_" + m for m in missing)
+            raise EnvelopeError(f"CloudEvent headers missing: {names}")
         if text["specversion"] != SPECVERSION:
             raise EnvelopeError(f"ce_specversion {text['specversion']!r} is not supported (1.0 is)")
         try:

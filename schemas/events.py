@@ -41,9 +41,9 @@ class AlertmanagerAlert(_Intake):
     status: Literal["firing", "resolved"] = "firing"
     labels: dict[str, str]
     annotations: dict[str, str] = Field(default_factory=dict)
-    startsAt: datetime | None = None  # noqa: N815 - Alertmanager's field names
-    endsAt: datetime | None = None  # noqa: N815
-    generatorURL: str | None = None  # noqa: N815
+    startsAt: datetime | None = None
+    endsAt: datetime | None = None
+    generatorURL: str | None = None
     fingerprint: str | None = None
 
 
@@ -52,14 +52,14 @@ class AlertmanagerWebhook(_Intake):
 
     version: Literal["4"]
     status: Literal["firing", "resolved"]
-    groupKey: str  # noqa: N815
+    groupKey: str
     alerts: Annotated[list[AlertmanagerAlert], Field(min_length=1)]
     receiver: str | None = None
-    groupLabels: dict[str, str] = Field(default_factory=dict)  # noqa: N815
-    commonLabels: dict[str, str] = Field(default_factory=dict)  # noqa: N815
-    commonAnnotations: dict[str, str] = Field(default_factory=dict)  # noqa: N815
-    externalURL: str | None = None  # noqa: N815
-    truncatedAlerts: int = 0  # noqa: N815
+    groupLabels: dict[str, str] = Field(default_factory=dict)
+    commonLabels: dict[str, str] = Field(default_factory=dict)
+    commonAnnotations: dict[str, str] = Field(default_factory=dict)
+    externalURL: str | None = None
+    truncatedAlerts: int = 0
 
 
 class SimpleAlert(_Intake):

@@ -52,7 +52,8 @@ class UnknownOfflineTask(LookupError):
 class OfflineProvider:
     name = "offline"
 
-    async def generate(self, request: LLMRequest[T], *, model: str = OFFLINE_MODEL) -> LLMResponse[T]:
+    async def generate(self, request: LLMRequest[T], *,
+                       model: str = OFFLINE_MODEL) -> LLMResponse[T]:
         rule = RULES.get(request.task)
         if rule is None:
             raise UnknownOfflineTask(f"the offline provider has no rule for task {request.task!r}")

@@ -59,8 +59,9 @@ def assess_alert(ctx: Mapping[str, Any]) -> AlertAssessment:
     raw = (subject.severity or "warning").lower()
     severity = "critical" if raw in ("critical", "page", "high", "error") else (
         "info" if raw in ("info", "none", "low") else "warning")
-    focuses: list[Focus] = {"critical": ["logs", "metrics", "deploys"],
-                            "warning": ["logs", "metrics"], "info": ["metrics"]}[severity]
+    plans: dict[str, list[Focus]] = {"critical": ["logs", "metrics", "deploys"],
+                                     "warning": ["logs", "metrics"], "info": ["metrics"]}
+    focuses = plans[severity]
     return AlertAssessment(
         severity=severity,
         category="incident" if severity == "critical" else "degradation",
@@ -84,13 +85,12 @@ def summarize_investigation(ctx: Mapping[str, Any]) -> InvestigationSummary:
     skill: str = ctx["skill"]
     facts: Sequence[Fact] = ctx["facts"]
     lead = facts[0].text if facts else "nothing relevant was found"
-    rest = f" ({len(facts) - 1} more observation{'s' * (len(facts) > 2)})" if len(facts) > 1 else ""
     actions: list[str] = []
     blob = " ".join(f.text for f in facts).lower()
     for pattern, action in ACTION_PATTERNS.get(skill, ()):
         if re.search(pattern, blob) and action not in actions:
             actions.append(action)
-    return InvestigationSummary(summary=f"{lead}{rest}", recommended_actions=actions)
+    return InvestigationSummary(summary=lead, recommended_actions=actions)
 
 
 ACTION_RISK: Final[dict[str, tuple[str, str]]] = {
@@ -109,7 +109,7 @@ def _proposed(findings: Sequence[Finding], target: str) -> list[ProposedAction]:
         for rec in finding.recommended_actions:
             if rec in ACTION_RISK:
                 verb, risk = ACTION_RISK[rec]
-                action = ProposedAction(action=verb, target=target, risk=risk)  # type: ignore[arg-type]
+                action = ProposedAction(action=verb, target=target, risk=risk)
                 if action not in out:
                     out.append(action)
     return out
@@ -140,7 +140,7 @@ def _priority(base: str, customer: Mapping[str, Any] | None) -> str:
 
 
 def _facts_lines(finding: Finding, limit: int = 3) -> str:
-    return "\n".join(f"   - {f.text}" for f in finding.facts[:limit])
+    return "\n".join(f"   - {f.text} [{f.source}]" for f in finding.facts[:limit])
 
 
 def compose_reply(ctx: Mapping[str, Any]) -> Composition:
@@ -167,7 +167,7 @@ def compose_reply(ctx: Mapping[str, Any]) -> Composition:
         parts.append(f"\nWe are still checking: {', '.join(missing)}. We'll follow up.")
     parts += ["", closing, "", OFFLINE_NOTE_TEXT]
     return Composition(text="\n".join(parts), priority=_priority(ctx.get("priority", "normal"),
-                                                                   customer),  # type: ignore[arg-type]
+                                                                   customer),
                        proposed_actions=proposed)
 
 
@@ -181,7 +181,7 @@ def compose_runbook(ctx: Mapping[str, Any]) -> Composition:
              f"Service: {service}   Severity: {subject.severity or 'unknown'}", "",
              "Evidence"]
     for finding in findings:
-        lines.append(f" * {finding.skill}/{finding.focus}: {finding.summary}")
+        lines.append(f" * {finding.skill}/{finding.focus}")
         lines.append(_facts_lines(finding))
     lines += ["", "Recommended actions"]
     if proposed:
@@ -195,12 +195,21 @@ def compose_runbook(ctx: Mapping[str, Any]) -> Composition:
         lines += ["", f"Missing evidence (deadline passed): {', '.join(missing)}"]
     lines += ["", OFFLINE_NOTE_TEXT]
     priority = "urgent" if subject.severity == "critical" else "high"
-    return Composition(text="\n".join(lines), priority=priority,  # type: ignore[arg-type]
+    return Composition(text="\n".join(lines), priority=priority,
                        proposed_actions=proposed)
 
 
+ACTION_PHRASES: Final[dict[str, str]] = {
+    "refund": "refund the duplicate charge",
+    "unlock_account": "unlock your account once we have verified your identity",
+    "send_password_reset": "send you a password reset link",
+    "rollback_deploy": "roll back the latest deploy of",
+    "restart_service": "restart",
+}
+
+
 def _verb(action: str) -> str:
-    return action.replace("_", " ")
+    return ACTION_PHRASES.get(action, action.replace("_", " "))
 
 
 # Kept here (not imported from offline.py) to avoid an import cycle; offline.py re-exports it.

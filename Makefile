@@ -1,0 +1,48 @@
+# Counterpoint. `make demo` runs the main job on the embedded broker; `make test` runs the suite.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+PACKAGES := agents topics schemas bus infra
+# mypy and import-linter cannot follow setuptools' editable finder that maps these folders to
+# counterpoint.*, so they read a tree of symlinks with that shape.
+TYPECHECK := .typecheck
+
+.PHONY: demo test unit integration lint typecheck bench clean
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
+		{ echo "Python 3.11 or newer is needed (found $$($(PYTHON) --version))"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[test]"
+	@touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/counterpoint demo
+
+$(TYPECHECK)/counterpoint:
+	@mkdir -p $@
+	@for p in $(PACKAGES); do ln -sfn ../../$$p $@/$$p; done
+
+lint: $(STAMP) $(TYPECHECK)/counterpoint
+	$(BIN)/ruff check .
+	PYTHONPATH=$(TYPECHECK) $(BIN)/lint-imports
+
+typecheck: $(STAMP) $(TYPECHECK)/counterpoint
+	MYPYPATH=$(TYPECHECK) $(BIN)/mypy -p counterpoint
+
+test: lint typecheck
+	$(BIN)/pytest
+
+unit: $(STAMP)
+	$(BIN)/pytest tests/unit
+
+integration: $(STAMP)
+	$(BIN)/pytest tests/integration
+
+bench: $(STAMP)
+	$(BIN)/python -m tests.bench.run
+
+clean:
+	rm -rf $(VENV) $(TYPECHECK) .counterpoint .pytest_cache .mypy_cache .ruff_cache

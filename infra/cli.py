@@ -1,0 +1,327 @@
+"""`counterpoint`: the command line.
+
+Exit codes: 0 ok, 1 the thing asked for did not happen (no result in time, no spans),
+2 bad input or usage, 3 no broker reachable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import orjson
+from pydantic import ValidationError
+from rich.console import Console
+
+from counterpoint.infra.settings import Settings
+
+EXIT_FAILED, EXIT_USAGE, EXIT_NO_BROKER = 1, 2, 3
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+class CliError(Exception):
+    def __init__(self, message: str, code: int = EXIT_USAGE) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def _settings() -> Settings:
+    try:
+        return Settings()
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']} (got {e.get('input')!r})"
+            for e in exc.errors())
+        raise CliError(f"bad environment setting: {problems}") from exc
+
+
+async def _require_broker(settings: Settings) -> None:
+    from counterpoint.bus.admin import broker_reachable
+
+    if not await broker_reachable(settings.bootstrap_servers, timeout_s=3.0):
+        hint = ("start one with `counterpoint up` or `counterpoint broker`, or set "
+                "KAFKA_BOOTSTRAP_SERVERS" if settings.embedded else "check KAFKA_BOOTSTRAP_SERVERS")
+        raise CliError(f"no Kafka broker answers at {settings.bootstrap_servers}: {hint}",
+                       EXIT_NO_BROKER)
+
+
+def _parse_scale(items: Sequence[str]) -> dict[str, int]:
+    from counterpoint.agents.catalog import AGENT_NAMES
+    from counterpoint.infra.stack import default_scale
+
+    scale = default_scale()
+    for item in items:
+        name, sep, count = item.partition("=")
+        if not sep or name not in AGENT_NAMES or not count.isdigit():
+            raise CliError(f"--scale {item!r}: expected NAME=N with NAME one of "
+                           f"{', '.join(AGENT_NAMES)} and N a whole number")
+        scale[name] = int(count)
+    return scale
+
+
+# --- commands -------------------------------------------------------------------------------
+
+
+async def cmd_broker(args: argparse.Namespace) -> int:
+    from counterpoint.infra.admin import create_topics
+    from counterpoint.infra.broker import EmbeddedBroker
+
+    settings = _settings()
+    broker = EmbeddedBroker(args.host or settings.broker_host, args.port or settings.broker_port)
+    await broker.start()
+    if broker.reused:
+        raise CliError(f"a broker is already running at {broker.bootstrap_servers}", EXIT_FAILED)
+    await create_topics(broker.bootstrap_servers)
+    console.print(f"embedded broker (Tansu, in memory) on [bold]{broker.bootstrap_servers}"
+                  "[/bold] with Counterpoint's topics; Ctrl-C stops it")
+    try:
+        await _until_signal()
+    finally:
+        broker.stop()
+    return 0
+
+
+async def cmd_topics(args: argparse.Namespace) -> int:
+    from counterpoint.infra.admin import create_topics, topic_specs
+
+    settings = _settings()
+    await _require_broker(settings)
+    created = await create_topics(settings.bootstrap_servers)
+    for spec in topic_specs():
+        state = "created" if spec.name in created else "exists"
+        console.print(f"{spec.name:40} {spec.partitions} partitions  {state}")
+    return 0
+
+
+async def cmd_agent(args: argparse.Namespace) -> int:
+    from counterpoint.agents.catalog import AGENT_NAMES
+    from counterpoint.infra.runner import run_agent_process
+
+    if args.name not in AGENT_NAMES:
+        raise CliError(f"no agent named {args.name!r}; choose one of: {', '.join(AGENT_NAMES)}")
+    await run_agent_process(args.name, _settings())
+    return 0
+
+
+async def cmd_up(args: argparse.Namespace) -> int:
+    from counterpoint.infra.stack import Stack
+
+    settings = _settings()
+    scale = _parse_scale(args.scale)
+    async with Stack(settings, scale) as stack:
+        where = "embedded broker" if stack.broker else "broker"
+        console.print(f"{where} at [bold]{stack.bootstrap_servers}[/bold]; "
+                      f"logs in {stack.logs_dir}")
+        assert stack.supervisor is not None
+        for proc in stack.supervisor.processes:
+            console.print(f"  {proc.label:18} pid {proc.popen.pid}")
+        with console.status("agents joining their consumer groups…"):
+            joined = await stack.wait_joined()
+        console.print("all agents consuming; Ctrl-C stops everything" if joined else
+                      "[yellow]some agents have not joined yet; see the logs[/yellow]")
+        stop = asyncio.Event()
+        _on_signals(stop.set)
+        await stack.supervisor.watch(stop)
+        console.print("stopping agents…")
+    return 0
+
+
+async def cmd_publish(args: argparse.Namespace) -> int:
+    from counterpoint.infra.publishing import InputError, publish
+    from counterpoint.infra.telemetry import default_traces_dir, setup_telemetry
+
+    origin = "stdin" if args.file == "-" else args.file
+    try:
+        raw = sys.stdin.buffer.read() if args.file == "-" else Path(args.file).read_bytes()
+    except OSError as exc:
+        raise CliError(f"cannot read {origin}: {exc.strerror}") from exc
+    settings = _settings()
+    from counterpoint.infra.publishing import validate
+
+    try:
+        validate(args.kind, raw, origin)  # before touching the broker: bad input fails fast
+    except InputError as exc:
+        raise CliError(str(exc)) from exc
+    await _require_broker(settings)
+    telemetry = setup_telemetry("cli", traces_dir=default_traces_dir(settings.home))
+    try:
+        receipt = await publish(settings.kafka(), args.kind, raw, origin)
+    finally:
+        telemetry.shutdown()
+    console.print(f"published {args.kind} {receipt.source_id} to {receipt.topic}"
+                  f"[{receipt.partition}]@{receipt.offset}")
+    console.print(f"request id: [bold]{receipt.request_id}[/bold]")
+    if args.wait:
+        return await _wait_and_show(settings, [(receipt.request_id, receipt.source_id)],
+                                    args.wait)
+    return 0
+
+
+async def _wait_and_show(settings: Settings, requests: list[tuple[str, str]],
+                         timeout_s: float) -> int:
+    from rich.live import Live
+
+    from counterpoint.infra.progress import Progress, render_progress, render_result, watch
+
+    tracked = [Progress(rid, label) for rid, label in requests]
+    with Live(render_progress(tracked), console=console, refresh_per_second=8) as live:
+        ok = await watch(settings.kafka(), tracked,
+                         lambda: live.update(render_progress(tracked)), timeout_s)
+        live.update(render_progress(tracked))
+    for p in tracked:
+        if p.result is not None:
+            console.print(render_result(p.result))
+    if not ok:
+        err_console.print(f"[red]no result within {timeout_s:.0f}s[/red]")
+        return EXIT_FAILED
+    return 0
+
+
+async def cmd_results(args: argparse.Namespace) -> int:
+    from counterpoint.bus.kafka import tail
+    from counterpoint.infra.progress import render_result
+    from counterpoint.schemas.envelope import Envelope
+    from counterpoint.topics.registry import SYNTHESIS_RESULTS
+
+    settings = _settings()
+    await _require_broker(settings)
+    seen: set[str] = set()
+    async for record in tail(settings.kafka(), [SYNTHESIS_RESULTS.name], follow=args.follow):
+        envelope = Envelope.from_headers(record.headers)
+        if envelope is None or record.value is None or envelope.id in seen:
+            continue  # a result redelivered after a crash has the same id: show it once
+        seen.add(envelope.id)
+        result = SYNTHESIS_RESULTS.decode(record.value)
+        if args.request and result.request_id != args.request:
+            continue
+        if args.json:
+            sys.stdout.write(orjson.dumps(result.model_dump(mode="json")).decode() + "\n")
+            sys.stdout.flush()
+        else:
+            console.print(render_result(result))
+    return 0
+
+
+async def cmd_trace(args: argparse.Namespace) -> int:
+    from counterpoint.infra.telemetry import default_traces_dir
+    from counterpoint.infra.tracetree import (
+        load_spans,
+        render_tree,
+        spans_for_request,
+        to_json_lines,
+    )
+
+    settings = _settings()
+    traces = default_traces_dir(settings.home)
+    deadline = asyncio.get_running_loop().time() + args.wait
+    spans = spans_for_request(load_spans(traces), args.request_id)
+    while not spans and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(0.25)
+        spans = spans_for_request(load_spans(traces), args.request_id)
+    if not spans:
+        raise CliError(f"no spans recorded for request {args.request_id} in {traces} "
+                       "(with OTEL_EXPORTER_OTLP_ENDPOINT set, spans go to the collector instead)",
+                       EXIT_FAILED)
+    if args.json:
+        sys.stdout.write(to_json_lines(spans))
+    else:
+        console.print(render_tree(spans))
+    return 0
+
+
+async def cmd_demo(args: argparse.Namespace) -> int:
+    from counterpoint.infra.demo import run_demo
+
+    return await run_demo(_settings(), console, timeout_s=args.timeout)
+
+
+# --- plumbing -------------------------------------------------------------------------------
+
+
+def _on_signals(callback: Any) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, callback)
+
+
+async def _until_signal() -> None:
+    stop = asyncio.Event()
+    _on_signals(stop.set)
+    await stop.wait()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="counterpoint", description=(
+        "Event-driven multi-agent system on Kafka. With KAFKA_BOOTSTRAP_SERVERS unset, "
+        "`up`, `demo` and `broker` run the embedded broker on 127.0.0.1:9092."))
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    s = sub.add_parser("broker", help="run the embedded broker (Tansu) in the foreground")
+    s.add_argument("--host", default=None, help="listen address (default 127.0.0.1)")
+    s.add_argument("--port", type=int, default=None, help="port (default 9092)")
+    s.set_defaults(func=cmd_broker)
+
+    s = sub.add_parser("topics", help="create every registered topic (idempotent)")
+    s.set_defaults(func=cmd_topics)
+
+    s = sub.add_parser("up", help="broker if needed + topics + every agent as its own process")
+    s.add_argument("--scale", action="append", default=[], metavar="NAME=N",
+                   help="run N processes of agent NAME (repeatable)")
+    s.set_defaults(func=cmd_up)
+
+    s = sub.add_parser("agent", help="run one agent process (start it N times to scale)")
+    s.add_argument("name", metavar="NAME")
+    s.set_defaults(func=cmd_agent)
+
+    s = sub.add_parser("publish", help="validate and publish a ticket or an alert")
+    s.add_argument("kind", choices=["ticket", "alert"])
+    s.add_argument("file", metavar="FILE|-", help="JSON file, or - for standard input")
+    s.add_argument("--wait", type=float, default=0, metavar="SECONDS",
+                   help="wait up to SECONDS for the result, showing progress")
+    s.set_defaults(func=cmd_publish)
+
+    s = sub.add_parser("results", help="print final results from synthesis.results")
+    s.add_argument("--follow", "-f", action="store_true", help="keep printing new results")
+    s.add_argument("--json", action="store_true", help="one JSON object per line")
+    s.add_argument("--request", metavar="REQUEST_ID", help="only this request")
+    s.set_defaults(func=cmd_results)
+
+    s = sub.add_parser("trace", help="draw one request's trace across every process")
+    s.add_argument("request_id", metavar="REQUEST_ID")
+    s.add_argument("--json", action="store_true", help="one JSON object per span")
+    s.add_argument("--wait", type=float, default=3.0, metavar="SECONDS",
+                   help="wait this long for spans to be flushed (default 3)")
+    s.set_defaults(func=cmd_trace)
+
+    s = sub.add_parser("demo", help="the main job end to end: up, publish, progress, results")
+    s.add_argument("--timeout", type=float, default=120.0, metavar="SECONDS")
+    s.set_defaults(func=cmd_demo)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.command in ("agent", "broker", "up")
+                        else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        stream=sys.stderr)
+    logging.getLogger("aiokafka").setLevel(logging.WARNING)
+    try:
+        return int(asyncio.run(args.func(args)))
+    except CliError as exc:
+        err_console.print(f"[red]error:[/red] {exc}", highlight=False)
+        return exc.code
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

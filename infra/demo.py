@@ -1,0 +1,87 @@
+"""`counterpoint demo`: the main job end to end, shown as it happens.
+
+Starts the stack, publishes the dual-intent ticket and an Alertmanager alert, shows live
+progress per request, prints both results and their trace trees, and shuts everything down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from importlib import resources
+
+from rich.console import Console
+from rich.live import Live
+from rich.rule import Rule
+from rich.table import Table
+
+from counterpoint.infra.progress import Progress, render_progress, render_result, watch
+from counterpoint.infra.publishing import Kind, publish
+from counterpoint.infra.settings import Settings
+from counterpoint.infra.stack import Stack
+from counterpoint.infra.telemetry import default_traces_dir, setup_telemetry
+from counterpoint.infra.tracetree import load_spans, render_tree, spans_for_request, summarize
+
+EXAMPLES: tuple[tuple[Kind, str], ...] = (
+    ("ticket", "ticket_dual_intent.json"), ("alert", "alert_alertmanager.json"))
+
+
+def example(name: str) -> bytes:
+    return resources.files("counterpoint.infra").joinpath("examples", name).read_bytes()
+
+
+def _joined_table(stack: Stack) -> Table:
+    table = Table.grid(padding=(0, 2))
+    for label, ok in stack.joined().items():
+        table.add_row(label, "[green]consuming[/green]" if ok else "[yellow]joining…[/yellow]")
+    return table
+
+
+async def run_demo(settings: Settings, console: Console, timeout_s: float = 120.0) -> int:
+    console.print(Rule("Counterpoint demo"))
+    if settings.anthropic_api_key is None:
+        console.print("LLM: [bold yellow]offline provider[/bold yellow] (no ANTHROPIC_API_KEY): "
+                      "deterministic rules, no language model; every text says so.")
+    telemetry = setup_telemetry("cli", traces_dir=default_traces_dir(settings.home))
+    try:
+        async with Stack(settings) as stack:
+            console.print(f"broker: {'embedded Tansu' if stack.broker else 'external'} at "
+                          f"{stack.bootstrap_servers}; agent logs in {stack.logs_dir}")
+            t0 = time.monotonic()
+            with Live(_joined_table(stack), console=console, refresh_per_second=4) as live:
+                joined = await stack.wait_joined(on_tick=lambda: live.update(_joined_table(stack)))
+            console.print(f"{len(stack.joined())} agent processes "
+                          f"{'consuming' if joined else 'started (some still joining)'} "
+                          f"after {time.monotonic() - t0:.1f}s")
+            tracked = []
+            for kind, name in EXAMPLES:
+                receipt = await publish(stack.settings.kafka(), kind, example(name),
+                                        name, source="/counterpoint/demo")
+                console.print(f"published {kind} {receipt.source_id} → request "
+                              f"[bold]{receipt.request_id}[/bold]")
+                tracked.append(Progress(receipt.request_id, f"{kind} {receipt.source_id}"))
+            with Live(render_progress(tracked), console=console, refresh_per_second=8) as live:
+                ok = await watch(stack.settings.kafka(), tracked,
+                                 lambda: live.update(render_progress(tracked)), timeout_s)
+                live.update(render_progress(tracked))
+            for p in tracked:
+                if p.result is not None:
+                    console.print(render_result(p.result))
+            await asyncio.sleep(0.6)  # agents export spans every 200 ms
+            for p in tracked:
+                spans = spans_for_request(load_spans(default_traces_dir(settings.home)),
+                                          p.request_id)
+                if spans:
+                    s = summarize(spans)
+                    console.print(Rule(f"trace of {p.label}: {s.span_count} spans in "
+                                       f"{len(s.processes)} processes"))
+                    console.print(render_tree(spans))
+            console.print(Rule("shutting down"))
+        if not ok:
+            console.print(f"[red]not every request finished within {timeout_s:.0f}s[/red]")
+            return 1
+        console.print("done: both requests answered; `counterpoint trace REQUEST_ID` redraws "
+                      "a trace.")
+        return 0
+    finally:
+        telemetry.shutdown()

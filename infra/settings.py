@@ -1,0 +1,73 @@
+"""Process settings from the environment (and nothing else, so every process agrees).
+
+    KAFKA_BOOTSTRAP_SERVERS          broker to use; unset = the embedded broker
+    COUNTERPOINT_BROKER_HOST/PORT    where the embedded broker listens (127.0.0.1:9092)
+    COUNTERPOINT_HOME                local state: business.db, traces/ (./.counterpoint)
+    COUNTERPOINT_FETCH_MAX_WAIT_MS   consumer fetch wait; each hop costs about this on the
+                                     embedded broker (10 there, 100 on a real cluster)
+    COUNTERPOINT_KAFKA_IDEMPOTENCE   idempotent producer; only where the broker supports
+                                     InitProducerId (Apache Kafka: yes; embedded: no)
+    COUNTERPOINT_SYNTHESIS_DEADLINE_S  seconds synthesis waits before a partial result (30)
+    COUNTERPOINT_MODEL_<AGENT>       model per agent, e.g. COUNTERPOINT_MODEL_SYNTHESIS
+    ANTHROPIC_API_KEY                empty or unset = the offline provider
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import timedelta
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from counterpoint.bus.kafka import KafkaConfig
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="COUNTERPOINT_", extra="ignore")
+
+    kafka_bootstrap_servers: str | None = Field(
+        default=None, validation_alias="KAFKA_BOOTSTRAP_SERVERS")
+    broker_host: str = "127.0.0.1"
+    broker_port: int = Field(default=9092, ge=1, le=65535)
+    home: Path = Path(".counterpoint")
+    fetch_max_wait_ms: int | None = Field(default=None, ge=0, le=60_000)
+    kafka_idempotence: bool = False
+    synthesis_deadline_s: float = Field(default=30.0, gt=0)
+    anthropic_api_key: str | None = Field(default=None, validation_alias="ANTHROPIC_API_KEY")
+
+    @field_validator("kafka_bootstrap_servers", "anthropic_api_key")
+    @classmethod
+    def _empty_is_unset(cls, v: str | None) -> str | None:
+        # docker compose passes `${VAR:-}` as an empty string when VAR is unset.
+        return v.strip() or None if v is not None else None
+
+    @property
+    def embedded(self) -> bool:
+        return self.kafka_bootstrap_servers is None
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return self.kafka_bootstrap_servers or f"{self.broker_host}:{self.broker_port}"
+
+    def kafka(self) -> KafkaConfig:
+        wait = self.fetch_max_wait_ms
+        if wait is None:
+            wait = 10 if self.embedded else 100
+        return KafkaConfig(bootstrap_servers=self.bootstrap_servers, fetch_max_wait_ms=wait,
+                           idempotence=self.kafka_idempotence)
+
+    @property
+    def synthesis_deadline(self) -> timedelta:
+        return timedelta(seconds=self.synthesis_deadline_s)
+
+    def models(self) -> dict[str, str]:
+        from counterpoint.agents.context import DEFAULT_MODELS
+
+        models = dict(DEFAULT_MODELS)
+        prefix = "COUNTERPOINT_MODEL_"
+        for key, value in os.environ.items():
+            if key.startswith(prefix) and value.strip():
+                models[key[len(prefix):].lower()] = value.strip()
+        return models
