@@ -72,14 +72,14 @@ class EmbeddedBroker:
             raise BrokerError(f"{self.bootstrap_servers} is in use by something that is not "
                               "a Kafka broker; choose another port (COUNTERPOINT_BROKER_PORT)")
         url = f"tcp://{self.host}:{self.port}"
-        out = open(self.log_file, "ab") if self.log_file else subprocess.DEVNULL  # noqa: SIM115
-        self.process = subprocess.Popen(
-            [broker_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url,
-             "--storage-engine", "memory://tansu/"],
-            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            # Its own process group: Ctrl-C goes to our handler, which stops it last.
-            start_new_session=True,
-        )
+        with open(self.log_file or os.devnull, "ab") as out:
+            self.process = subprocess.Popen(
+                [broker_binary(), "broker", "--listener-url", url, "--advertised-listener-url",
+                 url, "--storage-engine", "memory://tansu/"],
+                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                # Its own process group: Ctrl-C goes to our handler, which stops it last.
+                start_new_session=True,
+            )
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from contextlib import aclosing
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -69,13 +70,15 @@ async def watch(config: KafkaConfig, progress: Iterable[Progress],
     tracked = {p.request_id: p for p in progress}
 
     async def follow() -> None:
-        async for record in tail(config, [t.name for t in WATCHED], follow=True,
-                                 idle_timeout_s=0.2):
-            for p in tracked.values():
-                if p.apply(record):
-                    on_change()
-            if all(p.done for p in tracked.values()):
-                return
+        # aclosing: a timeout must still stop the reader's consumer, not leave it to the GC.
+        async with aclosing(tail(config, [t.name for t in WATCHED], follow=True,
+                                 idle_timeout_s=0.2)) as stream:
+            async for record in stream:
+                for p in tracked.values():
+                    if p.apply(record):
+                        on_change()
+                if all(p.done for p in tracked.values()):
+                    return
 
     try:
         await asyncio.wait_for(follow(), timeout=timeout_s)

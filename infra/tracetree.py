@@ -11,16 +11,17 @@ from __future__ import annotations
 import logging
 import math
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import orjson
-from rich.console import RenderableType
+from rich.cells import cell_len
+from rich.console import Console, ConsoleOptions, RenderableType, RenderResult
+from rich.measure import Measurement
 from rich.text import Text
-from rich.tree import Tree
 
 __all__ = [
     "REQUEST_ID_ATTRIBUTE",
@@ -28,6 +29,7 @@ __all__ = [
     "SpanRecord",
     "SpanScan",
     "TraceSummary",
+    "TraceView",
     "load_spans",
     "render_tree",
     "scan_spans",
@@ -39,8 +41,15 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 REQUEST_ID_ATTRIBUTE = "counterpoint.request_id"
-BAR_WIDTH = 24
-_GUIDE_WIDTH = 4  # columns rich.tree indents each level by
+MIN_BAR_WIDTH = 10  # timeline columns on narrow consoles
+MAX_BAR_WIDTH = 40  # timeline columns on wide consoles
+_SEP = "  "
+# Tree guides by columns per level, widest first: (tee, corner, pipe, blank).
+_GUIDES: dict[int, tuple[str, str, str, str]] = {
+    4: ("├── ", "└── ", "│   ", "    "),
+    3: ("├─ ", "└─ ", "│  ", "   "),
+    2: ("├╴", "└╴", "│ ", "  "),
+}
 _PALETTE = (
     "cyan",
     "magenta",
@@ -256,12 +265,12 @@ def _format_ms(ms: float) -> str:
     return f"{ms / 1000:.2f} s" if abs(ms) >= 1000 else f"{ms:.1f} ms"
 
 
-def _bar(span: SpanRecord, origin: datetime, total_ms: float) -> str:
+def _bar(span: SpanRecord, origin: datetime, total_ms: float, width: int) -> str:
     if total_ms <= 0:
-        return "▕" + "█" * BAR_WIDTH + "▏"
-    first = min(int(_ms(span.start, origin) / total_ms * BAR_WIDTH), BAR_WIDTH - 1)
-    last = min(max(math.ceil(_ms(span.end, origin) / total_ms * BAR_WIDTH), first + 1), BAR_WIDTH)
-    return "▕" + " " * first + "█" * (last - first) + " " * (BAR_WIDTH - last) + "▏"
+        return "▕" + "█" * width + "▏"
+    first = min(int(_ms(span.start, origin) / total_ms * width), width - 1)
+    last = min(max(math.ceil(_ms(span.end, origin) / total_ms * width), first + 1), width)
+    return "▕" + " " * first + "█" * (last - first) + " " * (width - last) + "▏"
 
 
 def _short_instance(instance_id: str) -> str:
@@ -269,48 +278,194 @@ def _short_instance(instance_id: str) -> str:
     return instance_id.rsplit("-", 1)[-1][:8]
 
 
-class _TreeBuilder:
+def _abbreviations(name: str) -> Iterator[str]:
+    """Ever shorter forms of ``name``: the non-final parts of dotted words cut to one letter,
+    left to right (``process investigation.tasks.billing`` -> ``process i.t.billing``)."""
+    words = [word.split(".") for word in name.split(" ")]
+    for parts in words:
+        for i in range(len(parts) - 1):
+            if len(parts[i]) > 1:
+                parts[i] = parts[i][0]
+                yield " ".join(".".join(p) for p in words)
+
+
+def _fit_name(name: str, budget: int) -> str:
+    """``name`` in at most ``budget`` cells: whole if it fits, else with its middle parts
+    abbreviated, else the most abbreviated form cut with an ellipsis."""
+    if cell_len(name) <= budget:
+        return name
+    shortest = name
+    for candidate in _abbreviations(name):
+        if cell_len(candidate) <= budget:
+            return candidate
+        shortest = candidate
+    if budget <= 0:
+        return ""
+    text = Text(shortest)
+    text.truncate(budget, overflow="ellipsis")
+    return text.plain
+
+
+def _shortest(name: str) -> str:
+    """The most abbreviated form of ``name`` that :func:`_fit_name` tries before cutting it."""
+    return min((name, *_abbreviations(name)), key=cell_len)
+
+
+@dataclass(frozen=True)
+class _Row:
+    span: SpanRecord
+    lineage: tuple[bool, ...]  # per ancestor level below the header: was that ancestor last?
+    last: bool  # last among its siblings
+    orphan: bool  # has a parent id that no recorded span carries
+
+    @property
+    def depth(self) -> int:
+        return len(self.lineage) + 1
+
+    def prefix(self, guide: int) -> str:
+        tee, corner, pipe, blank = _GUIDES[guide]
+        return "".join(blank if done else pipe for done in self.lineage) + (
+            corner if self.last else tee
+        )
+
+
+@dataclass(frozen=True)
+class _Layout:
+    guide: int  # columns per tree level
+    left: int  # columns of the guide + name + process column
+    bar: int  # columns inside the timeline bar's end marks
+
+
+class TraceView:
+    """A trace drawn as a tree, one line per span, sized to the width it is printed at.
+
+    Each line is the tree guide, span name, process ``service[instance]`` and any markers, then
+    the start offset, the duration and a timeline bar, all in aligned columns. When the console
+    is too narrow for that, the bar shrinks (to ``MIN_BAR_WIDTH``), then the tree guides narrow,
+    then span names lose the middle of dotted parts and finally get cut with an ellipsis; the
+    process label and the timing columns stay whole. On wide consoles the bar grows up to
+    ``MAX_BAR_WIDTH``.
+    """
+
     def __init__(self, spans: Sequence[SpanRecord]) -> None:
         self.spans = _by_start(spans)
-        summary = summarize(self.spans)
-        self.summary = summary
-        self.origin = summary.start or datetime.now(UTC)
+        self.summary = summarize(self.spans)
+        self.origin = self.summary.start or datetime.now(UTC)
         self.colours = {
             name: _PALETTE[i % len(_PALETTE)]
             for i, name in enumerate(sorted({s.service_name for s in self.spans}))
         }
+        self.rows = self._rows()
+        self.offsets = ["+" + _format_ms(_ms(r.span.start, self.origin)) for r in self.rows]
+        self.durations = [_format_ms(r.span.duration_ms) for r in self.rows]
+        self.offset_width = max(map(len, self.offsets), default=0)
+        self.duration_width = max(map(len, self.durations), default=0)
+
+    def _rows(self) -> list[_Row]:
         known = {(s.trace_id, s.span_id) for s in self.spans}
-        self.children: dict[tuple[str, str], list[SpanRecord]] = defaultdict(list)
-        self.roots: list[SpanRecord] = []
+        children: dict[tuple[str, str], list[SpanRecord]] = defaultdict(list)
+        roots: list[SpanRecord] = []
         for s in self.spans:
             if s.parent_id is not None and (s.trace_id, s.parent_id) in known:
-                self.children[(s.trace_id, s.parent_id)].append(s)
+                children[(s.trace_id, s.parent_id)].append(s)
             else:
-                self.roots.append(s)
-        self.depths = self._depths()
-        self.label_width = max(
-            (self.depths[id(s)] * _GUIDE_WIDTH + len(self._who(s)) for s in self.spans),
-            default=0,
-        )
+                roots.append(s)
 
-    def _depths(self) -> dict[int, int]:
-        depths: dict[int, int] = {}
-        stack = [(s, 1) for s in self.roots]
-        while stack:
-            span, depth = stack.pop()
-            if id(span) in depths:
-                continue
-            depths[id(span)] = depth
-            stack.extend((c, depth + 1) for c in self.children[(span.trace_id, span.span_id)])
-        # Spans in a parent cycle are unreachable from any root: show them at the top level.
+        def reach(start: SpanRecord) -> None:
+            stack = [start]
+            while stack:
+                span = stack.pop()
+                if id(span) not in reached:
+                    reached.add(id(span))
+                    stack.extend(children[(span.trace_id, span.span_id)])
+
+        reached: set[int] = set()
+        for s in roots:
+            reach(s)
+        # Spans in a parent cycle are unreachable from any root: show one per cycle at the top.
         for s in self.spans:
-            if id(s) not in depths:
-                self.roots.append(s)
-                depths[id(s)] = 1
-        return depths
+            if id(s) not in reached:
+                roots.append(s)
+                reach(s)
 
-    def _who(self, span: SpanRecord) -> str:
-        return f"{span.name}  {span.service_name}[{_short_instance(span.instance_id)}]"
+        rows: list[_Row] = []
+        claimed = {id(s) for s in roots}
+        stack: list[tuple[SpanRecord, tuple[bool, ...], bool]] = [
+            (s, (), i == len(roots) - 1) for i, s in reversed(list(enumerate(roots)))
+        ]
+        while stack:
+            span, lineage, last = stack.pop()
+            orphan = span.parent_id is not None and (span.trace_id, span.parent_id) not in known
+            rows.append(_Row(span, lineage, last, orphan))
+            kids = [c for c in children[(span.trace_id, span.span_id)] if id(c) not in claimed]
+            claimed.update(id(c) for c in kids)
+            stack.extend(
+                (c, (*lineage, last), i == len(kids) - 1)
+                for i, c in reversed(list(enumerate(kids)))
+            )
+        return rows
+
+    # -- pieces of a line ------------------------------------------------------------------
+
+    @staticmethod
+    def _process(span: SpanRecord) -> str:
+        return f"{span.service_name}[{_short_instance(span.instance_id)}]"
+
+    @staticmethod
+    def _markers(row: _Row) -> list[tuple[str, str]]:
+        markers: list[tuple[str, str]] = []
+        if row.span.is_error:
+            markers.append(("ERROR", "bold red"))
+        if row.orphan:
+            markers.append(("(parent not recorded)", "dim"))
+        return markers
+
+    def _fixed_width(self) -> int:
+        """Columns of everything right of the name column but the bar's inside."""
+        return 3 * len(_SEP) + self.offset_width + self.duration_width + 2
+
+    def _cell_width(self, row: _Row, guide: int, name: str) -> int:
+        width = row.depth * guide + (cell_len(name) + len(_SEP) if name else 0)
+        width += cell_len(self._process(row.span))
+        return width + sum(len(_SEP) + cell_len(m) for m, _ in self._markers(row))
+
+    def _name_budget(self, row: _Row, guide: int, left: int) -> int:
+        return left - self._cell_width(row, guide, "") - len(_SEP)
+
+    def natural_left(self) -> int:
+        """Columns the name column needs with wide guides and whole names."""
+        return max((self._cell_width(r, 4, r.span.name) for r in self.rows), default=0)
+
+    def layout(self, width: int) -> _Layout:
+        fixed = self._fixed_width()
+        natural = self.natural_left()
+        if natural + fixed + MIN_BAR_WIDTH <= width:
+            return _Layout(4, natural, min(width - fixed - natural, MAX_BAR_WIDTH))
+        left = width - fixed - MIN_BAR_WIDTH
+        # Narrow the guides only when abbreviating name parts is not enough at the wider ones.
+        guide = next(
+            (
+                g
+                for g in _GUIDES
+                if all(self._cell_width(r, g, _shortest(r.span.name)) <= left for r in self.rows)
+            ),
+            min(_GUIDES),
+        )
+        used = (
+            max(
+                min(
+                    self._cell_width(
+                        r, guide, _fit_name(r.span.name, self._name_budget(r, guide, left))
+                    ),
+                    left,
+                )
+                for r in self.rows
+            )
+            if self.rows
+            else 0
+        )
+        bar = min(max(width - fixed - used, MIN_BAR_WIDTH), MAX_BAR_WIDTH)
+        return _Layout(guide, max(used, 1), bar)
 
     def header(self) -> Text:
         s = self.summary
@@ -321,47 +476,55 @@ class _TreeBuilder:
             (_format_ms(s.duration_ms), "bold"),
         )
 
-    def label(self, span: SpanRecord, orphan: bool) -> Text:
-        colour = self.colours[span.service_name]
-        name_style = "bold red" if span.is_error else "bold"
-        pad = self.label_width - self.depths[id(span)] * _GUIDE_WIDTH - len(self._who(span))
-        text = Text.assemble(
-            (span.name, name_style),
-            "  ",
-            (f"{span.service_name}[{_short_instance(span.instance_id)}]", colour),
-            " " * pad,
-            f"  {'+' + _format_ms(_ms(span.start, self.origin)):>10}",
-            f"  {_format_ms(span.duration_ms):>9}  ",
-            (
-                _bar(span, self.origin, self.summary.duration_ms),
-                "red" if span.is_error else colour,
-            ),
-        )
-        if span.is_error:
-            text.append("  ERROR", style="bold red")
-        if orphan:
-            text.append("  (parent not recorded)", style="dim")
-        return text
-
-    def build(self) -> Tree:
-        tree = Tree(self.header(), guide_style="dim")
-        stack: list[tuple[Tree, SpanRecord]] = [(tree, s) for s in reversed(self.roots)]
-        seen: set[int] = set()
-        while stack:
-            parent, span = stack.pop()
-            if id(span) in seen:
-                continue
-            seen.add(id(span))
-            node = parent.add(
-                self.label(span, orphan=span.parent_id is not None and parent is tree)
+    def lines(self, width: int) -> list[Text]:
+        """The header and one line per span, in tree order, for a console ``width`` wide."""
+        layout = self.layout(width)
+        out = [self.header()]
+        for row, offset, duration in zip(self.rows, self.offsets, self.durations, strict=True):
+            span = row.span
+            colour = self.colours[span.service_name]
+            name = _fit_name(span.name, self._name_budget(row, layout.guide, layout.left))
+            cell = Text()
+            cell.append(row.prefix(layout.guide), style="dim")
+            if name:
+                cell.append(name, style="bold red" if span.is_error else "bold")
+                cell.append(_SEP)
+            cell.append(self._process(span), style=colour)
+            for marker, style in self._markers(row):
+                cell.append(_SEP)
+                cell.append(marker, style=style)
+            cell.truncate(layout.left, overflow="ellipsis", pad=True)
+            line = Text.assemble(
+                cell,
+                _SEP,
+                offset.rjust(self.offset_width),
+                _SEP,
+                duration.rjust(self.duration_width),
+                _SEP,
+                (
+                    _bar(span, self.origin, self.summary.duration_ms, layout.bar),
+                    "red" if span.is_error else colour,
+                ),
+                no_wrap=True,
+                overflow="ellipsis",
             )
-            kids = self.children[(span.trace_id, span.span_id)]
-            stack.extend((node, c) for c in reversed(kids))
-        return tree
+            out.append(line)
+        return out
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        yield from self.lines(options.max_width)
+
+    def __rich_measure__(self, console: Console, options: ConsoleOptions) -> Measurement:
+        fixed = self._fixed_width()
+        natural = self.natural_left()
+        return Measurement(
+            fixed + MIN_BAR_WIDTH + min(natural, 24), fixed + natural + MAX_BAR_WIDTH
+        )
 
 
 def render_tree(spans: Sequence[SpanRecord]) -> RenderableType:
-    """The spans as a tree by parent, one line per span with process, timing and a timeline."""
+    """The spans as a tree by parent, one line per span with process, timing and a timeline,
+    fitted to the width of the console it is printed on (see :class:`TraceView`)."""
     if not spans:
         return Text("no spans recorded", style="dim")
-    return _TreeBuilder(spans).build()
+    return TraceView(spans)

@@ -7,6 +7,8 @@ span times are given explicitly so offsets and timeline bars are exact.
 
 from __future__ import annotations
 
+import io
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import orjson
@@ -25,13 +27,18 @@ from opentelemetry.trace import (
     TraceFlags,
 )
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+from rich.cells import cell_len
 from rich.console import Console
+from rich.panel import Panel
 from rich.text import Text
-from rich.tree import Tree
 
 from counterpoint.infra.telemetry import JsonlSpanExporter
 from counterpoint.infra.tracetree import (
+    MAX_BAR_WIDTH,
+    MIN_BAR_WIDTH,
     SpanRecord,
+    TraceView,
+    _fit_name,
     load_spans,
     render_tree,
     scan_spans,
@@ -125,8 +132,8 @@ def traces(tmp_path: Path) -> Path:
     return folder
 
 
-def render(spans: list[SpanRecord]) -> str:
-    console = Console(record=True, width=120, color_system=None)
+def render(spans: list[SpanRecord], width: int = 120) -> str:
+    console = Console(record=True, width=width, color_system=None)
     console.print(render_tree(spans))
     return console.export_text()
 
@@ -182,10 +189,10 @@ def test_render_tree_layout(traces: Path) -> None:
     assert "intake[101]" in row("process intake.tickets")
     assert "billing[202]" in row("process billing") and "auth[303]" in row("process auth")
     assert "+40.0 ms" in row("process billing") and "50.0 ms" in row("process billing")
-    # Parallel work is visible: overlapping bars (100 ms over 24 columns).
-    assert row("process billing").endswith("▕" + " " * 9 + "█" * 13 + "  ▏")
-    assert row("process auth").endswith("▕" + " " * 10 + "█" * 10 + "    ▏")
-    assert row("process intake.tickets").endswith("▕" + "█" * 24 + "▏")
+    # Parallel work is visible: overlapping bars (100 ms over 40 columns, the widest bar).
+    assert row("process billing").endswith("▕" + " " * 16 + "█" * 20 + " " * 4 + "▏")
+    assert row("process auth").endswith("▕" + " " * 18 + "█" * 14 + " " * 8 + "▏")
+    assert row("process intake.tickets").endswith("▕" + "█" * 40 + "▏")
     # Bars line up in one column whatever the depth.
     assert len({line.index("▕") for line in lines[1:]}) == 1
     # Nesting: billing's children under billing, billing and auth under intake, sorted by start.
@@ -207,28 +214,25 @@ def test_render_tree_layout(traces: Path) -> None:
     assert "(parent not recorded)" not in row("process intake.tickets")
 
 
-def _labels(tree: Tree) -> list[Text]:
-    out: list[Text] = []
-    for child in tree.children:
-        assert isinstance(child.label, Text)
-        out.append(child.label)
-        out.extend(_labels(child))
-    return out
-
-
 def _style_of(label: Text, fragment: str) -> str:
     start = label.plain.index(fragment)
     return " ".join(str(s.style) for s in label.spans if s.start <= start < s.end)
 
 
 def test_render_tree_colours(traces: Path) -> None:
-    tree = render_tree(spans_for_request(load_spans(traces), "req-1"))
-    assert isinstance(tree, Tree)
-    labels = {label.plain.split("  ")[0]: label for label in _labels(tree)}
-    assert "red" in _style_of(labels["lookup invoice"], "lookup invoice")
-    assert "red" not in _style_of(labels["process billing"], "process billing")
+    view = render_tree(spans_for_request(load_spans(traces), "req-1"))
+    assert isinstance(view, TraceView)
+    lines: list[Text] = view.lines(120)[1:]
+
+    def row(name: str) -> Text:
+        return next(line for line in lines if f" {name}  " in line.plain)
+
+    assert "red" in _style_of(row("lookup invoice"), "lookup invoice")
+    assert "red" in _style_of(row("lookup invoice"), "ERROR")
+    assert "red" in _style_of(row("lookup invoice"), "█")
+    assert "red" not in _style_of(row("process billing"), "process billing")
     colour = {
-        name: _style_of(labels[span], f"{name}[")
+        name: _style_of(row(span), f"{name}[")
         for name, span in [
             ("intake", "process intake.tickets"),
             ("billing", "process billing"),
@@ -236,7 +240,12 @@ def test_render_tree_colours(traces: Path) -> None:
         ]
     }
     assert len(set(colour.values())) == 3 and all(colour.values())
-    assert _style_of(labels["late retry"], "auth[") == colour["auth"]
+    assert _style_of(row("late retry"), "auth[") == colour["auth"]
+    assert _style_of(row("process billing"), "█") == colour["billing"]
+    # Only the tree guides are dim.
+    assert "dim" in _style_of(row("process billing"), "├")
+    assert "dim" not in _style_of(row("process billing"), "process billing")
+    assert "dim" not in _style_of(row("process billing"), "billing[")
 
 
 def test_render_empty() -> None:
@@ -275,3 +284,183 @@ def test_torn_and_invalid_lines_are_skipped_and_counted(traces: Path) -> None:
     assert scan.skipped == 3
     assert len(scan.spans) == 7
     assert len(load_spans(traces)) == 7
+
+
+# -- fitting the console width ---------------------------------------------------------------
+
+SERVICES = ("infrastructure", "knowledge", "synthesis", "billing", "account", "triage", "cli")
+
+
+def _record(
+    span_id: int,
+    parent: int | None,
+    name: str,
+    service: str,
+    start_ms: float,
+    end_ms: float,
+    *,
+    status: str = "UNSET",
+    pid: int = 5600,
+) -> SpanRecord:
+    origin = datetime(2024, 1, 1, tzinfo=UTC)
+    return SpanRecord(
+        trace_id="f267cb09b516e6d9af3a03c0a1850de8",
+        span_id=f"{span_id:016x}",
+        parent_id=None if parent is None else f"{parent:016x}",
+        name=name,
+        kind="INTERNAL",
+        service_name=service,
+        instance_id=f"ip-10-0-12-34-{pid}",
+        start=origin + timedelta(milliseconds=start_ms),
+        end=origin + timedelta(milliseconds=end_ms),
+        duration_ms=end_ms - start_ms,
+        status=status,
+    )
+
+
+def deep_trace(depth: int = 7) -> list[SpanRecord]:
+    """A chain ``depth`` spans deep, each level in another process with a long span name, plus
+    a sibling at every level, an error deep down and an orphan whose parent never flushed."""
+    spans: list[SpanRecord] = []
+    parent: int | None = None
+    for level in range(depth):
+        service = SERVICES[level % len(SERVICES)]
+        span_id = 100 + level
+        spans.append(
+            _record(
+                span_id,
+                parent,
+                f"process investigation.tasks.{service}.level{level}",
+                service,
+                level * 10,
+                1000 - level * 10,
+                status="ERROR" if level == depth - 1 else "UNSET",
+                pid=5670 + level,
+            )
+        )
+        if parent is not None:
+            spans.append(
+                _record(
+                    200 + level,
+                    parent,
+                    f"send investigation.findings.{service}",
+                    service,
+                    500 + level,
+                    520 + level,
+                    pid=5670 + level,
+                )
+            )
+        parent = span_id
+    spans.append(_record(999, 12345, "late retry of a lost delivery", "billing", 990, 1000))
+    return spans
+
+
+def _process(span: SpanRecord) -> str:
+    return f"{span.service_name}[{span.instance_id.rsplit('-', 1)[-1]}]"
+
+
+@pytest.mark.parametrize("width", [80, 100, 120, 160, 200])
+def test_one_line_per_span_at_any_width(width: int) -> None:
+    spans = deep_trace()
+    lines = render(spans, width=width).splitlines()
+    assert len(lines) == len(spans) + 1  # the header and one line per span, nothing wrapped
+    assert all(cell_len(line) <= width for line in lines)
+    assert lines[0].startswith("trace f267cb09b516e6d9af3a03c0a1850de8  14 spans  8 processes")
+    rows = lines[1:]
+    # Every line keeps its whole process label, its timing and its timeline bar.
+    by_start = sorted(spans, key=lambda s: s.start)
+    for span in by_start:
+        offset = f"+{(span.start - by_start[0].start).total_seconds() * 1000:.1f} ms"
+        assert any(_process(span) in row and offset in row and row.endswith("▏") for row in rows), (
+            span.name,
+            width,
+        )
+    assert all(any(_process(s) in row for s in spans) for row in rows)
+    # Columns line up whatever the depth; the bar stays between its narrowest and widest.
+    assert len({row.index("▕") for row in rows}) == 1
+    bar = rows[0].index("▏") - rows[0].index("▕") - 1
+    assert MIN_BAR_WIDTH <= bar <= MAX_BAR_WIDTH
+    assert sum("ERROR" in row for row in rows) == 1
+    assert sum("(parent not recorded)" in row for row in rows) == 1
+
+
+def test_wide_console_shows_whole_names_and_a_wide_bar() -> None:
+    spans = deep_trace()
+    text = render(spans, width=160)
+    for span in spans:
+        assert span.name in text
+    rows = text.splitlines()[1:]
+    assert rows[0].index("▏") - rows[0].index("▕") - 1 == MAX_BAR_WIDTH
+    # Full-width guides: each level indents by four columns.
+    first = [next(r for r in rows if f"level{n} " in r) for n in range(7)]
+    indents = [r.index("process") for r in first]
+    assert indents == [4 * (n + 1) for n in range(7)]
+
+
+def test_narrow_console_shortens_names_before_processes() -> None:
+    spans = deep_trace()
+    text = render(spans, width=80)
+    rows = text.splitlines()[1:]
+    assert rows[0].index("▏") - rows[0].index("▕") - 1 == MIN_BAR_WIDTH
+    # Names lose the middle of dotted parts (then get cut) rather than the process label.
+    assert "process i." in text
+    assert all(_process(s) in text for s in spans)
+    # The deepest span is still drawn under its parent, one (narrower) level further in.
+    deepest = next(r for r in rows if "ERROR" in r)
+    parent = next(r for r in rows if "triage[5675]" in r)
+    assert rows.index(deepest) == rows.index(parent) + 1
+    assert deepest.index("process") - parent.index("process") in (2, 3, 4)
+
+
+def test_piped_output_fits_eighty_columns(traces: Path) -> None:
+    """Without a terminal rich assumes 80 columns: the trace must fit that too."""
+    spans = spans_for_request(load_spans(traces), "req-1")
+    out = io.StringIO()
+    console = Console(file=out, width=80, color_system=None)
+    console.print(render_tree(spans))
+    lines = out.getvalue().splitlines()
+    assert len(lines) == len(spans) + 1
+    assert all(cell_len(line) <= 80 for line in lines)
+
+
+def test_very_deep_trace_still_one_line_per_span() -> None:
+    spans = deep_trace(depth=16)
+    for width in (80, 120):
+        lines = render(spans, width=width).splitlines()
+        assert len(lines) == len(spans) + 1
+        assert all(cell_len(line) <= width for line in lines)
+
+
+def test_fits_inside_a_panel() -> None:
+    spans = deep_trace()
+    console = Console(record=True, width=80, color_system=None)
+    console.print(Panel(render_tree(spans)))
+    lines = console.export_text().splitlines()
+    assert len(lines) == len(spans) + 1 + 2  # the panel's top and bottom borders
+    assert all(cell_len(line) <= 80 for line in lines)
+
+
+def test_wide_characters_are_measured_in_cells() -> None:
+    spans = [
+        _record(1, None, "処理 請求書の確認.タスク.とても長い名前のスパン", "billing", 0, 10),
+        _record(2, 1, "送信 結果.合成.さらに長い名前のスパンです", "synthesis", 2, 8, pid=5676),
+    ]
+    lines = render(spans, width=80).splitlines()
+    assert len(lines) == 3
+    assert all(cell_len(line) <= 80 for line in lines)
+    assert "billing[5600]" in lines[1] and "synthesis[5676]" in lines[2]
+
+
+@pytest.mark.parametrize(
+    ("budget", "expected"),
+    [
+        (60, "process investigation.tasks.infrastructure"),
+        (40, "process i.tasks.infrastructure"),
+        (26, "process i.t.infrastructure"),
+        (20, "process i.t.infrast…"),
+        (1, "…"),
+        (0, ""),
+    ],
+)
+def test_fit_name(budget: int, expected: str) -> None:
+    assert _fit_name("process investigation.tasks.infrastructure", budget) == expected

@@ -1,0 +1,345 @@
+"""All six agents from the catalog on the in-memory bus, with the offline provider.
+
+The bus runs every agent through the same `Delivery` code as the Kafka runtime; these tests
+check the choreography (fan-out, fan-in, deadlines, redelivery) and what the two worked
+examples produce. The integration tests run the same agents on a real broker.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import replace
+from datetime import timedelta
+from pathlib import Path
+
+import orjson
+import pytest
+
+from counterpoint.agents.catalog import AGENT_NAMES, UnknownAgent, build
+from counterpoint.agents.context import AgentContext
+from counterpoint.agents.llm.offline import OFFLINE_NOTE, OfflineProvider
+from counterpoint.agents.tools.business import BusinessStore
+from counterpoint.bus.agent import Agent
+from counterpoint.bus.decode import RawRecord
+from counterpoint.bus.memory import MemoryBus
+from counterpoint.schemas.envelope import Envelope
+from counterpoint.schemas.events import Finding, Result, TriageDecision
+from counterpoint.topics.registry import (
+    DEADLETTER_NAME,
+    INTAKE_ALERTS,
+    INTAKE_TICKETS,
+    INVESTIGATION_FINDINGS,
+    SYNTHESIS_RESULTS,
+    TASKS,
+    TRIAGE_DECISIONS,
+)
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "infra" / "examples"
+TICKET_RAW = (EXAMPLES / "ticket_dual_intent.json").read_bytes()
+ALERT_RAW = (EXAMPLES / "alert_alertmanager.json").read_bytes()
+PASSWORD_TICKET = orjson.dumps({"id": "T-2002", "customer_id": "C-42",
+                                "body": "I forgot my password and cannot log in"})
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[BusinessStore]:
+    with BusinessStore.open(tmp_path / "b.db") as opened:
+        yield opened
+
+
+@pytest.fixture
+def ctx(store: BusinessStore) -> AgentContext:
+    return AgentContext(store=store, provider=OfflineProvider())
+
+
+def _bus(ctx: AgentContext, names: tuple[str, ...] = AGENT_NAMES) -> tuple[MemoryBus,
+                                                                           dict[str, Agent]]:
+    bus = MemoryBus()
+    agents = {name: build(name, ctx) for name in names}
+    for agent in agents.values():
+        bus.add(agent)
+    return bus, agents
+
+
+def _decisions(bus: MemoryBus) -> list[TriageDecision]:
+    return [TRIAGE_DECISIONS.decode(r.value or b"") for r in bus.records(TRIAGE_DECISIONS.name)]
+
+
+def _findings(bus: MemoryBus) -> list[Finding]:
+    return [INVESTIGATION_FINDINGS.decode(r.value or b"")
+            for r in bus.records(INVESTIGATION_FINDINGS.name)]
+
+
+def _results(bus: MemoryBus) -> list[Result]:
+    return [SYNTHESIS_RESULTS.decode(r.value or b"") for r in bus.records(SYNTHESIS_RESULTS.name)]
+
+
+def _ce_id(record: RawRecord) -> bytes:
+    return dict(record.headers)["ce_id"]
+
+
+async def _replay(bus: MemoryBus, records: list[RawRecord]) -> None:
+    """Publish records again, byte for byte (value, key, headers)."""
+    for record in records:
+        await bus.publish(record.topic, record.value or b"", key=record.key,
+                          headers=record.headers)
+
+
+def test_catalog_names_every_agent_and_rejects_others(ctx: AgentContext) -> None:
+    assert set(AGENT_NAMES) == {"triage", "billing", "account", "infrastructure", "knowledge",
+                                "synthesis"}
+    assert {name: build(name, ctx).name for name in AGENT_NAMES} == {n: n for n in AGENT_NAMES}
+    with pytest.raises(UnknownAgent, match="triage"):
+        build("auditor", ctx)
+
+
+# --- worked example 1: the dual-intent ticket -----------------------------------------------
+
+
+async def test_dual_intent_ticket_becomes_one_complete_reply(ctx: AgentContext) -> None:
+    bus, _ = _bus(ctx)
+    await bus.publish(INTAKE_TICKETS.name, TICKET_RAW, key=b"T-1001")
+
+    await bus.run_until_idle()
+
+    assert bus.records(DEADLETTER_NAME) == []
+    (decision,) = _decisions(bus)
+    assert decision.subject.source_id == "T-1001"
+    assert set(decision.intents) >= {"billing", "account"}
+    planned = sorted(inv.skill for inv in decision.investigations)
+    assert planned == ["account", "billing", "knowledge"]
+    for skill in ("billing", "account", "knowledge"):
+        tasks = [TASKS[skill].decode(r.value or b"") for r in bus.records(TASKS[skill].name)]
+        assert [t.skill for t in tasks] == [skill]
+        assert tasks[0].request_id == decision.request_id
+    assert bus.records(TASKS["infrastructure"].name) == []
+
+    (result,) = _results(bus)
+    assert result.kind == "reply"
+    assert result.status == "complete"
+    assert result.missing == []
+    assert result.request_id == decision.request_id
+    assert result.source_id == "T-1001"
+    skills = {f.skill for f in result.findings}
+    assert {"billing", "account"} <= skills
+    billing_facts = [fact.text for f in result.findings if f.skill == "billing"
+                     for fact in f.facts]
+    assert any("INV-2291" in text for text in billing_facts)
+    assert OFFLINE_NOTE in result.text
+    assert result.generation.offline is True
+    assert result.generation.provider == "offline"
+    assert result.customer is not None
+    assert result.customer["tier"] == "enterprise"
+    assert result.customer["customer_id"] == "C-42"
+    # triage 1 + one per finding + synthesis 1
+    assert result.usage.calls == 1 + len(result.findings) + 1 == 5
+    assert result.usage.estimated is True
+    assert result.usage.input_tokens == sum(u.input_tokens
+                                            for u in result.usage_by_step.values())
+    assert set(result.usage_by_step) == {"triage", "synthesis",
+                                         *(f"{f.skill}:{f.focus}" for f in result.findings)}
+
+
+async def test_every_event_of_the_request_shares_its_request_id(ctx: AgentContext) -> None:
+    bus, _ = _bus(ctx)
+    await bus.publish(INTAKE_TICKETS.name, TICKET_RAW, key=b"T-1001")
+    await bus.run_until_idle()
+
+    (decision,) = _decisions(bus)
+    topics = [TRIAGE_DECISIONS.name, *(t.name for t in TASKS.values()),
+              INVESTIGATION_FINDINGS.name, SYNTHESIS_RESULTS.name]
+    records = [r for t in topics for r in bus.records(t)]
+    assert len(records) == 1 + 3 + 3 + 1
+    envelopes = [Envelope.from_headers(r.headers) for r in records]
+    assert {e.request_id for e in envelopes if e} == {decision.request_id}
+    assert all(e is not None and e.subject == "T-1001" for e in envelopes)
+    # Keys: the join topics by request id, the task topics by task id.
+    for record in bus.records(INVESTIGATION_FINDINGS.name):
+        assert record.key == decision.request_id.encode()
+    task_ids = {inv.task_id.encode() for inv in decision.investigations}
+    assert {r.key for t in TASKS.values() for r in bus.records(t.name)} == task_ids
+    # Each finding is caused by its task.
+    task_event_ids = {_ce_id(r) for t in TASKS.values() for r in bus.records(t.name)}
+    finding_causes = {dict(r.headers)["ce_causationid"]
+                      for r in bus.records(INVESTIGATION_FINDINGS.name)}
+    assert finding_causes == task_event_ids
+
+
+# --- worked example 2: the Alertmanager alert -----------------------------------------------
+
+
+async def test_alertmanager_alert_becomes_a_runbook(ctx: AgentContext) -> None:
+    bus, _ = _bus(ctx)
+    await bus.publish(INTAKE_ALERTS.name, ALERT_RAW, key=b"c0ffee1234abcd")
+
+    await bus.run_until_idle()
+
+    assert bus.records(DEADLETTER_NAME) == []
+    (decision,) = _decisions(bus)
+    assert decision.severity == "critical"
+    assert decision.priority == "urgent"
+    assert decision.subject.service == "checkout-api"
+    assert sorted((i.skill, i.focus) for i in decision.investigations) == [
+        ("infrastructure", "deploys"), ("infrastructure", "logs"),
+        ("infrastructure", "metrics"), ("knowledge", "runbooks")]
+    assert len(bus.records(TASKS["infrastructure"].name)) == 3
+
+    (result,) = _results(bus)
+    assert result.kind == "runbook"
+    assert result.status == "complete"
+    assert result.source_id == "c0ffee1234abcd"
+    assert result.priority == "urgent"
+    infra = sorted(f.focus for f in result.findings if f.skill == "infrastructure")
+    assert infra == ["deploys", "logs", "metrics"]
+    assert [f.skill for f in result.findings].count("knowledge") == 1
+    assert "v2.14.0" in result.text
+    assert "Severity: critical" in result.text
+    assert OFFLINE_NOTE in result.text
+    rollback = [a for a in result.proposed_actions if a.action == "rollback_deploy"]
+    assert len(rollback) == 1
+    assert rollback[0].risk == "high"
+    assert rollback[0].target == "checkout-api"
+    assert rollback[0].status == "proposed"
+    assert result.customer is None
+    assert result.usage.calls == 1 + 4 + 1
+
+
+async def test_password_only_ticket_goes_to_account_only(ctx: AgentContext) -> None:
+    bus, _ = _bus(ctx)
+    await bus.publish(INTAKE_TICKETS.name, PASSWORD_TICKET, key=b"T-2002")
+
+    await bus.run_until_idle()
+
+    (decision,) = _decisions(bus)
+    assert decision.intents == ["account"]
+    assert sorted(i.skill for i in decision.investigations) == ["account", "knowledge"]
+    assert bus.records(TASKS["billing"].name) == []
+    assert len(bus.records(TASKS["account"].name)) == 1
+    (result,) = _results(bus)
+    assert result.status == "complete"
+    assert sorted(f.skill for f in result.findings) == ["account", "knowledge"]
+
+
+# --- deadlines and partial results ----------------------------------------------------------
+
+
+async def test_deadline_publishes_one_partial_result_naming_what_is_missing(
+        store: BusinessStore) -> None:
+    ctx = AgentContext(store=store, provider=OfflineProvider(),
+                       synthesis_deadline=timedelta(0))
+    bus, agents = _bus(ctx, ("triage", "billing", "knowledge", "synthesis"))
+    synthesis = agents["synthesis"]
+    await bus.publish(INTAKE_TICKETS.name, TICKET_RAW, key=b"T-1001")
+    await bus.run_until_idle()
+    assert _results(bus) == []  # the account finding never came
+
+    await bus.tick(synthesis)
+
+    (result,) = _results(bus)
+    assert result.status == "partial"
+    assert result.missing == ["account (login and account status)"]
+    assert sorted(f.skill for f in result.findings) == ["billing", "knowledge"]
+    assert "We are still checking: account" in result.text
+    (decision_record,) = bus.records(TRIAGE_DECISIONS.name)
+    (result_record,) = bus.records(SYNTHESIS_RESULTS.name)
+    assert dict(result_record.headers)["ce_causationid"] == _ce_id(decision_record)
+
+    await bus.tick(synthesis)
+    assert len(_results(bus)) == 1
+
+    # The late account finding arrives: no second result.
+    bus.add(build("account", ctx))
+    await bus.run_until_idle()
+    assert sorted(f.skill for f in _findings(bus)) == ["account", "billing", "knowledge"]
+    assert len(_results(bus)) == 1
+    await bus.tick(synthesis)
+    assert len(_results(bus)) == 1
+
+
+async def test_no_partial_result_before_the_deadline(ctx: AgentContext) -> None:
+    bus, agents = _bus(ctx, ("triage", "billing", "knowledge", "synthesis"))
+    await bus.publish(INTAKE_TICKETS.name, TICKET_RAW, key=b"T-1001")
+    await bus.run_until_idle()
+
+    await bus.tick(agents["synthesis"])  # default deadline: 30 s away
+
+    assert _results(bus) == []
+
+
+# --- ordering and redelivery ----------------------------------------------------------------
+
+
+async def _first_run(ctx: AgentContext) -> MemoryBus:
+    bus, _ = _bus(ctx)
+    await bus.publish(INTAKE_TICKETS.name, TICKET_RAW, key=b"T-1001")
+    await bus.run_until_idle()
+    assert len(bus.records(SYNTHESIS_RESULTS.name)) == 1
+    return bus
+
+
+async def test_findings_before_their_decision_still_join(ctx: AgentContext) -> None:
+    first = await _first_run(ctx)
+    (original,) = first.records(SYNTHESIS_RESULTS.name)
+
+    bus, _ = _bus(ctx, ("synthesis",))
+    await _replay(bus, list(reversed(first.records(INVESTIGATION_FINDINGS.name))))
+    await bus.run_until_idle()
+    assert bus.records(SYNTHESIS_RESULTS.name) == []  # waiting for the plan
+
+    await _replay(bus, first.records(TRIAGE_DECISIONS.name))
+    await bus.run_until_idle()
+
+    (record,) = bus.records(SYNTHESIS_RESULTS.name)
+    (result,) = _results(bus)
+    assert result.status == "complete"
+    assert sorted(f.skill for f in result.findings) == ["account", "billing", "knowledge"]
+    # Whichever input completes the join, the result is the same event.
+    assert _ce_id(record) == _ce_id(original)
+
+
+async def test_result_id_is_the_same_on_redelivery_to_a_fresh_synthesis(
+        ctx: AgentContext) -> None:
+    first = await _first_run(ctx)
+    (original,) = first.records(SYNTHESIS_RESULTS.name)
+    # In the first run the last finding completed the join.
+    last_finding = first.records(INVESTIGATION_FINDINGS.name)[-1]
+    assert dict(original.headers)["ce_causationid"] == _ce_id(last_finding)
+
+    bus, _ = _bus(ctx, ("synthesis",))
+    await _replay(bus, first.records(TRIAGE_DECISIONS.name))
+    await _replay(bus, first.records(INVESTIGATION_FINDINGS.name))
+    await bus.run_until_idle()
+
+    (replayed,) = bus.records(SYNTHESIS_RESULTS.name)
+    assert _ce_id(replayed) == _ce_id(original)
+    assert replayed.key == original.key
+
+
+async def test_redelivery_to_the_same_synthesis_publishes_nothing_new(
+        ctx: AgentContext) -> None:
+    bus = await _first_run(ctx)
+    (original,) = bus.records(SYNTHESIS_RESULTS.name)
+
+    await _replay(bus, bus.records(TRIAGE_DECISIONS.name))
+    await _replay(bus, bus.records(INVESTIGATION_FINDINGS.name))
+    await bus.run_until_idle()
+
+    assert bus.records(SYNTHESIS_RESULTS.name) == [original]
+
+
+async def test_redelivered_finding_is_counted_once(ctx: AgentContext) -> None:
+    first = await _first_run(ctx)
+    findings = first.records(INVESTIGATION_FINDINGS.name)
+
+    bus, _ = _bus(ctx, ("synthesis",))
+    await _replay(bus, first.records(TRIAGE_DECISIONS.name))
+    # The same (first) finding three times: the join must still wait for the other two.
+    await _replay(bus, [findings[0], findings[0], replace(findings[0], offset=99)])
+    await bus.run_until_idle()
+    assert bus.records(SYNTHESIS_RESULTS.name) == []
+
+    await _replay(bus, findings[1:])
+    await bus.run_until_idle()
+    (result,) = _results(bus)
+    assert len(result.findings) == 3
+    assert result.usage.calls == 5
