@@ -45,6 +45,8 @@ class Pending:
     decision: TriageDecision | None = None
     cause: Cause | None = None
     findings: dict[str, Finding] = field(default_factory=dict)
+    # The plan carries triage's deadline; this process also bounds the wait by its own setting.
+    due: datetime | None = None
 
 
 class Join:
@@ -62,8 +64,7 @@ class Join:
         return p if wanted <= p.findings.keys() else None
 
     def overdue(self, at: datetime) -> list[Pending]:
-        return [p for p in self.pending.values()
-                if p.decision is not None and p.decision.deadline_at <= at]
+        return [p for p in self.pending.values() if p.due is not None and p.due <= at]
 
     def finish(self, request_id: str) -> None:
         self.pending.pop(request_id, None)
@@ -118,6 +119,7 @@ def build(ctx: AgentContext) -> Agent:
             return []
         p = join.pending.setdefault(rid, Pending())
         p.decision, p.cause = event.data, event.cause()
+        p.due = min(event.data.deadline_at, now() + ctx.synthesis_deadline)
         return await compose(p) if join.ready(rid) else []
 
     @agent.handles(INVESTIGATION_FINDINGS)

@@ -35,7 +35,7 @@ Ack = Awaitable[Any]
 
 
 class Sink(Protocol):
-    async def send(self, topic: str, key: bytes | None, value: bytes,
+    async def send(self, topic: str, key: bytes | None, value: bytes | None,
                    headers: list[tuple[str, bytes]]) -> Ack:
         """Enqueue a record; the returned awaitable resolves once the broker has it."""
         ...
@@ -146,7 +146,7 @@ class Delivery:
         self.stats.deadlettered += 1
         headers = deadletter_headers(record, failure, agent=self.agent.name,
                                      group=self.agent.group_id)
-        return await self.sink.send(DEADLETTER_NAME, record.key, record.value or b"", headers)
+        return await self.sink.send(DEADLETTER_NAME, record.key, record.value, headers)
 
 
 def _tag_span(span: Span, envelope: Envelope) -> None:

@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 import os
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,7 +38,9 @@ class KafkaConfig:
     idempotence: bool = False
     linger_ms: int = 0
     max_batch: int = 500
-    session_timeout_ms: int = 10_000
+    # Tansu completes a rejoin only after about the departed member's session timeout, so a
+    # short one keeps restarts and scale-ups quick; heartbeats run off the processing path.
+    session_timeout_ms: int = 6_000
     heartbeat_interval_ms: int = 1_000
     request_timeout_ms: int = 30_000
 
@@ -57,7 +59,7 @@ class KafkaSink:
     def __init__(self, producer: AIOKafkaProducer) -> None:
         self._producer = producer
 
-    async def send(self, topic: str, key: bytes | None, value: bytes,
+    async def send(self, topic: str, key: bytes | None, value: bytes | None,
                    headers: list[tuple[str, bytes]]) -> Ack:
         ack: Ack = await self._producer.send(topic, value=value, key=key, headers=headers)
         return ack
@@ -186,7 +188,7 @@ class Producer:
 
 
 async def tail(config: KafkaConfig, topics: Sequence[str], *, from_beginning: bool = True,
-               follow: bool = False, idle_timeout_s: float = 1.0) -> AsyncIterator[RawRecord]:
+               follow: bool = False, idle_timeout_s: float = 1.0) -> AsyncGenerator[RawRecord]:
     """Read topics without a consumer group (so readers never steal work from agents).
 
     Without `follow`, stops once every partition has been read to its end.

@@ -30,7 +30,7 @@ class MemoryBus:
         self._committed: dict[tuple[str, str, int], int] = defaultdict(int)
 
     # --- Sink ---
-    async def send(self, topic: str, key: bytes | None, value: bytes,
+    async def send(self, topic: str, key: bytes | None, value: bytes | None,
                    headers: list[tuple[str, bytes]]) -> Ack:
         parts = self._ensure(topic)
         p = zlib.crc32(key) % len(parts) if key is not None else 0

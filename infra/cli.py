@@ -60,7 +60,7 @@ def _parse_scale(items: Sequence[str]) -> dict[str, int]:
     scale = default_scale()
     for item in items:
         name, sep, count = item.partition("=")
-        if not sep or name not in AGENT_NAMES or not count.isdigit():
+        if not sep or name not in AGENT_NAMES or not (count.isascii() and count.isdigit()):
             raise CliError(f"--scale {item!r}: expected NAME=N with NAME one of "
                            f"{', '.join(AGENT_NAMES)} and N a whole number")
         scale[name] = int(count)

@@ -7,6 +7,7 @@
                                      embedded broker (10 there, 100 on a real cluster)
     COUNTERPOINT_KAFKA_IDEMPOTENCE   idempotent producer; only where the broker supports
                                      InitProducerId (Apache Kafka: yes; embedded: no)
+    COUNTERPOINT_SESSION_TIMEOUT_MS  consumer group session timeout (6000)
     COUNTERPOINT_SYNTHESIS_DEADLINE_S  seconds synthesis waits before a partial result (30)
     COUNTERPOINT_MODEL_<AGENT>       model per agent, e.g. COUNTERPOINT_MODEL_SYNTHESIS
     ANTHROPIC_API_KEY                empty or unset = the offline provider
@@ -34,6 +35,7 @@ class Settings(BaseSettings):
     home: Path = Path(".counterpoint")
     fetch_max_wait_ms: int | None = Field(default=None, ge=0, le=60_000)
     kafka_idempotence: bool = False
+    session_timeout_ms: int = Field(default=6_000, ge=3_000, le=300_000)
     synthesis_deadline_s: float = Field(default=30.0, gt=0)
     anthropic_api_key: str | None = Field(default=None, validation_alias="ANTHROPIC_API_KEY")
 
@@ -56,7 +58,8 @@ class Settings(BaseSettings):
         if wait is None:
             wait = 10 if self.embedded else 100
         return KafkaConfig(bootstrap_servers=self.bootstrap_servers, fetch_max_wait_ms=wait,
-                           idempotence=self.kafka_idempotence)
+                           idempotence=self.kafka_idempotence,
+                           session_timeout_ms=self.session_timeout_ms)
 
     @property
     def synthesis_deadline(self) -> timedelta:

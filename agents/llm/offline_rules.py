@@ -17,7 +17,7 @@ from counterpoint.agents.llm.outputs import (
 from counterpoint.schemas.events import Fact, Finding, ProposedAction, Subject
 
 INTENT_WORDS: Final[dict[Intent, tuple[str, ...]]] = {
-    "billing": ("invoice", "charge", "charged", "refund", "billing", "payment", "bill ",
+    "billing": ("invoice", "charge", "charged", "refund", "billing", "payment", "bill",
                 "overcharged", "price", "receipt", "subscription"),
     "account": ("log in", "login", "log into", "sign in", "password", "locked", "lockout",
                 "account", "2fa", "mfa", "username", "access"),
@@ -31,18 +31,24 @@ def _text(subject: Subject) -> str:
     return f" {subject.title} {subject.text} ".lower()
 
 
+def _has(text: str, phrase: str) -> bool:
+    """Whole words only: "down" is not in "download", "500" is not in "1500"."""
+    return re.search(rf"(?<!\w){re.escape(phrase.strip())}(?!\w)", text) is not None
+
+
 def assess_ticket(ctx: Mapping[str, Any]) -> TicketAssessment:
     subject: Subject = ctx["subject"]
     text = _text(subject)
-    hits = {intent: [w for w in words if w in text] for intent, words in INTENT_WORDS.items()}
+    hits = {intent: [w for w in words if _has(text, w)] for intent, words in INTENT_WORDS.items()}
     # "account" alone is too common ("my account was charged"); it needs a login word as well.
     if hits["account"] == ["account"]:
         hits["account"] = []
     intents: list[Intent] = [i for i, words in hits.items() if words] or ["general"]
     priority = "normal"
-    if any(w in text for w in URGENT_WORDS):
+    if any(_has(text, w) for w in URGENT_WORDS):
         priority = "urgent"
-    elif "account" in intents and any(w in text for w in ("locked", "can't log", "cannot log")):
+    elif "account" in intents and any(_has(text, w) for w in ("locked", "can't log",
+                                                                "cannot log")):
         priority = "high"  # a customer locked out cannot help themselves
     found = "; ".join(f"{i}: {', '.join(w.strip() for w in hits.get(i, []))}"
                       for i in intents if hits.get(i))

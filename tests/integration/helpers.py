@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from contextlib import aclosing
 from collections.abc import Callable, Sequence
+from contextlib import aclosing, suppress
 from typing import Any
 
 from counterpoint.bus.deadletter import DeadLetter
@@ -38,10 +38,8 @@ async def collect(bootstrap: str, topic: str, done: Callable[[list[RawRecord]], 
                 if done(records):
                     return
 
-    try:
+    with suppress(TimeoutError):
         await asyncio.wait_for(follow(), timeout=timeout_s)
-    except TimeoutError:
-        pass
     return records
 
 

@@ -114,7 +114,7 @@ async def test_malformed_input_is_dead_lettered_and_the_pipeline_keeps_going(
         lambda d: (d.source_topic, d.source_partition, d.source_offset) in coords.values(),
         count=len(bad))
     by_coord = {(d.source_topic, d.source_partition, d.source_offset): d for d in letters}
-    for name, (topic, value, reason) in bad.items():
+    for name, (_topic, value, reason) in bad.items():
         letter: DeadLetter = by_coord[coords[name]]
         assert letter.reason == reason, (name, letter)
         assert letter.record.value == value  # original bytes untouched

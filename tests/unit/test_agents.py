@@ -8,7 +8,6 @@ examples produce. The integration tests run the same agents on a real broker.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 
@@ -256,6 +255,25 @@ async def test_deadline_publishes_one_partial_result_naming_what_is_missing(
     assert len(_results(bus)) == 1
 
 
+async def test_synthesis_deadline_setting_of_the_synthesis_agent_applies(
+        store: BusinessStore) -> None:
+    """`AgentContext.synthesis_deadline` is "how long synthesis waits": set on synthesis alone
+    (COUNTERPOINT_SYNTHESIS_DEADLINE_S on the synthesis process), it must take effect."""
+    default_ctx = AgentContext(store=store, provider=OfflineProvider())
+    bus, _ = _bus(default_ctx, ("triage", "billing", "knowledge"))
+    synthesis = build("synthesis", AgentContext(store=store, provider=OfflineProvider(),
+                                                synthesis_deadline=timedelta(0)))
+    bus.add(synthesis)
+    await bus.publish(INTAKE_TICKETS.name, TICKET_RAW, key=b"T-1001")
+    await bus.run_until_idle()
+
+    await bus.tick(synthesis)
+
+    results = _results(bus)
+    assert [r.status for r in results] == ["partial"]
+    assert results[0].missing == ["account (login and account status)"]
+
+
 async def test_no_partial_result_before_the_deadline(ctx: AgentContext) -> None:
     bus, agents = _bus(ctx, ("triage", "billing", "knowledge", "synthesis"))
     await bus.publish(INTAKE_TICKETS.name, TICKET_RAW, key=b"T-1001")
@@ -334,7 +352,7 @@ async def test_redelivered_finding_is_counted_once(ctx: AgentContext) -> None:
     bus, _ = _bus(ctx, ("synthesis",))
     await _replay(bus, first.records(TRIAGE_DECISIONS.name))
     # The same (first) finding three times: the join must still wait for the other two.
-    await _replay(bus, [findings[0], findings[0], replace(findings[0], offset=99)])
+    await _replay(bus, [findings[0], findings[0], findings[0]])
     await bus.run_until_idle()
     assert bus.records(SYNTHESIS_RESULTS.name) == []
 
@@ -343,3 +361,23 @@ async def test_redelivered_finding_is_counted_once(ctx: AgentContext) -> None:
     (result,) = _results(bus)
     assert len(result.findings) == 3
     assert result.usage.calls == 5
+
+
+async def test_resolved_alert_needs_no_investigation(ctx: AgentContext) -> None:
+    body = orjson.loads(ALERT_RAW)
+    body["status"] = "resolved"
+    body["alerts"][0]["status"] = "resolved"
+    bus, _ = _bus(ctx)
+    await bus.publish(INTAKE_ALERTS.name, orjson.dumps(body), key=b"c0ffee1234abcd")
+
+    await bus.run_until_idle()
+
+    (decision,) = _decisions(bus)
+    assert decision.category == "resolved"
+    assert decision.investigations == []
+    assert all(bus.records(t.name) == [] for t in TASKS.values())
+    (result,) = _results(bus)
+    assert result.kind == "runbook"
+    assert result.status == "complete"
+    assert result.findings == []
+    assert result.usage.calls == 2
