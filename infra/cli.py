@@ -11,6 +11,7 @@ import asyncio
 import logging
 import signal
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -152,6 +153,7 @@ async def cmd_publish(args: argparse.Namespace) -> int:
         raise CliError(str(exc)) from exc
     await _require_broker(settings)
     telemetry = setup_telemetry("cli", traces_dir=default_traces_dir(settings.home))
+    started = time.monotonic()
     try:
         receipt = await publish(settings.kafka(), args.kind, raw, origin)
     finally:
@@ -161,21 +163,28 @@ async def cmd_publish(args: argparse.Namespace) -> int:
     console.print(f"request id: [bold]{receipt.request_id}[/bold]")
     if args.wait:
         return await _wait_and_show(settings, [(receipt.request_id, receipt.source_id)],
-                                    args.wait)
+                                    args.wait, started)
     return 0
 
 
 async def _wait_and_show(settings: Settings, requests: list[tuple[str, str]],
-                         timeout_s: float) -> int:
+                         timeout_s: float, started: float) -> int:
     from rich.live import Live
 
-    from counterpoint.infra.progress import Progress, render_progress, render_result, watch
+    from counterpoint.infra.progress import (
+        Progress,
+        end_live_line,
+        render_progress,
+        render_result,
+        watch,
+    )
 
-    tracked = [Progress(rid, label) for rid, label in requests]
+    tracked = [Progress(rid, label, started) for rid, label in requests]
     with Live(render_progress(tracked), console=console, refresh_per_second=8) as live:
         ok = await watch(settings.kafka(), tracked,
                          lambda: live.update(render_progress(tracked)), timeout_s)
         live.update(render_progress(tracked))
+    end_live_line(console)
     for p in tracked:
         if p.result is not None:
             console.print(render_result(p.result))

@@ -15,7 +15,13 @@ from rich.live import Live
 from rich.rule import Rule
 from rich.table import Table
 
-from counterpoint.infra.progress import Progress, render_progress, render_result, watch
+from counterpoint.infra.progress import (
+    Progress,
+    end_live_line,
+    render_progress,
+    render_result,
+    watch,
+)
 from counterpoint.infra.publishing import Kind, publish
 from counterpoint.infra.settings import Settings
 from counterpoint.infra.stack import Stack
@@ -50,20 +56,24 @@ async def run_demo(settings: Settings, console: Console, timeout_s: float = 120.
             t0 = time.monotonic()
             with Live(_joined_table(stack), console=console, refresh_per_second=4) as live:
                 joined = await stack.wait_joined(on_tick=lambda: live.update(_joined_table(stack)))
+            end_live_line(console)
             console.print(f"{len(stack.joined())} agent processes "
                           f"{'consuming' if joined else 'started (some still joining)'} "
                           f"after {time.monotonic() - t0:.1f}s")
             tracked = []
             for kind, name in EXAMPLES:
+                started = time.monotonic()
                 receipt = await publish(stack.settings.kafka(), kind, example(name),
                                         name, source="/counterpoint/demo")
                 console.print(f"published {kind} {receipt.source_id} → request "
                               f"[bold]{receipt.request_id}[/bold]")
-                tracked.append(Progress(receipt.request_id, f"{kind} {receipt.source_id}"))
+                tracked.append(Progress(receipt.request_id, f"{kind} {receipt.source_id}",
+                                        started))
             with Live(render_progress(tracked), console=console, refresh_per_second=8) as live:
                 ok = await watch(stack.settings.kafka(), tracked,
                                  lambda: live.update(render_progress(tracked)), timeout_s)
                 live.update(render_progress(tracked))
+            end_live_line(console)
             for p in tracked:
                 if p.result is not None:
                     console.print(render_result(p.result))

@@ -13,7 +13,7 @@ from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Any
 
-from rich.console import Group, RenderableType
+from rich.console import Console, Group, RenderableType
 from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
@@ -36,7 +36,7 @@ WATCHED: tuple[Topic[Any], ...] = (TRIAGE_DECISIONS, INVESTIGATION_FINDINGS, SYN
 class Progress:
     request_id: str
     label: str
-    started: float = field(default_factory=time.monotonic)
+    started: float = field(default_factory=time.monotonic)  # pass the time before publishing
     decision: TriageDecision | None = None
     findings: dict[str, Finding] = field(default_factory=dict)
     result: Result | None = None
@@ -116,6 +116,12 @@ def render_progress(items: Iterable[Progress]) -> RenderableType:
         elapsed = (p.finished or time.monotonic()) - p.started
         table.add_row(p.label, triage, steps, synth, f"{elapsed:5.1f}s")
     return table
+
+
+def end_live_line(console: Console) -> None:
+    """A Live display printed to a pipe leaves its last frame without a line break."""
+    if not console.is_terminal:
+        console.print()
 
 
 def render_result(result: Result) -> RenderableType:

@@ -79,7 +79,7 @@ def assess_alert(ctx: Mapping[str, Any]) -> AlertAssessment:
 ACTION_PATTERNS: Final[dict[str, tuple[tuple[str, str], ...]]] = {
     "billing": ((r"charged twice|duplicate", "refund the duplicate payment"),),
     "account": ((r"locked", "unlock the account after verifying identity"),
-                (r"failed login", "send a password reset link")),
+                (r"failed login|password", "send a password reset link")),
     "infrastructure": ((r"deploy", "roll back the most recent deploy"),
                        (r"pool exhausted|connection", "restart the service to drain the pool"),
                        (r"5xx|error", "watch the error rate after mitigation")),
@@ -92,7 +92,8 @@ def summarize_investigation(ctx: Mapping[str, Any]) -> InvestigationSummary:
     facts: Sequence[Fact] = ctx["facts"]
     lead = facts[0].text if facts else "nothing relevant was found"
     actions: list[str] = []
-    blob = " ".join(f.text for f in facts).lower()
+    subject: Subject | None = ctx.get("subject")
+    blob = " ".join([f.text for f in facts] + [subject.text if subject else ""]).lower()
     for pattern, action in ACTION_PATTERNS.get(skill, ()):
         if re.search(pattern, blob) and action not in actions:
             actions.append(action)
@@ -129,8 +130,8 @@ def _greeting(customer: Mapping[str, Any] | None) -> tuple[str, str]:
     tier, tenure = customer.get("tier"), customer.get("tenure")
     if tier == "enterprise":
         thanks = f" Thank you for {tenure} with us" if tenure else " Thank you for your loyalty"
-        return (f"Dear {first},\n\nI'm sorry for the trouble.{thanks}; your case has priority "
-                "handling and I've looked into both issues personally.",
+        return (f"Dear {first},\n\nWe're sorry for the trouble.{thanks}; your case has "
+                "priority handling. Here is what we found.",
                 "Kind regards,\nYour Counterpoint account team")
     if tier == "pro":
         return f"Hi {first},\n\nThanks for reaching out; here is what we found.", \
