@@ -117,6 +117,8 @@ async def cmd_up(args: argparse.Namespace) -> int:
 
     settings = _settings()
     scale = _parse_scale(args.scale)
+    stop = asyncio.Event()
+    _on_signals(stop.set)  # before anything starts: a stop during start-up still cleans up
     async with Stack(settings, scale) as stack:
         where = "embedded broker" if stack.broker else "broker"
         console.print(f"{where} at [bold]{stack.bootstrap_servers}[/bold]; "
@@ -125,11 +127,10 @@ async def cmd_up(args: argparse.Namespace) -> int:
         for proc in stack.supervisor.processes:
             console.print(f"  {proc.label:18} pid {proc.popen.pid}")
         with console.status("agents joining their consumer groups…"):
-            joined = await stack.wait_joined()
-        console.print("all agents consuming; Ctrl-C stops everything" if joined else
-                      "[yellow]some agents have not joined yet; see the logs[/yellow]")
-        stop = asyncio.Event()
-        _on_signals(stop.set)
+            joined = await stack.wait_joined(stop=stop)
+        if not stop.is_set():
+            console.print("all agents consuming; Ctrl-C stops everything" if joined else
+                          "[yellow]some agents have not joined yet; see the logs[/yellow]")
         await stack.supervisor.watch(stop)
         console.print("stopping agents…")
     return 0

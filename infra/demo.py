@@ -7,6 +7,7 @@ progress per request, prints both results and their trace trees, and shuts every
 from __future__ import annotations
 
 import asyncio
+import signal
 import time
 from importlib import resources
 
@@ -49,6 +50,11 @@ async def run_demo(settings: Settings, console: Console, timeout_s: float = 120.
         console.print("LLM: [bold yellow]offline provider[/bold yellow] (no ANTHROPIC_API_KEY): "
                       "deterministic rules, no language model; every text says so.")
     telemetry = setup_telemetry("cli", traces_dir=default_traces_dir(settings.home))
+    # Ctrl-C or SIGTERM cancels the demo, and the stack's exit stops agents and broker.
+    task = asyncio.current_task()
+    assert task is not None
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        asyncio.get_running_loop().add_signal_handler(sig, task.cancel)
     try:
         async with Stack(settings) as stack:
             console.print(f"broker: {'embedded Tansu' if stack.broker else 'external'} at "

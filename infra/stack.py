@@ -60,8 +60,9 @@ class Stack:
 
     async def __aexit__(self, exc_type: type[BaseException] | None,
                         exc: BaseException | None, tb: TracebackType | None) -> None:
+        # Blocking on purpose: this also runs in a cancelled task, where awaiting is unsafe.
         if self.supervisor is not None:
-            await asyncio.to_thread(self.supervisor.stop)
+            self.supervisor.stop()
         if self.broker is not None:
             self.broker.stop()
 
@@ -69,9 +70,12 @@ class Stack:
         assert self.supervisor is not None
         return {p.label: p.joined for p in self.supervisor.processes}
 
-    async def wait_joined(self, timeout_s: float = 60.0, on_tick: object = None) -> bool:
+    async def wait_joined(self, timeout_s: float = 60.0, on_tick: object = None,
+                          stop: asyncio.Event | None = None) -> bool:
         deadline = asyncio.get_running_loop().time() + timeout_s
         while asyncio.get_running_loop().time() < deadline:
+            if stop is not None and stop.is_set():
+                return False
             if callable(on_tick):
                 on_tick()
             if all(self.joined().values()):

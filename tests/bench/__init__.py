@@ -1,0 +1,1 @@
+"""`make bench`: throughput and latency figures, measured against a raw aiokafka baseline."""

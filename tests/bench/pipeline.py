@@ -1,0 +1,246 @@
+"""The full pipeline: every agent as its own OS process, dual-intent tickets in, results out.
+
+One dual-intent ticket becomes 9 records: the ticket on intake.tickets; triage's plan on
+triage.decisions and 3 tasks (billing, account, knowledge); 3 findings; one result on
+synthesis.results. Its critical path is 4 consume hops in sequence (triage -> the 3
+investigators in parallel -> synthesis's join -> the bench's results reader) through 5 agent
+processes; the infrastructure agent (alerts only) runs but idles.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from counterpoint.agents.catalog import AGENT_NAMES
+from counterpoint.bus import tracing
+from counterpoint.bus.kafka import KafkaConfig
+from counterpoint.infra.admin import create_topics
+from counterpoint.infra.demo import example
+from counterpoint.infra.processes import Supervisor
+from counterpoint.infra.publishing import source_id, validate
+from counterpoint.schemas.envelope import Envelope, new_event_id, now
+from counterpoint.topics.registry import INTAKE_TICKETS, SYNTHESIS_RESULTS
+from tests.bench.relay import BenchError
+from tests.bench.results import Phase, ScenarioResult
+from tests.bench.status import Status, Step
+
+FETCH_MAX_WAIT_MS = 10
+JOIN_TIMEOUT_S = 90.0
+# Synthesis publishes a partial result after its 30 s deadline, so a phase always ends.
+DRAIN_S = 60.0
+
+KEY = "pipeline"
+TITLE = "full pipeline, dual-intent tickets"
+DESCRIPTION = (
+    f"all {len(AGENT_NAMES)} agents ({', '.join(AGENT_NAMES)}), one OS process each, started as "
+    "`counterpoint agent NAME`; offline LLM provider; agents keep their normal OTel SDK + JSONL "
+    "spans. Per request: 9 records, 4 hops in sequence (intake.tickets → triage → "
+    "investigation.tasks.{billing,account,knowledge} → 3 investigators in parallel → "
+    "investigation.findings (+ triage.decisions) → synthesis → synthesis.results), 5 of the "
+    "6 processes involved (infrastructure serves alerts). Latency = publish → result seen."
+)
+
+
+class ResultSink:
+    """Follows synthesis.results from its current end, without a consumer group."""
+
+    def __init__(self, bootstrap: str) -> None:
+        self.consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None,
+                                         enable_auto_commit=False,
+                                         fetch_max_wait_ms=FETCH_MAX_WAIT_MS)
+        self.first_seen: dict[str, float] = {}
+        self.status: dict[str, str] = {}
+        self.counts: dict[str, int] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        await self.consumer.start()
+        await self.consumer.topics()
+        parts = self.consumer.partitions_for_topic(SYNTHESIS_RESULTS.name) or set()
+        if not parts:
+            raise BenchError(f"the broker does not know topic {SYNTHESIS_RESULTS.name}")
+        partitions = [TopicPartition(SYNTHESIS_RESULTS.name, p) for p in sorted(parts)]
+        self.consumer.assign(partitions)
+        await self.consumer.seek_to_end(*partitions)
+        for tp in partitions:  # resolve the end offsets now, before anything is published
+            await self.consumer.position(tp)
+        self._task = asyncio.create_task(self._read())
+
+    async def _read(self) -> None:
+        while True:
+            batch = await self.consumer.getmany(timeout_ms=100)
+            seen = time.time()
+            for records in batch.values():
+                for msg in records:
+                    body = orjson.loads(msg.value)
+                    rid = body["request_id"]
+                    self.counts[rid] = self.counts.get(rid, 0) + 1
+                    if rid not in self.first_seen:
+                        self.first_seen[rid] = seen
+                        self.status[rid] = body.get("status", "?")
+
+    def check(self) -> None:
+        if self._task is not None and self._task.done() and not self._task.cancelled():
+            exc = self._task.exception()
+            raise BenchError(f"the results reader stopped: {exc!r}") from exc
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+        await self.consumer.stop()
+
+
+class TicketPublisher:
+    """What `counterpoint.infra.publishing.publish` sends, over one shared producer.
+
+    `publish` opens a producer per call (right for a CLI, not for hundreds of requests); this
+    validates the ticket and builds the same CloudEvents envelope and producer span, then sends.
+    """
+
+    def __init__(self, producer: AIOKafkaProducer, run_id: str) -> None:
+        self.producer = producer
+        self.run_id = run_id
+        self.template = orjson.loads(example("ticket_dual_intent.json"))
+        self.published: dict[str, float] = {}
+        self._n = 0
+
+    async def send(self) -> asyncio.Future[Any]:
+        self._n += 1
+        raw = orjson.dumps({**self.template, "id": f"T-bench-{self.run_id}-{self._n}"})
+        event = validate("ticket", raw, "bench")
+        event_id = new_event_id()
+        sid = source_id(event)
+        envelope = Envelope(id=event_id, source="/counterpoint/bench", type=INTAKE_TICKETS.ce_type,
+                            time=now(), request_id=event_id, subject=sid)
+        headers = envelope.to_headers()
+        with tracing.send_span(INTAKE_TICKETS.name, request_id=event_id, event_id=event_id):
+            tracing.inject(headers)
+            self.published[event_id] = time.time()
+            fut: asyncio.Future[Any] = await self.producer.send(
+                INTAKE_TICKETS.name, raw, key=sid.encode(), headers=headers)
+        return fut
+
+
+async def _requests(name: str, publisher: TicketPublisher, sink: ResultSink, count: int,
+                    rate: float | None, step: Step, timeout_s: float,
+                    check: Callable[[], None]) -> Phase:
+    before = set(publisher.published)
+    acks: list[Awaitable[Any]] = []
+    started = time.monotonic()
+
+    def mine() -> list[str]:
+        return [rid for rid in publisher.published if rid not in before]
+
+    def done() -> int:
+        return sum(1 for rid in mine() if rid in sink.first_seen)
+
+    def note() -> str:
+        got = done()
+        return (f"published {len(mine()):,}  results {got:,}  "
+                f"({got / max(1e-3, time.monotonic() - started):,.1f}/s)")
+
+    for i in range(count):
+        if rate:
+            delay = started + i / rate - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            step.update(done(), note())
+        acks.append(await publisher.send())
+    await asyncio.gather(*acks)
+    deadline = time.monotonic() + timeout_s
+    while done() < count:
+        check()
+        sink.check()
+        step.update(done(), note())
+        if time.monotonic() > deadline:
+            raise BenchError(f"{name}: only {done()} of {count} results within {timeout_s:.0f}s")
+        await asyncio.sleep(0.05)
+    ids = mine()
+    phase = Phase.measure(name, "req", count, min(publisher.published[r] for r in ids),
+                          max(sink.first_seen[r] for r in ids),
+                          [sink.first_seen[r] - publisher.published[r] for r in ids],
+                          target_rate=rate,
+                          duplicates=sum(sink.counts[r] - 1 for r in ids))
+    step.finish(f"{phase.throughput:,.1f} req/s, p50 {phase.p50_ms:.0f} ms, "
+                f"p99 {phase.p99_ms:.0f} ms")
+    return phase
+
+
+async def run_pipeline(bootstrap: str, *, requests: int, rate: float, workdir: Path,
+                       status: Status, warmup: int = 3) -> ScenarioResult:
+    result = ScenarioResult(KEY, TITLE, DESCRIPTION)
+    run_id = uuid.uuid4().hex[:8]
+    home = workdir / "pipeline"
+    env = dict(os.environ)
+    env.pop("ANTHROPIC_API_KEY", None)  # the bench measures the bus, not a model's latency
+    env.update({"KAFKA_BOOTSTRAP_SERVERS": bootstrap, "COUNTERPOINT_HOME": str(home),
+                "COUNTERPOINT_FETCH_MAX_WAIT_MS": str(FETCH_MAX_WAIT_MS)})
+    supervisor = Supervisor(home / "logs", env=env, restart=False)
+    sink = ResultSink(bootstrap)
+    producer = KafkaConfig(bootstrap_servers=bootstrap).producer(f"bench-publisher-{run_id}")
+    started: list[str] = []
+
+    def check() -> None:
+        dead = [p.label for p in supervisor.processes if not p.alive]
+        if dead:
+            logs = "\n".join(f"--- {p.label}\n{p.log_path.read_text(errors='replace')[-2000:]}"
+                             for p in supervisor.processes)
+            raise BenchError(f"agents exited: {', '.join(dead)}\n{logs}")
+
+    try:
+        step = status.step("create the registry's topics")
+        await create_topics(bootstrap)
+        step.finish()
+        step = status.step(f"start {len(AGENT_NAMES)} agent processes", total=len(AGENT_NAMES))
+        supervisor.start(dict.fromkeys(AGENT_NAMES, 1))
+        deadline = time.monotonic() + JOIN_TIMEOUT_S
+        while True:
+            check()
+            joined = [p for p in supervisor.processes if p.joined]
+            waiting = [p.name for p in supervisor.processes if not p.joined]
+            step.update(len(joined), "waiting for " + ", ".join(waiting) if waiting else "")
+            if not waiting:
+                break
+            if time.monotonic() > deadline:
+                raise BenchError(f"agents did not join within {JOIN_TIMEOUT_S:.0f}s: {waiting}")
+            await asyncio.sleep(0.2)
+        step.finish("every agent joined its consumer group")
+        await producer.start()
+        started.append("producer")
+        await sink.start()
+        started.append("sink")
+        publisher = TicketPublisher(producer, run_id)
+
+        step = status.step("warm-up requests", total=warmup)
+        await _requests("warm-up", publisher, sink, warmup, None, step, DRAIN_S, check)
+        step = status.step(f"paced: {rate:g} req/s", total=requests)
+        result.phases.append(await _requests("paced", publisher, sink, requests, rate, step,
+                                             requests / rate + DRAIN_S, check))
+        step = status.step(f"burst: {requests:,} requests", total=requests)
+        result.phases.append(await _requests("burst", publisher, sink, requests, None, step,
+                                             DRAIN_S + requests * 0.2, check))
+        measured = [rid for rid in publisher.published][warmup:]
+        partial = sum(1 for rid in measured if sink.status.get(rid) != "complete")
+        result.notes.append(f"{len(measured) - partial} of {len(measured)} results complete"
+                            + (f", {partial} partial (synthesis deadline)" if partial else ""))
+    finally:
+        step = status.step("stop agent processes")
+        if "sink" in started:
+            await sink.stop()
+        if "producer" in started:
+            await producer.stop()
+        supervisor.stop()
+        step.finish()
+    return result

