@@ -170,26 +170,10 @@ async def cmd_publish(args: argparse.Namespace) -> int:
 
 async def _wait_and_show(settings: Settings, requests: list[tuple[str, str]],
                          timeout_s: float, started: float) -> int:
-    from rich.live import Live
-
-    from counterpoint.infra.progress import (
-        Progress,
-        end_live_line,
-        render_progress,
-        render_result,
-        watch,
-    )
+    from counterpoint.infra.progress import Progress, show_progress
 
     tracked = [Progress(rid, label, started) for rid, label in requests]
-    with Live(render_progress(tracked), console=console, refresh_per_second=8) as live:
-        ok = await watch(settings.kafka(), tracked,
-                         lambda: live.update(render_progress(tracked)), timeout_s)
-        live.update(render_progress(tracked))
-    end_live_line(console)
-    for p in tracked:
-        if p.result is not None:
-            console.print(render_result(p.result))
-    if not ok:
+    if not await show_progress(console, settings.kafka(), tracked, timeout_s):
         err_console.print(f"[red]no result within {timeout_s:.0f}s[/red]")
         return EXIT_FAILED
     return 0

@@ -16,13 +16,7 @@ from rich.live import Live
 from rich.rule import Rule
 from rich.table import Table
 
-from counterpoint.infra.progress import (
-    Progress,
-    end_live_line,
-    render_progress,
-    render_result,
-    watch,
-)
+from counterpoint.infra.progress import Progress, end_live_line, show_progress
 from counterpoint.infra.publishing import Kind, publish
 from counterpoint.infra.settings import Settings
 from counterpoint.infra.stack import Stack
@@ -75,14 +69,7 @@ async def run_demo(settings: Settings, console: Console, timeout_s: float = 120.
                               f"[bold]{receipt.request_id}[/bold]")
                 tracked.append(Progress(receipt.request_id, f"{kind} {receipt.source_id}",
                                         started))
-            with Live(render_progress(tracked), console=console, refresh_per_second=8) as live:
-                ok = await watch(stack.settings.kafka(), tracked,
-                                 lambda: live.update(render_progress(tracked)), timeout_s)
-                live.update(render_progress(tracked))
-            end_live_line(console)
-            for p in tracked:
-                if p.result is not None:
-                    console.print(render_result(p.result))
+            ok = await show_progress(console, stack.settings.kafka(), tracked, timeout_s)
             await asyncio.sleep(0.6)  # agents export spans every 200 ms
             for p in tracked:
                 spans = spans_for_request(load_spans(default_traces_dir(settings.home)),

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rich.console import Console, Group, RenderableType
+from rich.live import Live
 from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
@@ -116,6 +117,20 @@ def render_progress(items: Iterable[Progress]) -> RenderableType:
         elapsed = (p.finished or time.monotonic()) - p.started
         table.add_row(p.label, triage, steps, synth, f"{elapsed:5.1f}s")
     return table
+
+
+async def show_progress(console: Console, config: KafkaConfig, tracked: list[Progress],
+                        timeout_s: float) -> bool:
+    """Live status until every request has its result, then the results themselves."""
+    with Live(render_progress(tracked), console=console, refresh_per_second=8) as live:
+        ok = await watch(config, tracked, lambda: live.update(render_progress(tracked)),
+                         timeout_s)
+        live.update(render_progress(tracked))
+    end_live_line(console)
+    for p in tracked:
+        if p.result is not None:
+            console.print(render_result(p.result))
+    return ok
 
 
 def end_live_line(console: Console) -> None:

@@ -83,7 +83,7 @@ def _customer_gate(store: BusinessStore, subject: Subject, table: str) -> list[F
 # --- billing --------------------------------------------------------------------------------
 
 
-def billing_facts(store: BusinessStore, subject: Subject) -> list[Fact]:
+def billing_facts(store: BusinessStore, subject: Subject, focus: str = "") -> list[Fact]:
     if gate := _customer_gate(store, subject, "billing.invoices"):
         return gate
     customer_id = subject.customer_id or ""
@@ -163,7 +163,7 @@ def _invoice_facts(invoice: Invoice) -> list[Fact]:
 # --- account --------------------------------------------------------------------------------
 
 
-def account_facts(store: BusinessStore, subject: Subject) -> list[Fact]:
+def account_facts(store: BusinessStore, subject: Subject, focus: str = "") -> list[Fact]:
     if gate := _customer_gate(store, subject, "auth.accounts"):
         return gate
     customer_id = subject.customer_id or ""

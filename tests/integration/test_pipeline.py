@@ -138,10 +138,12 @@ async def test_one_trace_covers_every_process_a_request_touched(
         pipeline: AgentStack, tmp_path: Path) -> None:
     path = tmp_path / "ticket.json"
     path.write_bytes(ticket())
-    published = await asyncio.to_thread(_cli, pipeline, "publish", "ticket", str(path))
+    published = await asyncio.to_thread(_cli, pipeline, "publish", "ticket", str(path),
+                                        "--wait", "60")
     assert published.returncode == 0, published.stderr
     request_id = published.stdout.split("request id:")[1].split()[0]
-    await wait_results(pipeline.bootstrap, lambda r: r.request_id == request_id)
+    shown = " ".join(published.stdout.split())
+    assert "status complete" in shown and "INV-2291" in shown  # --wait showed the result
 
     await asyncio.sleep(1)  # agents export their spans every 200 ms
     traced = await asyncio.to_thread(_cli, pipeline, "trace", request_id, "--json")
