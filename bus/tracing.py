@@ -56,8 +56,13 @@ def inject(headers: MutableSequence[tuple[str, bytes]], ctx: Context | None = No
         propagate.inject(headers, context=ctx, setter=_setter)
 
 
+# Module-level: get_tracer is costly per call with the SDK; the API's proxy tracer still
+# follows a provider installed later, at process start.
+_tracer: Final = trace.get_tracer(TRACER_NAME)
+
+
 def tracer() -> trace.Tracer:
-    return trace.get_tracer(TRACER_NAME)
+    return _tracer
 
 
 def messaging_attributes(topic: str, *, partition: int | None = None, offset: int | None = None,

@@ -40,7 +40,7 @@ JOIN_TIMEOUT_S = 90.0
 DRAIN_S = 60.0
 
 KEY = "pipeline"
-TITLE = "full pipeline, dual-intent tickets"
+TITLE = "full pipeline (6 agent processes)"
 DESCRIPTION = (
     f"all {len(AGENT_NAMES)} agents ({', '.join(AGENT_NAMES)}), one OS process each, started as "
     "`counterpoint agent NAME`; offline LLM provider; agents keep their normal OTel SDK + JSONL "
@@ -55,30 +55,33 @@ class ResultSink:
     """Follows synthesis.results from its current end, without a consumer group."""
 
     def __init__(self, bootstrap: str) -> None:
-        self.consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None,
-                                         enable_auto_commit=False,
-                                         fetch_max_wait_ms=FETCH_MAX_WAIT_MS)
+        self.bootstrap = bootstrap
+        self.consumer: AIOKafkaConsumer | None = None
         self.first_seen: dict[str, float] = {}
         self.status: dict[str, str] = {}
+        self.missing: dict[str, list[str]] = {}
         self.counts: dict[str, int] = {}
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        await self.consumer.start()
-        await self.consumer.topics()
-        parts = self.consumer.partitions_for_topic(SYNTHESIS_RESULTS.name) or set()
+        self.consumer = consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.bootstrap, group_id=None, enable_auto_commit=False,
+            fetch_max_wait_ms=FETCH_MAX_WAIT_MS)
+        await consumer.start()
+        await consumer.topics()
+        parts = consumer.partitions_for_topic(SYNTHESIS_RESULTS.name) or set()
         if not parts:
             raise BenchError(f"the broker does not know topic {SYNTHESIS_RESULTS.name}")
         partitions = [TopicPartition(SYNTHESIS_RESULTS.name, p) for p in sorted(parts)]
-        self.consumer.assign(partitions)
-        await self.consumer.seek_to_end(*partitions)
+        consumer.assign(partitions)
+        await consumer.seek_to_end(*partitions)
         for tp in partitions:  # resolve the end offsets now, before anything is published
-            await self.consumer.position(tp)
-        self._task = asyncio.create_task(self._read())
+            await consumer.position(tp)
+        self._task = asyncio.create_task(self._read(consumer))
 
-    async def _read(self) -> None:
+    async def _read(self, consumer: AIOKafkaConsumer) -> None:
         while True:
-            batch = await self.consumer.getmany(timeout_ms=100)
+            batch = await consumer.getmany(timeout_ms=100)
             seen = time.time()
             for records in batch.values():
                 for msg in records:
@@ -88,6 +91,7 @@ class ResultSink:
                     if rid not in self.first_seen:
                         self.first_seen[rid] = seen
                         self.status[rid] = body.get("status", "?")
+                        self.missing[rid] = body.get("missing", [])
 
     def check(self) -> None:
         if self._task is not None and self._task.done() and not self._task.cancelled():
@@ -99,7 +103,9 @@ class ResultSink:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._task
-        await self.consumer.stop()
+        if self.consumer is not None:
+            await self.consumer.stop()
+            self.consumer = None
 
 
 class TicketPublisher:
@@ -151,6 +157,7 @@ async def _requests(name: str, publisher: TicketPublisher, sink: ResultSink, cou
         return (f"published {len(mine()):,}  results {got:,}  "
                 f"({got / max(1e-3, time.monotonic() - started):,.1f}/s)")
 
+    send_start = time.time()
     for i in range(count):
         if rate:
             delay = started + i / rate - time.monotonic()
@@ -159,6 +166,7 @@ async def _requests(name: str, publisher: TicketPublisher, sink: ResultSink, cou
             step.update(done(), note())
         acks.append(await publisher.send())
     await asyncio.gather(*acks)
+    send_seconds = time.time() - send_start
     deadline = time.monotonic() + timeout_s
     while done() < count:
         check()
@@ -172,7 +180,8 @@ async def _requests(name: str, publisher: TicketPublisher, sink: ResultSink, cou
                           max(sink.first_seen[r] for r in ids),
                           [sink.first_seen[r] - publisher.published[r] for r in ids],
                           target_rate=rate,
-                          duplicates=sum(sink.counts[r] - 1 for r in ids))
+                          duplicates=sum(sink.counts[r] - 1 for r in ids),
+                          send_seconds=send_seconds)
     step.finish(f"{phase.throughput:,.1f} req/s, p50 {phase.p50_ms:.0f} ms, "
                 f"p99 {phase.p99_ms:.0f} ms")
     return phase
@@ -189,8 +198,7 @@ async def run_pipeline(bootstrap: str, *, requests: int, rate: float, workdir: P
                 "COUNTERPOINT_FETCH_MAX_WAIT_MS": str(FETCH_MAX_WAIT_MS)})
     supervisor = Supervisor(home / "logs", env=env, restart=False)
     sink = ResultSink(bootstrap)
-    producer = KafkaConfig(bootstrap_servers=bootstrap).producer(f"bench-publisher-{run_id}")
-    started: list[str] = []
+    producer: AIOKafkaProducer | None = None
 
     def check() -> None:
         dead = [p.label for p in supervisor.processes if not p.alive]
@@ -217,10 +225,9 @@ async def run_pipeline(bootstrap: str, *, requests: int, rate: float, workdir: P
                 raise BenchError(f"agents did not join within {JOIN_TIMEOUT_S:.0f}s: {waiting}")
             await asyncio.sleep(0.2)
         step.finish("every agent joined its consumer group")
+        producer = KafkaConfig(bootstrap_servers=bootstrap).producer(f"bench-publisher-{run_id}")
         await producer.start()
-        started.append("producer")
         await sink.start()
-        started.append("sink")
         publisher = TicketPublisher(producer, run_id)
 
         step = status.step("warm-up requests", total=warmup)
@@ -233,14 +240,22 @@ async def run_pipeline(bootstrap: str, *, requests: int, rate: float, workdir: P
                                              DRAIN_S + requests * 0.2, check))
         measured = [rid for rid in publisher.published][warmup:]
         partial = sum(1 for rid in measured if sink.status.get(rid) != "complete")
-        result.notes.append(f"{len(measured) - partial} of {len(measured)} results complete"
-                            + (f", {partial} partial (synthesis deadline)" if partial else ""))
+        result.notes.append(f"{len(measured) - partial} of {len(measured)} results complete")
+        if partial:
+            missing = [f"{rid}: {sink.missing.get(rid)}" for rid in measured
+                       if sink.status.get(rid) != "complete"]
+            result.warnings.append(
+                f"{partial} partial result(s): synthesis hit its deadline before every finding "
+                f"arrived ({'; '.join(missing[:5])})")
     finally:
         step = status.step("stop agent processes")
-        if "sink" in started:
-            await sink.stop()
-        if "producer" in started:
-            await producer.stop()
-        supervisor.stop()
+        try:
+            with contextlib.suppress(Exception):
+                await sink.stop()
+            if producer is not None:
+                with contextlib.suppress(Exception):
+                    await producer.stop()
+        finally:
+            supervisor.stop()
         step.finish()
     return result

@@ -24,6 +24,7 @@ from typing import Any, Literal
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 
 from counterpoint.bus.admin import TopicSpec, ensure_topics
 from counterpoint.bus.kafka import KafkaConfig
@@ -52,7 +53,7 @@ def describe(kind: RelayKind, tracing: bool) -> tuple[str, str, str]:
                 f"after the produce is acked; {PARTITIONS} partitions per topic, "
                 f"fetch_max_wait_ms={FETCH_MAX_WAIT_MS}")
     if tracing:
-        return ("counterpoint+tracing", "Counterpoint bus relay + OTel SDK",
+        return ("counterpoint+tracing", "Counterpoint relay + OTel SDK",
                 "as above, with the OpenTelemetry SDK installed in every hop (setup_telemetry, "
                 "JSONL exporter): a process and a send span per hop")
     return ("counterpoint", "Counterpoint bus relay",
@@ -61,38 +62,52 @@ def describe(kind: RelayKind, tracing: bool) -> tuple[str, str, str]:
             "dead-letter checks, commit after ack")
 
 
+async def delete_topics(bootstrap: str, names: Sequence[str]) -> None:
+    """Best effort: a broker that cannot delete topics keeps them."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="bench-admin")
+    try:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(admin.start(), 10)
+            await asyncio.wait_for(admin.delete_topics(list(names), timeout_ms=5000), 10)
+    finally:
+        with contextlib.suppress(Exception):
+            await admin.close()
+
+
 class RelaySink:
     """Reads the last topic without a consumer group; remembers each sequence's first arrival."""
 
     def __init__(self, bootstrap: str, topic: str) -> None:
+        self.bootstrap = bootstrap
         self.topic = topic
-        self.consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None,
-                                         enable_auto_commit=False,
-                                         fetch_max_wait_ms=FETCH_MAX_WAIT_MS)
+        self.consumer: AIOKafkaConsumer | None = None
         self.counts: dict[int, int] = {}
         # seq -> (receive time, send time), both from time.time() in this process
         self.arrived: dict[int, tuple[float, float]] = {}
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        await self.consumer.start()
+        self.consumer = consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.bootstrap, group_id=None, enable_auto_commit=False,
+            fetch_max_wait_ms=FETCH_MAX_WAIT_MS)
+        await consumer.start()
         deadline = time.monotonic() + 15
         while True:
-            await self.consumer.topics()  # refreshes metadata
-            parts = self.consumer.partitions_for_topic(self.topic)
+            await consumer.topics()  # refreshes metadata
+            parts = consumer.partitions_for_topic(self.topic)
             if parts or time.monotonic() > deadline:
                 break
             await asyncio.sleep(0.2)
         if not parts:
             raise BenchError(f"the broker does not know topic {self.topic}")
         partitions = [TopicPartition(self.topic, p) for p in sorted(parts)]
-        self.consumer.assign(partitions)
-        await self.consumer.seek_to_beginning(*partitions)
-        self._task = asyncio.create_task(self._read())
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        self._task = asyncio.create_task(self._read(consumer))
 
-    async def _read(self) -> None:
+    async def _read(self, consumer: AIOKafkaConsumer) -> None:
         while True:
-            batch = await self.consumer.getmany(timeout_ms=100)
+            batch = await consumer.getmany(timeout_ms=100)
             received = time.time()
             for records in batch.values():
                 for msg in records:
@@ -116,7 +131,9 @@ class RelaySink:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._task
-        await self.consumer.stop()
+        if self.consumer is not None:
+            await self.consumer.stop()
+            self.consumer = None
 
 
 class Driver:
@@ -198,7 +215,9 @@ async def _phase(name: str, driver: Driver, sink: RelaySink, seqs: range, rate: 
 
     ticker = asyncio.create_task(_ticker(step, lambda: sink.received(seqs), note))
     try:
+        send_start = time.time()
         await _send_all(driver, seqs, rate, sent)
+        send_seconds = time.time() - send_start
     finally:
         ticker.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -211,7 +230,8 @@ async def _phase(name: str, driver: Driver, sink: RelaySink, seqs: range, rate: 
     phase = Phase.measure(name, "msg", len(seqs), first_send, last_receive,
                           [received - sent_at for received, sent_at in arrivals],
                           target_rate=rate,
-                          duplicates=sum(sink.counts[s] - 1 for s in seqs))
+                          duplicates=sum(sink.counts[s] - 1 for s in seqs),
+                          send_seconds=send_seconds)
     step.finish(f"{phase.throughput:,.0f} msg/s, p50 {phase.p50_ms:.1f} ms, "
                 f"p99 {phase.p99_ms:.1f} ms")
     return phase
@@ -230,8 +250,7 @@ async def run_relay(kind: RelayKind, bootstrap: str, *, messages: int, rate: flo
     traces_dir = scenario_dir / "traces"
     children = Children()
     sink = RelaySink(bootstrap, topics[-1].name)
-    producer = KafkaConfig(bootstrap_servers=bootstrap).producer(f"bench-driver-{run_id}")
-    started: list[str] = []
+    producer: AIOKafkaProducer | None = None
     try:
         step = status.step("create topics", total=len(topics))
         await ensure_topics(bootstrap, [TopicSpec(t.name, t.partitions) for t in topics])
@@ -253,10 +272,10 @@ async def run_relay(kind: RelayKind, bootstrap: str, *, messages: int, rate: flo
         await _wait(step, children.joined, HOPS, JOIN_TIMEOUT_S, "joining", check,
                     lambda: "joining consumer groups")
         step.finish("all joined their consumer groups")
+        # the driver's producer is configured as the bus's own (acks=all, linger 0)
+        producer = KafkaConfig(bootstrap_servers=bootstrap).producer(f"bench-driver-{run_id}")
         await producer.start()
-        started.append("producer")
         await sink.start()
-        started.append("sink")
 
         driver = Driver(producer, kind, prefix)
         seq = 0
@@ -281,11 +300,16 @@ async def run_relay(kind: RelayKind, bootstrap: str, *, messages: int, rate: flo
         await asyncio.sleep(0.3)  # a late duplicate would show up here
     finally:
         step = status.step("stop hop processes")
-        if "sink" in started:
-            await sink.stop()
-        if "producer" in started:
-            await producer.stop()
-        children.stop()
+        try:
+            with contextlib.suppress(Exception):
+                await sink.stop()
+            if producer is not None:
+                with contextlib.suppress(Exception):
+                    await producer.stop()
+        finally:
+            children.stop()
+            # A later scenario should not run on a broker still holding this one's records.
+            await delete_topics(bootstrap, [t.name for t in topics])
         step.finish()
     result.arrivals = dict(sink.counts)
     if tracing:

@@ -31,6 +31,8 @@ class Phase:
     max_ms: float
     target_rate: float | None = None  # paced phases: the send rate asked for
     duplicates: int = 0
+    # first send -> last broker ack of the inputs: close to `seconds` means the sender limited it
+    send_seconds: float | None = None
 
     @property
     def lost(self) -> int:
@@ -43,13 +45,13 @@ class Phase:
     @classmethod
     def measure(cls, name: str, unit: str, sent: int, first_send: float, last_receive: float,
                 latencies_s: Sequence[float], *, target_rate: float | None = None,
-                duplicates: int = 0) -> Phase:
+                duplicates: int = 0, send_seconds: float | None = None) -> Phase:
         ms = sorted(x * 1000 for x in latencies_s)
         return cls(name=name, unit=unit, sent=sent, received=len(ms),
                    seconds=max(0.0, last_receive - first_send),
                    p50_ms=percentile(ms, 50), p95_ms=percentile(ms, 95),
                    p99_ms=percentile(ms, 99), max_ms=ms[-1] if ms else math.nan,
-                   target_rate=target_rate, duplicates=duplicates)
+                   target_rate=target_rate, duplicates=duplicates, send_seconds=send_seconds)
 
     def to_json(self) -> dict[str, Any]:
         out = asdict(self)
@@ -66,6 +68,8 @@ class ScenarioResult:
     description: str
     phases: list[Phase] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    # Something the product did wrong while being measured (e.g. partial results).
+    warnings: list[str] = field(default_factory=list)
     # Every sequence number the sink saw and how often (relay scenarios; for checks, not JSON).
     arrivals: dict[int, int] = field(default_factory=dict, repr=False)
 
@@ -78,4 +82,5 @@ class ScenarioResult:
 
     def to_json(self) -> dict[str, Any]:
         return {"key": self.key, "title": self.title, "description": self.description,
-                "phases": [p.to_json() for p in self.phases], "notes": self.notes}
+                "phases": [p.to_json() for p in self.phases], "notes": self.notes,
+                "warnings": self.warnings}

