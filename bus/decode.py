@@ -26,6 +26,14 @@ MAX_ERRORS_SHOWN: Final = 5
 
 
 @dataclass(frozen=True)
+class InputLimits:
+    """What a record may be before it is refused (dead-lettered) without being parsed further."""
+
+    max_bytes: int = 1_048_576
+    max_depth: int = 32
+
+
+@dataclass(frozen=True)
 class RawRecord:
     """A broker-neutral record; the Kafka and in-memory buses both produce these."""
 
@@ -38,7 +46,8 @@ class RawRecord:
     timestamp_ms: int
 
 
-def decode(topic: Topic[Any], record: RawRecord) -> tuple[Envelope, Any]:
+def decode(topic: Topic[Any], record: RawRecord,
+           limits: InputLimits = InputLimits()) -> tuple[Envelope, Any]:  # noqa: B008
     if record.value is None:
         raise DecodeError("record has no value (tombstone)")
     try:

@@ -31,6 +31,18 @@ class UnknownEventType(CounterpointError):
     reason = "unknown-event-type"
 
 
+class TooLarge(CounterpointError):
+    """A record bigger than the configured limit (`InputLimits.max_bytes`)."""
+
+    reason = "too-large"
+
+
+class TooDeep(CounterpointError):
+    """JSON nested deeper than the configured limit (`InputLimits.max_depth`)."""
+
+    reason = "too-deep"
+
+
 class TransientError(CounterpointError):
     """A failure that may pass by itself: a timeout, an overloaded model, a broker hiccup."""
 

@@ -8,6 +8,11 @@
     COUNTERPOINT_KAFKA_IDEMPOTENCE   idempotent producer; only where the broker supports
                                      InitProducerId (Apache Kafka: yes; embedded: no)
     COUNTERPOINT_SESSION_TIMEOUT_MS  consumer group session timeout (6000)
+    COUNTERPOINT_MAX_IN_FLIGHT       events one agent process handles at once (64)
+    COUNTERPOINT_MAX_MESSAGE_BYTES   larger records are dead-lettered (1 MiB)
+    COUNTERPOINT_MAX_JSON_DEPTH      deeper JSON is dead-lettered (32)
+    COUNTERPOINT_RETRY_MAX_ATTEMPTS / _MAX_SECONDS  bounds for retriable failures (5, 60 s)
+    COUNTERPOINT_LLM_FAULT_RATE      test aid: share of offline-provider calls that fail (0)
     COUNTERPOINT_SYNTHESIS_DEADLINE_S  seconds synthesis waits before a partial result (30)
     COUNTERPOINT_MODEL_<AGENT>       model per agent, e.g. COUNTERPOINT_MODEL_SYNTHESIS
     ANTHROPIC_API_KEY                empty or unset = the offline provider
@@ -36,6 +41,13 @@ class Settings(BaseSettings):
     fetch_max_wait_ms: int | None = Field(default=None, ge=0, le=60_000)
     kafka_idempotence: bool = False
     session_timeout_ms: int = Field(default=6_000, ge=3_000, le=300_000)
+    max_in_flight: int = Field(default=64, ge=1, le=10_000)
+    max_message_bytes: int = Field(default=1_048_576, ge=1_024)
+    max_json_depth: int = Field(default=32, ge=2, le=512)
+    retry_max_attempts: int = Field(default=5, ge=1, le=100)
+    retry_max_seconds: float = Field(default=60.0, gt=0)
+    # Test aid: the offline provider fails this share of calls with retriable errors.
+    llm_fault_rate: float = Field(default=0.0, ge=0.0, lt=1.0)
     synthesis_deadline_s: float = Field(default=30.0, gt=0)
     anthropic_api_key: str | None = Field(default=None, validation_alias="ANTHROPIC_API_KEY")
 
