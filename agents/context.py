@@ -24,6 +24,9 @@ class AgentContext:
     provider: LLMProvider
     # How long synthesis waits for a request's findings before publishing a partial result.
     synthesis_deadline: timedelta = timedelta(seconds=30)
+    # A plan is never due sooner than this after a process saw it, so a join rebuilt after a
+    # restart replays its findings before the deadline can fire.
+    synthesis_replay_grace: timedelta = timedelta(seconds=2)
     models: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_MODELS))
 
     def model_for(self, agent: str) -> str:

@@ -7,8 +7,13 @@ Emits:    synthesis.results (Result) — `complete`, or `partial` naming what is
 
 Both inputs are keyed by request id with equal partition counts and this agent uses the range
 assignor, so one request's plan and findings meet in one process. Findings may arrive before
-their plan; they wait for it. The join state lives in this process's memory: a process that
-dies loses it (making it survive is the next issue's work).
+their plan; they wait for it.
+
+Crash-safe join: every input of a pending request is *held* (its offset stays uncommitted)
+until the request's result is acknowledged by the broker. If this process dies or loses the
+partition, the inputs are redelivered to the next owner, which rebuilds the join from them;
+the plan's deadline is absolute, so it still fires after a restart. A result rebuilt this way
+has the same event id as before (derived from the plan's id), so duplicates are recognisable.
 """
 
 from __future__ import annotations
@@ -17,18 +22,24 @@ import asyncio
 import logging
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 from counterpoint.agents.context import AgentContext
 from counterpoint.agents.llm.outputs import Composition
 from counterpoint.agents.llm.provider import LLMRequest, quote
 from counterpoint.agents.tools.facts import customer_context
-from counterpoint.bus.agent import Agent, Cause, Emit, Incoming, Publisher
+from counterpoint.bus.agent import Agent, Cause, Emit, Hold, Incoming, Publisher
 from counterpoint.schemas.envelope import now
 from counterpoint.schemas.events import Finding, FindingRef, Result, TriageDecision, Usage
-from counterpoint.topics.registry import INVESTIGATION_FINDINGS, SYNTHESIS_RESULTS, TRIAGE_DECISIONS
+from counterpoint.topics.registry import (
+    INVESTIGATION_FINDINGS,
+    SYNTHESIS_RESULTS,
+    TRIAGE_DECISIONS,
+    Topic,
+)
 
-CONSUMES = (TRIAGE_DECISIONS, INVESTIGATION_FINDINGS)
-EMITS = (SYNTHESIS_RESULTS,)
+CONSUMES: tuple[Topic[Any], ...] = (TRIAGE_DECISIONS, INVESTIGATION_FINDINGS)
+EMITS: tuple[Topic[Any], ...] = (SYNTHESIS_RESULTS,)
 
 SYSTEM = (
     "You write the final answer for a request from its investigators' findings: a customer "
@@ -42,11 +53,13 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Pending:
+    partition: int
     decision: TriageDecision | None = None
     cause: Cause | None = None
     findings: dict[str, Finding] = field(default_factory=dict)
-    # The plan carries triage's deadline; this process also bounds the wait by its own setting.
+    holds: list[Hold] = field(default_factory=list)
     due: datetime | None = None
+    composing: bool = False
 
 
 class Join:
@@ -56,21 +69,38 @@ class Join:
         self.pending: dict[str, Pending] = {}
         self.done: dict[str, None] = {}  # insertion-ordered set, oldest evicted first
 
-    def ready(self, request_id: str) -> Pending | None:
-        p = self.pending.get(request_id)
-        if p is None or p.decision is None:
-            return None
+    def track(self, request_id: str, event: Incoming[Any]) -> Pending:
+        p = self.pending.setdefault(request_id, Pending(event.partition))
+        p.holds.append(event.hold())
+        return p
+
+    def ready(self, p: Pending) -> bool:
+        if p.decision is None or p.composing:
+            return False
         wanted = {inv.task_id for inv in p.decision.investigations}
-        return p if wanted <= p.findings.keys() else None
+        return wanted <= p.findings.keys()
 
     def overdue(self, at: datetime) -> list[Pending]:
-        return [p for p in self.pending.values() if p.due is not None and p.due <= at]
+        return [p for p in self.pending.values()
+                if p.due is not None and p.due <= at and not p.composing]
 
     def finish(self, request_id: str) -> None:
         self.pending.pop(request_id, None)
         self.done[request_id] = None
         while len(self.done) > DONE_MEMORY:
             self.done.pop(next(iter(self.done)))
+
+    def reopen(self, request_id: str, p: Pending) -> None:
+        """Undo `finish` when publishing the result failed."""
+        self.done.pop(request_id, None)
+        p.composing = False
+        self.pending[request_id] = p
+
+    def drop(self, lost: set[tuple[str, int]]) -> None:
+        """Forget requests of partitions this process lost: their next owner rebuilds them."""
+        for rid, p in list(self.pending.items()):
+            if any((topic.name, p.partition) in lost for topic in CONSUMES):
+                del self.pending[rid]
 
 
 def build(ctx: AgentContext) -> Agent:
@@ -81,7 +111,6 @@ def build(ctx: AgentContext) -> Agent:
     async def compose(p: Pending) -> list[Emit]:
         assert p.decision is not None
         d = p.decision
-        join.finish(d.request_id)  # before awaiting: a concurrent deadline must not also fire
         findings = [p.findings[i.task_id] for i in d.investigations if i.task_id in p.findings]
         missing = [f"{i.skill} ({i.focus})" for i in d.investigations
                    if i.task_id not in p.findings]
@@ -112,32 +141,55 @@ def build(ctx: AgentContext) -> Agent:
         return [Emit(SYNTHESIS_RESULTS, result, key=d.request_id, tag="result",
                      derive_from=p.cause.event_id, subject=d.subject.source_id)]
 
+    async def complete(p: Pending, event: Incoming[Any]) -> list[Emit]:
+        """Compose, then release every held input once the result is acknowledged."""
+        assert p.decision is not None
+        p.composing = True  # arrivals meanwhile are held too, and released with the result
+        try:
+            emits = await compose(p)
+        except BaseException:
+            p.composing = False  # the handler is retried or dead-lettered; the join stays
+            raise
+        join.finish(p.decision.request_id)
+        event.release_after_ack(p.holds)
+        return emits
+
     @agent.handles(TRIAGE_DECISIONS)
     async def on_decision(event: Incoming[TriageDecision]) -> list[Emit]:
         rid = event.data.request_id
         if rid in join.done:
-            return []
-        p = join.pending.setdefault(rid, Pending())
+            return []  # its result is already acknowledged: nothing to hold
+        p = join.track(rid, event)
         p.decision, p.cause = event.data, event.cause()
-        p.due = min(event.data.deadline_at, now() + ctx.synthesis_deadline)
-        return await compose(p) if join.ready(rid) else []
+        p.due = max(min(event.data.deadline_at, now() + ctx.synthesis_deadline),
+                    now() + ctx.synthesis_replay_grace)
+        return await complete(p, event) if join.ready(p) else []
 
     @agent.handles(INVESTIGATION_FINDINGS)
     async def on_finding(event: Incoming[Finding]) -> list[Emit]:
         rid = event.data.request_id
         if rid in join.done:
             return []
-        p = join.pending.setdefault(rid, Pending())
+        p = join.track(rid, event)
         p.findings[event.data.task_id] = event.data  # keyed by task: redelivery is harmless
-        ready = join.ready(rid)
-        return await compose(ready) if ready else []
+        return await complete(p, event) if join.ready(p) else []
 
     @agent.every(1.0)
     async def deadlines(publisher: Publisher) -> None:
         for p in join.overdue(now()):
             assert p.cause is not None and p.decision is not None
-            log.info("request %s passed its deadline with %d/%d findings", p.decision.request_id,
+            rid = p.decision.request_id
+            log.info("request %s passed its deadline with %d/%d findings", rid,
                      len(p.findings), len(p.decision.investigations))
-            await publisher.emit(await compose(p), p.cause)
+            p.composing = True
+            try:
+                emits = await compose(p)
+                join.finish(rid)
+                await publisher.emit(emits, p.cause, release=list(p.holds))
+            except Exception:
+                join.reopen(rid, p)  # tried again at the next tick
+                raise
+
+    agent.on_revoked(join.drop)
 
     return agent

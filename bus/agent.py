@@ -14,7 +14,7 @@ derives their ids from the input's, publishes them and commits only afterwards.
 from __future__ import annotations
 
 import typing
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, Literal, TypeVar
 
@@ -38,6 +38,43 @@ class Cause:
     trace_headers: tuple[tuple[str, bytes], ...] = ()
 
 
+@dataclass(eq=False)
+class Hold:
+    """Keeps one record uncommitted until released.
+
+    A join holds its inputs until the event it produces from them is acknowledged: if the
+    process dies first, the inputs are redelivered and the join is rebuilt from them.
+    """
+
+    topic: str
+    partition: int
+    offset: int
+    event_id: str
+    released: bool = False
+    _on_release: Callable[[Hold], None] | None = field(default=None, repr=False)
+
+    def release(self) -> None:
+        """Called by the bus once the effects this hold waited for are acknowledged."""
+        if self.released:
+            return
+        self.released = True
+        if self._on_release is not None:
+            self._on_release(self)
+
+    def attach(self, on_release: Callable[[Hold], None]) -> None:
+        self._on_release = on_release
+        if self.released:
+            on_release(self)
+
+
+@dataclass
+class Settlement:
+    """What a handler decided about records beyond the events it returned."""
+
+    hold: Hold | None = None
+    release: list[Hold] = field(default_factory=list)
+
+
 @dataclass(frozen=True)
 class Incoming(Generic[E]):
     envelope: Envelope
@@ -47,6 +84,7 @@ class Incoming(Generic[E]):
     offset: int
     # The trace context of the `process` span, as headers, so deferred emits stay in the trace.
     trace_headers: tuple[tuple[str, bytes], ...] = ()
+    settlement: Settlement = field(default_factory=Settlement, repr=False, compare=False)
 
     @property
     def request_id(self) -> str:
@@ -55,6 +93,17 @@ class Incoming(Generic[E]):
     def cause(self) -> Cause:
         return Cause(self.envelope.id, self.envelope.request_id, self.envelope.subject,
                      self.trace_headers)
+
+    def hold(self) -> Hold:
+        """Keep this record uncommitted (and redelivered after a crash) until released."""
+        if self.settlement.hold is None:
+            self.settlement.hold = Hold(self.topic, self.partition, self.offset,
+                                        self.envelope.id)
+        return self.settlement.hold
+
+    def release_after_ack(self, holds: Iterable[Hold]) -> None:
+        """Release `holds` once the events this handler returns are acknowledged."""
+        self.settlement.release.extend(holds)
 
 
 @dataclass(frozen=True)
@@ -77,7 +126,13 @@ Handler = Callable[[Incoming[Any]], Awaitable[Sequence[Emit]]]
 class Publisher(typing.Protocol):
     """Publishes emits outside a handler (timers); used by periodic tasks."""
 
-    async def emit(self, emits: Sequence[Emit], cause: Cause) -> None: ...
+    async def emit(self, emits: Sequence[Emit], cause: Cause,
+                   release: Iterable[Hold] = ()) -> None:
+        """Publish, wait for the acks, then release `release`."""
+        ...
+
+
+Revoked = Callable[[set[tuple[str, int]]], None]
 
 
 Periodic = Callable[[Publisher], Awaitable[None]]
@@ -95,6 +150,7 @@ class Agent:
     assignor: Literal["roundrobin", "range"] = "roundrobin"
     handlers: dict[str, tuple[Topic[Any], Handler]] = field(default_factory=dict)
     periodic: list[tuple[float, Periodic]] = field(default_factory=list)
+    revoked_hooks: list[Revoked] = field(default_factory=list)
 
     @property
     def group_id(self) -> str:
@@ -122,6 +178,11 @@ class Agent:
             return fn
 
         return register
+
+    def on_revoked(self, fn: Revoked) -> Revoked:
+        """`fn(partitions)` runs when this process loses partitions: drop their state."""
+        self.revoked_hooks.append(fn)
+        return fn
 
     def declared(self, topic: Topic[Any]) -> bool:
         return any(t.name == topic.name for t in self.emits)

@@ -1,9 +1,11 @@
 """One record through one agent: decode, call the handler, publish what it returns.
 
 Broker-neutral: the Kafka runtime and the in-memory bus both drive `Delivery.handle` and pass
-a `Sink`. `handle` returns the broker acknowledgements of everything it published; the caller
-commits the record's offset only after awaiting them, so an event's effects are durable before
-the event is marked done (at-least-once).
+a `Sink`. `handle` returns an `Outcome`: the broker acknowledgements of everything it published, and
+whether the handler holds its record open. The caller marks the record done only after
+awaiting the acks (and after a hold is released), and commits only done records, so an event's
+effects are durable before the event is marked done (at-least-once). Finished event ids are
+remembered, so a redelivered event is skipped instead of handled twice.
 
 Bad input never raises out of `handle`: it becomes a dead letter, which is itself published
 and acknowledged before the offset moves.
@@ -14,17 +16,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any, Final, Protocol
 
 import orjson
 from opentelemetry.trace import Span, Status, StatusCode
 
 from counterpoint.bus import tracing
-from counterpoint.bus.agent import Agent, Cause, Emit, Incoming
+from counterpoint.bus.agent import Agent, Cause, Emit, Hold, Incoming, Settlement
 from counterpoint.bus.deadletter import Failure, deadletter_headers
-from counterpoint.bus.decode import RawRecord, decode
+from counterpoint.bus.decode import InputLimits, RawRecord, decode
 from counterpoint.bus.errors import CounterpointError, UndeclaredEmit, is_retriable
 from counterpoint.schemas.envelope import Envelope, derive_event_id, now
 from counterpoint.topics.registry import DEADLETTER_NAME
@@ -43,7 +47,10 @@ class Sink(Protocol):
 
 @dataclass
 class RetryPolicy:
-    max_attempts: int = 3
+    """Bounds for retriable failures: whichever of attempts or time runs out first."""
+
+    max_attempts: int = 5
+    max_seconds: float = 60.0
     base_delay_s: float = 0.2
     max_delay_s: float = 5.0
 
@@ -58,51 +65,85 @@ class DeliveryStats:
     emitted: int = 0
     deadlettered: int = 0
     retries: int = 0
+    duplicates: int = 0
+
+
+@dataclass
+class Outcome:
+    acks: list[Ack] = field(default_factory=list)
+    hold: Hold | None = None  # the record stays unfinished until this is released
+    release: list[Hold] = field(default_factory=list)  # to release once `acks` are in
+    event_id: str | None = None
+
+
+REMEMBERED: Final = 50_000  # finished event ids kept for duplicate suppression
 
 
 class Delivery:
     SOURCE_PREFIX: Final = "/counterpoint/"
 
-    def __init__(self, agent: Agent, sink: Sink, retry: RetryPolicy | None = None) -> None:
+    def __init__(self, agent: Agent, sink: Sink, retry: RetryPolicy | None = None,
+                 limits: InputLimits | None = None) -> None:
         self.agent = agent
         self.sink = sink
         self.retry = retry or RetryPolicy()
+        self.limits = limits or InputLimits()
         self.stats = DeliveryStats()
+        self._finished: OrderedDict[str, None] = OrderedDict()
 
-    async def handle(self, record: RawRecord) -> list[Ack]:
+    def finished(self, event_id: str) -> None:
+        """Remember a finished event: its effects are durable, a redelivery can be skipped."""
+        self._finished[event_id] = None
+        self._finished.move_to_end(event_id)
+        while len(self._finished) > REMEMBERED:
+            self._finished.popitem(last=False)
+
+    async def handle(self, record: RawRecord) -> Outcome:
         topic, handler = self.agent.handlers[record.topic]
         first_failure = now()
         with tracing.process_span(record.topic, record.headers, partition=record.partition,
                                   offset=record.offset, group=self.agent.group_id,
                                   agent=self.agent.name) as span:
             try:
-                envelope, data = decode(topic, record)
+                envelope, data = decode(topic, record, self.limits)
             except CounterpointError as exc:
-                return [await self._deadletter(span, record, Failure(exc, 1, first_failure, now()))]
+                failure = Failure(exc, 1, first_failure, now())
+                return Outcome([await self._deadletter(span, record, failure)])
             _tag_span(span, envelope)
+            if envelope.id in self._finished:
+                self.stats.duplicates += 1
+                span.set_attribute("counterpoint.duplicate", True)
+                return Outcome(event_id=envelope.id)
             trace_headers: list[tuple[str, bytes]] = []
             tracing.inject(trace_headers)
             incoming = Incoming(envelope, data, record.topic, record.partition, record.offset,
                                 tuple(trace_headers))
+            started = time.monotonic()
             attempt = 0
             while True:
                 attempt += 1
+                incoming = replace(incoming, settlement=Settlement())  # a retry starts clean
                 try:
                     emits = await handler(incoming)
                     self._check_declared(emits)
                     break
                 except Exception as exc:  # a handler bug must not stop the agent
-                    if is_retriable(exc) and attempt < self.retry.max_attempts:
+                    delay = self.retry.delay(attempt)
+                    if (is_retriable(exc) and attempt < self.retry.max_attempts
+                            and time.monotonic() - started + delay < self.retry.max_seconds):
                         self.stats.retries += 1
                         span.add_event("retry", {"attempt": attempt, "error": repr(exc)})
-                        await asyncio.sleep(self.retry.delay(attempt))
+                        # Sleeps in this key's own task: other keys keep flowing.
+                        await asyncio.sleep(delay)
                         continue
                     log.warning("%s: %s at %s[%d]@%d -> deadletter", self.agent.name,
                                 type(exc).__name__, record.topic, record.partition, record.offset)
                     failure = Failure(exc, attempt, first_failure, now())
-                    return [await self._deadletter(span, record, failure)]
+                    return Outcome([await self._deadletter(span, record, failure)])
             self.stats.handled += 1
-            return await self.emit(emits, incoming.cause())
+            acks = await self.emit(emits, incoming.cause())
+            settled = incoming.settlement
+            return Outcome(acks, settled.hold, settled.release, envelope.id)
 
     async def emit(self, emits: Sequence[Emit], cause: Cause) -> list[Ack]:
         """Publish `emits` as children of `cause`; ids derive from the cause's id."""

@@ -1,9 +1,9 @@
 """The Kafka runtime: the only module family that imports aiokafka.
 
-`run_agent` is one agent process's consume loop. It takes a batch, handles each partition's
-records in order (partitions concurrently), awaits the broker's acks for everything the
-handlers published, and only then commits the batch's offsets. A crash anywhere before the
-commit means the batch is delivered again: at-least-once.
+`run_agent` is one agent process's consume loop. Records are handled concurrently (bounded),
+in order per key, and a record counts as done only once the broker acknowledged everything its
+handler published; the committed offset never passes an unfinished record. A crash anywhere
+before the commit means redelivery: at-least-once.
 """
 
 from __future__ import annotations
@@ -12,7 +12,8 @@ import asyncio
 import contextlib
 import logging
 import os
-from collections.abc import AsyncGenerator, Sequence
+import time
+from collections.abc import AsyncGenerator, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,8 +22,9 @@ from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
 from aiokafka.errors import CommitFailedError, KafkaError
 
-from counterpoint.bus.agent import Agent, Cause, Emit
-from counterpoint.bus.decode import RawRecord
+from counterpoint.bus.agent import Agent, Cause, Emit, Hold
+from counterpoint.bus.commits import PartitionOffsets
+from counterpoint.bus.decode import InputLimits, RawRecord
 from counterpoint.bus.delivery import Ack, Delivery, RetryPolicy
 
 log = logging.getLogger(__name__)
@@ -43,6 +45,10 @@ class KafkaConfig:
     session_timeout_ms: int = 6_000
     heartbeat_interval_ms: int = 1_000
     request_timeout_ms: int = 30_000
+    max_in_flight: int = 64
+    commit_interval_s: float = 0.05
+    # On revocation and shutdown, in-flight work gets this long before it is abandoned.
+    drain_grace_s: float = 10.0
 
     def producer(self, client_id: str) -> AIOKafkaProducer:
         return AIOKafkaProducer(
@@ -66,29 +72,17 @@ class KafkaSink:
 
 
 class _Publisher:
-    """Emits outside a handler (timers), waiting for the broker's ack."""
+    """Emits outside a handler (timers), waiting for the broker's ack before releasing."""
 
     def __init__(self, delivery: Delivery) -> None:
         self._delivery = delivery
 
-    async def emit(self, emits: Sequence[Emit], cause: Cause) -> None:
+    async def emit(self, emits: Sequence[Emit], cause: Cause,
+                   release: Iterable[Hold] = ()) -> None:
         acks = await self._delivery.emit(emits, cause)
         await asyncio.gather(*acks)
-
-
-class _AssignmentLog(ConsumerRebalanceListener):  # type: ignore[misc]
-    def __init__(self, agent: str) -> None:
-        self.agent = agent
-        self.assigned: set[TopicPartition] = set()
-
-    async def on_partitions_revoked(self, revoked: Any) -> None:
-        self.assigned -= set(revoked)
-
-    async def on_partitions_assigned(self, assigned: Any) -> None:
-        self.assigned = set(assigned)
-        names = sorted(f"{tp.topic}[{tp.partition}]" for tp in assigned)
-        log.info("%s pid %d assigned %d partitions: %s", self.agent, os.getpid(), len(names),
-                 " ".join(names) or "(none)")
+        for hold in release:
+            hold.release()
 
 
 def _record(msg: Any) -> RawRecord:
@@ -97,13 +91,143 @@ def _record(msg: Any) -> RawRecord:
                      timestamp_ms=msg.timestamp or 0)
 
 
+class _Engine:
+    """Many records in flight, one key at a time, commits only below the oldest unfinished.
+
+    Each fetched record becomes a task chained after the previous task of the same
+    (partition, key), so events of one key are handled in order while other keys proceed.
+    At most `max_in_flight` tasks run; fetching stops while the bound is reached.
+    """
+
+    def __init__(self, agent: Agent, delivery: Delivery, consumer: AIOKafkaConsumer,
+                 config: KafkaConfig) -> None:
+        self.agent = agent
+        self.delivery = delivery
+        self.consumer = consumer
+        self.config = config
+        self.offsets: dict[TopicPartition, PartitionOffsets] = {}
+        self.tasks: dict[TopicPartition, set[asyncio.Task[None]]] = {}
+        self.tails: dict[tuple[TopicPartition, bytes], asyncio.Task[None]] = {}
+        self.in_flight = 0
+        self.progress = asyncio.Event()  # set whenever a task finishes
+        self.failure: BaseException | None = None
+
+    def start(self, msg: Any) -> None:
+        tp = TopicPartition(msg.topic, msg.partition)
+        offsets = self.offsets.setdefault(tp, PartitionOffsets())
+        offsets.track(msg.offset)
+        chain = (tp, msg.key) if msg.key is not None else None
+        previous = self.tails.get(chain) if chain else None
+        task = asyncio.create_task(self._run(offsets, _record(msg), previous))
+        self.tasks.setdefault(tp, set()).add(task)
+        if chain:
+            self.tails[chain] = task
+        self.in_flight += 1
+
+        def finished(t: asyncio.Task[None]) -> None:
+            self.in_flight -= 1
+            self.tasks.get(tp, set()).discard(t)
+            if chain and self.tails.get(chain) is t:
+                del self.tails[chain]
+            if not t.cancelled() and t.exception() is not None and self.failure is None:
+                self.failure = t.exception()
+            self.progress.set()
+
+        task.add_done_callback(finished)
+
+    async def _run(self, offsets: PartitionOffsets, record: RawRecord,
+                   previous: asyncio.Task[None] | None) -> None:
+        if previous is not None:
+            await asyncio.wait([previous])  # order within a key; its failure is its own
+        outcome = await self.delivery.handle(record)
+        await asyncio.gather(*outcome.acks)  # a failed publish raises: the record stays open
+
+        def done(_hold: Hold | None = None) -> None:
+            offsets.done(record.offset)
+            if outcome.event_id:
+                self.delivery.finished(outcome.event_id)
+
+        if outcome.hold is None:
+            done()
+        else:
+            outcome.hold.attach(done)
+        for hold in outcome.release:
+            hold.release()
+
+    async def commit(self, only: Iterable[TopicPartition] | None = None) -> None:
+        wanted = set(only) if only is not None else set(self.offsets)
+        offsets = {}
+        for tp in wanted:
+            tracker = self.offsets.get(tp)
+            position = tracker.committable() if tracker else None
+            if position is not None:
+                offsets[tp] = position
+        if not offsets:
+            return
+        try:
+            await self.consumer.commit(offsets)
+        except CommitFailedError:
+            # The partitions moved on; their new owner redelivers what was not committed.
+            log.warning("%s: commit failed after a rebalance; records will be redelivered",
+                        self.agent.name)
+            return
+        for tp, position in offsets.items():
+            if tp in self.offsets:
+                self.offsets[tp].committed(position)
+
+    async def drain(self, partitions: Iterable[TopicPartition], grace_s: float) -> None:
+        """Let in-flight work of `partitions` finish for `grace_s`, then abandon the rest.
+
+        Abandoned records are not committed, so whoever owns the partition next redoes them.
+        """
+        tasks = {t for tp in partitions for t in self.tasks.get(tp, ())}
+        if not tasks:
+            return
+        _, late = await asyncio.wait(tasks, timeout=grace_s)
+        for task in late:
+            task.cancel()
+        if late:
+            log.warning("%s: abandoned %d unfinished records (redelivered later)",
+                        self.agent.name, len(late))
+            await asyncio.wait(late)
+
+    async def revoke(self, partitions: set[TopicPartition]) -> None:
+        await self.drain(partitions, self.config.drain_grace_s)
+        await self.commit(partitions)
+        for tp in partitions:
+            self.offsets.pop(tp, None)
+            self.tasks.pop(tp, None)
+        for key in [k for k in self.tails if k[0] in partitions]:
+            del self.tails[key]
+        lost = {(tp.topic, tp.partition) for tp in partitions}
+        for hook in self.agent.revoked_hooks:
+            hook(lost)
+
+
+class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, agent: str) -> None:
+        self.agent = agent
+        self.engine: _Engine | None = None
+
+    async def on_partitions_revoked(self, revoked: Any) -> None:
+        if self.engine is not None and revoked:
+            await self.engine.revoke(set(revoked))
+
+    async def on_partitions_assigned(self, assigned: Any) -> None:
+        names = sorted(f"{tp.topic}[{tp.partition}]" for tp in assigned)
+        log.info("%s pid %d assigned %d partitions: %s", self.agent, os.getpid(), len(names),
+                 " ".join(names) or "(none)")
+
+
 async def run_agent(agent: Agent, config: KafkaConfig, stop: asyncio.Event,
-                    retry: RetryPolicy | None = None) -> Delivery:
-    """Consume until `stop` is set, then commit what is done and leave the group cleanly."""
+                    retry: RetryPolicy | None = None,
+                    limits: InputLimits | None = None) -> Delivery:
+    """Consume until `stop` is set, then finish or abandon in-flight work, commit what is
+    done and leave the group cleanly."""
     client_id = f"{agent.name}-{os.getpid()}"
     producer = config.producer(client_id)
     await producer.start()
-    delivery = Delivery(agent, KafkaSink(producer), retry)
+    delivery = Delivery(agent, KafkaSink(producer), retry, limits)
     assignor = RangePartitionAssignor if agent.assignor == "range" else RoundRobinPartitionAssignor
     consumer = AIOKafkaConsumer(
         bootstrap_servers=config.bootstrap_servers,
@@ -117,42 +241,46 @@ async def run_agent(agent: Agent, config: KafkaConfig, stop: asyncio.Event,
         request_timeout_ms=config.request_timeout_ms,
         partition_assignment_strategy=(assignor,),
     )
-    consumer.subscribe([t.name for t in agent.consumes], listener=_AssignmentLog(agent.name))
+    listener = _Rebalance(agent.name)
+    consumer.subscribe([t.name for t in agent.consumes], listener=listener)
+    engine = _Engine(agent, delivery, consumer, config)
+    listener.engine = engine
     timers = [asyncio.create_task(_every(seconds, fn, _Publisher(delivery), stop, agent.name))
               for seconds, fn in agent.periodic]
     try:
         await consumer.start()
-        log.info("%s pid %d consuming %s as group %s", agent.name, os.getpid(),
-                 ", ".join(t.name for t in agent.consumes), agent.group_id)
+        log.info("%s pid %d consuming %s as group %s (up to %d in flight)", agent.name,
+                 os.getpid(), ", ".join(t.name for t in agent.consumes), agent.group_id,
+                 config.max_in_flight)
+        last_commit = time.monotonic()
         while not stop.is_set():
-            batch = await consumer.getmany(timeout_ms=200, max_records=config.max_batch)
-            if not batch:
-                continue
-            acks = await asyncio.gather(
-                *(_handle_partition(delivery, records) for records in batch.values())
-            )
-            await asyncio.gather(*(a for part in acks for a in part))
-            offsets = {tp: records[-1].offset + 1 for tp, records in batch.items()}
-            try:
-                await consumer.commit(offsets)
-            except CommitFailedError:
-                # The partitions moved during the batch; their new owner redelivers it.
-                log.warning("%s: commit failed after a rebalance; batch will be redelivered",
-                            agent.name)
+            if engine.failure is not None:
+                raise engine.failure
+            free = config.max_in_flight - engine.in_flight
+            if free <= 0:
+                engine.progress.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(engine.progress.wait(), timeout=0.2)
+            else:
+                batch = await consumer.getmany(timeout_ms=100, max_records=free)
+                for records in batch.values():
+                    for msg in records:
+                        engine.start(msg)
+            if time.monotonic() - last_commit >= config.commit_interval_s:
+                await engine.commit(consumer.assignment())
+                last_commit = time.monotonic()
+        await engine.drain(list(engine.tasks), config.drain_grace_s)
+        await engine.commit(consumer.assignment())
     finally:
         for timer in timers:
             timer.cancel()
         await asyncio.gather(*timers, return_exceptions=True)
+        for tasks in engine.tasks.values():
+            for task in tasks:
+                task.cancel()
         await consumer.stop()
         await producer.stop()
     return delivery
-
-
-async def _handle_partition(delivery: Delivery, records: list[Any]) -> list[Ack]:
-    acks: list[Ack] = []
-    for msg in records:  # in order: events of one key are handled in sequence
-        acks.extend(await delivery.handle(_record(msg)))
-    return acks
 
 
 async def _every(seconds: float, fn: Any, publisher: _Publisher, stop: asyncio.Event,

@@ -42,10 +42,12 @@ async def run_agent_process(name: str, settings: Settings) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        delivery = await run_agent(agent, settings.kafka(), stop)
+        delivery = await run_agent(agent, settings.kafka(), stop, settings.retry(),
+                                   settings.limits())
         s = delivery.stats
-        log.info("%s pid %d stopped: handled %d, emitted %d, dead-lettered %d, retries %d",
-                 name, os.getpid(), s.handled, s.emitted, s.deadlettered, s.retries)
+        log.info("%s pid %d stopped: handled %d, emitted %d, dead-lettered %d, retries %d, "
+                 "duplicates skipped %d", name, os.getpid(), s.handled, s.emitted,
+                 s.deadlettered, s.retries, s.duplicates)
     finally:
         telemetry.shutdown()
         if broker is not None:

@@ -27,6 +27,8 @@ from pathlib import Path
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from counterpoint.bus.decode import InputLimits
+from counterpoint.bus.delivery import RetryPolicy
 from counterpoint.bus.kafka import KafkaConfig
 
 
@@ -71,7 +73,15 @@ class Settings(BaseSettings):
             wait = 10 if self.embedded else 100
         return KafkaConfig(bootstrap_servers=self.bootstrap_servers, fetch_max_wait_ms=wait,
                            idempotence=self.kafka_idempotence,
-                           session_timeout_ms=self.session_timeout_ms)
+                           session_timeout_ms=self.session_timeout_ms,
+                           max_in_flight=self.max_in_flight)
+
+    def retry(self) -> RetryPolicy:
+        return RetryPolicy(max_attempts=self.retry_max_attempts,
+                           max_seconds=self.retry_max_seconds)
+
+    def limits(self) -> InputLimits:
+        return InputLimits(max_bytes=self.max_message_bytes, max_depth=self.max_json_depth)
 
     @property
     def synthesis_deadline(self) -> timedelta:

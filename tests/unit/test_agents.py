@@ -225,7 +225,7 @@ async def test_password_only_ticket_goes_to_account_only(ctx: AgentContext) -> N
 async def test_deadline_publishes_one_partial_result_naming_what_is_missing(
         store: BusinessStore) -> None:
     ctx = AgentContext(store=store, provider=OfflineProvider(),
-                       synthesis_deadline=timedelta(0))
+                       synthesis_deadline=timedelta(0), synthesis_replay_grace=timedelta(0))
     bus, agents = _bus(ctx, ("triage", "billing", "knowledge", "synthesis"))
     synthesis = agents["synthesis"]
     await bus.publish(INTAKE_TICKETS.name, TICKET_RAW, key=b"T-1001")
@@ -262,7 +262,8 @@ async def test_synthesis_deadline_setting_of_the_synthesis_agent_applies(
     default_ctx = AgentContext(store=store, provider=OfflineProvider())
     bus, _ = _bus(default_ctx, ("triage", "billing", "knowledge"))
     synthesis = build("synthesis", AgentContext(store=store, provider=OfflineProvider(),
-                                                synthesis_deadline=timedelta(0)))
+                                                synthesis_deadline=timedelta(0),
+                                                synthesis_replay_grace=timedelta(0)))
     bus.add(synthesis)
     await bus.publish(INTAKE_TICKETS.name, TICKET_RAW, key=b"T-1001")
     await bus.run_until_idle()
