@@ -128,7 +128,8 @@ class Delivery:
                     self._check_declared(emits)
                     break
                 except Exception as exc:  # a handler bug must not stop the agent
-                    delay = self.retry.delay(attempt)
+                    # A rate limit that says when to come back is honoured.
+                    delay = max(self.retry.delay(attempt), getattr(exc, "retry_after", 0) or 0)
                     if (is_retriable(exc) and attempt < self.retry.max_attempts
                             and time.monotonic() - started + delay < self.retry.max_seconds):
                         self.stats.retries += 1

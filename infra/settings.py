@@ -12,7 +12,8 @@
     COUNTERPOINT_MAX_MESSAGE_BYTES   larger records are dead-lettered (1 MiB)
     COUNTERPOINT_MAX_JSON_DEPTH      deeper JSON is dead-lettered (32)
     COUNTERPOINT_RETRY_MAX_ATTEMPTS / _MAX_SECONDS  bounds for retriable failures (5, 60 s)
-    COUNTERPOINT_LLM_FAULT_RATE      test aid: share of offline-provider calls that fail (0)
+    COUNTERPOINT_LLM_FAULT_RATE      test aid: share of LLM calls that fail, retriably (0)
+    COUNTERPOINT_LLM_FAULT_SEED      test aid: seed for those faults (random when unset)
     COUNTERPOINT_SYNTHESIS_DEADLINE_S  seconds synthesis waits before a partial result (30)
     COUNTERPOINT_MODEL_<AGENT>       model per agent, e.g. COUNTERPOINT_MODEL_SYNTHESIS
     ANTHROPIC_API_KEY                empty or unset = the offline provider
@@ -50,6 +51,7 @@ class Settings(BaseSettings):
     retry_max_seconds: float = Field(default=60.0, gt=0)
     # Test aid: the offline provider fails this share of calls with retriable errors.
     llm_fault_rate: float = Field(default=0.0, ge=0.0, lt=1.0)
+    llm_fault_seed: int | None = None
     synthesis_deadline_s: float = Field(default=30.0, gt=0)
     anthropic_api_key: str | None = Field(default=None, validation_alias="ANTHROPIC_API_KEY")
 

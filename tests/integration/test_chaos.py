@@ -1,0 +1,180 @@
+"""Chaos: agents are SIGKILLed at random while requests flow; nothing is lost or doubled.
+
+Two processes per agent. A killer sends SIGKILL to a random agent process every few seconds
+and the supervisor starts a replacement. Afterwards every request must have exactly one
+distinct final result (redeliveries may publish the same result event again; it keeps its id),
+and nothing new may be in `deadletter`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import signal
+import time
+import uuid
+from collections import Counter, defaultdict
+from collections.abc import Iterator
+from pathlib import Path
+
+import orjson
+import pytest
+
+from counterpoint.agents.catalog import AGENT_NAMES
+from counterpoint.bus.decode import RawRecord
+from counterpoint.bus.kafka import Producer
+from counterpoint.infra.demo import example
+from counterpoint.infra.processes import Supervisor
+from counterpoint.schemas.envelope import Envelope, new_event_id, now
+from counterpoint.topics.registry import (
+    DEADLETTER_NAME,
+    INTAKE_ALERTS,
+    INTAKE_TICKETS,
+    INVESTIGATION_FINDINGS,
+    SYNTHESIS_RESULTS,
+    TRIAGE_DECISIONS,
+)
+from tests.integration.conftest import AgentStack
+from tests.integration.helpers import collect, config
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
+
+REQUESTS = 300
+PUBLISH_SECONDS = 40.0
+KILL_EVERY_S = (3.0, 6.0)
+SETTLE_TIMEOUT_S = 240.0
+
+
+@pytest.fixture(scope="module")
+def chaos_stack(bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[AgentStack]:
+    stack = AgentStack(bootstrap, tmp_path_factory.mktemp("home"), dict.fromkeys(AGENT_NAMES, 2),
+                       extra_env={"COUNTERPOINT_SYNTHESIS_DEADLINE_S": "600"})
+    # Replacements for killed processes come from the supervisor, as under `counterpoint up`.
+    stack.supervisor.restart = True
+    try:
+        stack.wait_joined(timeout_s=90)
+        yield stack
+    finally:
+        stack.stop()
+
+
+def _inputs(count: int) -> list[tuple[str, bytes, str]]:
+    """(topic, value, source id): two thirds tickets, one third alerts."""
+    ticket = orjson.loads(example("ticket_dual_intent.json"))
+    alert = orjson.loads(example("alert_alertmanager.json"))
+    out = []
+    for n in range(count):
+        if n % 3 == 2:
+            alert["alerts"][0]["fingerprint"] = sid = f"chaos-{uuid.uuid4().hex[:12]}"
+            out.append((INTAKE_ALERTS.name, orjson.dumps(alert), sid))
+        else:
+            ticket["id"] = sid = f"T-chaos-{uuid.uuid4().hex[:8]}"
+            out.append((INTAKE_TICKETS.name, orjson.dumps(ticket), sid))
+    return out
+
+
+async def _publish(bootstrap: str, inputs: list[tuple[str, bytes, str]]) -> set[str]:
+    request_ids = set()
+    pause = PUBLISH_SECONDS / len(inputs)
+    async with Producer(config(bootstrap), client_id="chaos") as producer:
+        for topic, value, sid in inputs:
+            rid = new_event_id()
+            envelope = Envelope(id=rid, source="/tests/chaos", type="test", time=now(),
+                                request_id=rid, subject=sid)
+            await producer.send(topic, value, key=sid.encode(), headers=envelope.to_headers())
+            request_ids.add(rid)
+            await asyncio.sleep(pause)
+    return request_ids
+
+
+async def _kill(supervisor: Supervisor, stop: asyncio.Event,
+                rng: random.Random) -> Counter[str]:
+    """Every agent type in turn (shuffled), a random live process of it each time."""
+    kills: Counter[str] = Counter()
+    order: list[str] = []
+    while not stop.is_set():
+        await asyncio.sleep(rng.uniform(*KILL_EVERY_S))
+        if not order:
+            order = rng.sample(AGENT_NAMES, len(AGENT_NAMES))
+        name = order.pop()
+        alive = [p for p in supervisor.processes if p.alive and p.name == name]
+        if not alive or stop.is_set():
+            continue
+        victim = rng.choice(alive)
+        victim.popen.send_signal(signal.SIGKILL)
+        kills[name] += 1
+        print(f"  kill #{kills.total()}: {victim.label} pid {victim.popen.pid}")
+    return kills
+
+
+def _by_id(records: list[RawRecord]) -> Counter[str]:
+    ids: Counter[str] = Counter()
+    for r in records:
+        env = Envelope.from_headers(r.headers)
+        if env is not None:
+            ids[env.id] += 1
+    return ids
+
+
+async def test_sigkilled_agents_lose_nothing_and_double_nothing(chaos_stack: AgentStack) -> None:
+    bootstrap = chaos_stack.bootstrap
+    dead_before = len(await collect(bootstrap, DEADLETTER_NAME, lambda _: False, timeout_s=3))
+    rng = random.Random()
+    started = time.monotonic()
+    stop_killing = asyncio.Event()
+    watching = asyncio.Event()
+    killer = asyncio.create_task(_kill(chaos_stack.supervisor, stop_killing, rng))
+    restarter = asyncio.create_task(chaos_stack.supervisor.watch(watching, interval_s=0.25))
+
+    request_ids = await _publish(bootstrap, _inputs(REQUESTS))
+    stop_killing.set()
+    kills = await killer
+
+    def settled(records: list[RawRecord]) -> bool:
+        seen = {e.request_id for r in records if (e := Envelope.from_headers(r.headers))}
+        return request_ids <= seen
+
+    results = await collect(bootstrap, SYNTHESIS_RESULTS.name, settled, SETTLE_TIMEOUT_S)
+    elapsed = time.monotonic() - started
+    watching.set()
+    await restarter
+
+    per_request: dict[str, set[str]] = defaultdict(set)
+    statuses: Counter[str] = Counter()
+    result_copies = 0
+    for r in results:
+        env = Envelope.from_headers(r.headers)
+        assert env is not None and r.value is not None
+        if env.request_id in request_ids:
+            per_request[env.request_id].add(env.id)
+            statuses[SYNTHESIS_RESULTS.decode(r.value).status] += 1
+            result_copies += 1
+    decisions = _by_id(await collect(bootstrap, TRIAGE_DECISIONS.name, lambda _: False, 3))
+    findings = _by_id(await collect(bootstrap, INVESTIGATION_FINDINGS.name, lambda _: False, 3))
+    dead_after = await collect(bootstrap, DEADLETTER_NAME, lambda _: False, timeout_s=3)
+    restarts = sum(p.restarts for p in chaos_stack.supervisor.processes)
+
+    missing = request_ids - per_request.keys()
+    doubled = {rid: ids for rid, ids in per_request.items() if len(ids) != 1}
+    print(f"\nchaos: {len(request_ids)} requests over {PUBLISH_SECONDS:.0f}s, "
+          f"{kills.total()} SIGKILLs ({dict(kills)}), {restarts} restarts, "
+          f"{elapsed:.0f}s until every result was in")
+    print(f"  results: {len(per_request)} distinct for {len(request_ids)} requests, "
+          f"{result_copies} result records ({result_copies - len(per_request)} redelivered "
+          f"duplicates with the same id), statuses {dict(statuses)}")
+    print(f"  redone upstream: {sum(c - 1 for c in decisions.values())} duplicate decisions, "
+          f"{sum(c - 1 for c in findings.values())} duplicate findings (same ids, suppressed)")
+    print(f"  dead letters: {len(dead_after) - dead_before} new")
+
+    assert set(kills) == set(AGENT_NAMES), f"every agent type must have been killed: {kills}"
+    assert not missing, f"{len(missing)} requests have no result"
+    assert not doubled, f"requests with more than one distinct result: {doubled}"
+    assert set(statuses) == {"complete"}, statuses
+    assert len(dead_after) == dead_before, [r.headers for r in dead_after[dead_before:]]
+
+
+def test_killed_processes_were_replaced(chaos_stack: AgentStack, tmp_path: Path) -> None:
+    """After the chaos, every agent still has two live processes (the supervisor's promise)."""
+    time.sleep(1)
+    alive = Counter(p.name for p in chaos_stack.supervisor.processes if p.alive)
+    assert alive == Counter(dict.fromkeys(AGENT_NAMES, 2)), alive
