@@ -1,0 +1,131 @@
+"""The Kafka runtime's engine with a stub consumer: concurrency, order per key, commits."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from counterpoint.bus.agent import Agent, Emit, Incoming
+from counterpoint.bus.delivery import Delivery
+from counterpoint.bus.kafka import KafkaConfig, _Engine
+from counterpoint.bus.memory import MemoryBus
+from counterpoint.schemas.events import Ticket
+from counterpoint.topics.registry import INTAKE_TICKETS
+
+TOPIC = INTAKE_TICKETS.name
+
+
+@dataclass
+class Msg:
+    """What aiokafka's consumer returns, as far as the engine reads it."""
+
+    offset: int
+    key: bytes | None
+    value: bytes
+    topic: str = TOPIC
+    partition: int = 0
+    headers: tuple[tuple[str, bytes], ...] = ()
+    timestamp: int = 1
+
+
+@dataclass
+class StubConsumer:
+    commits: list[dict[Any, int]] = field(default_factory=list)
+
+    async def commit(self, offsets: dict[Any, int]) -> None:
+        self.commits.append(dict(offsets))
+
+
+def ticket(offset: int, key: str, slow: float = 0.0) -> Msg:
+    body = {"id": f"T-{offset}", "body": f"slow={slow}"}
+    return Msg(offset, key.encode(), orjson.dumps(body))
+
+
+def make_engine(delays: dict[str, float], log: list[str],
+                grace_s: float = 5.0) -> tuple[_Engine, StubConsumer]:
+    agent = Agent("probe", emits=[])
+
+    @agent.handles(INTAKE_TICKETS)
+    async def handle(event: Incoming[Ticket]) -> list[Emit]:
+        log.append(f"start {event.data.id}")
+        await asyncio.sleep(delays.get(event.data.id, 0.0))
+        log.append(f"end {event.data.id}")
+        return []
+
+    consumer = StubConsumer()
+    engine = _Engine(agent, Delivery(agent, MemoryBus()), consumer,  # type: ignore[arg-type]
+                     KafkaConfig("unused:9092", drain_grace_s=grace_s))
+    return engine, consumer
+
+
+async def settle(engine: _Engine) -> None:
+    while engine.in_flight:
+        engine.progress.clear()
+        await engine.progress.wait()
+
+
+async def test_one_key_in_order_other_keys_overtake() -> None:
+    log: list[str] = []
+    engine, _ = make_engine({"T-0": 0.2}, log)
+    engine.start(ticket(0, "a"))  # slow
+    engine.start(ticket(1, "a"))  # same key: must wait for offset 0
+    engine.start(ticket(2, "b"))  # other key: runs now
+    assert engine.in_flight == 3
+    await settle(engine)
+    assert log.index("end T-2") < log.index("end T-0")  # b overtook the slow a
+    assert log.index("end T-0") < log.index("start T-1")  # a stayed in order
+
+
+async def test_commits_never_pass_an_unfinished_offset() -> None:
+    log: list[str] = []
+    engine, consumer = make_engine({"T-0": 0.3}, log)
+    for offset, key in enumerate("abcd"):
+        engine.start(ticket(offset, key))
+    await asyncio.sleep(0.1)  # 1..3 are done, 0 is still running
+    await engine.commit()
+    assert consumer.commits == []  # nothing contiguous from the start is done yet
+    await settle(engine)
+    await engine.commit()
+    (committed,) = consumer.commits[-1].values()
+    assert committed == 4
+
+
+async def test_drain_abandons_late_work_and_commits_only_what_finished() -> None:
+    log: list[str] = []
+    engine, consumer = make_engine({"T-1": 30.0}, log, grace_s=0.2)
+    engine.start(ticket(0, "a"))
+    engine.start(ticket(1, "b"))  # would take 30 s
+    engine.start(ticket(2, "c"))
+    await asyncio.sleep(0.05)
+    await engine.drain(list(engine.tasks), engine.config.drain_grace_s)
+    await engine.commit()
+    assert "end T-1" not in log  # abandoned
+    (committed,) = consumer.commits[-1].values()
+    assert committed == 1  # 0 is done; 1 was abandoned, so 2 must wait for redelivery too
+    assert engine.in_flight == 0
+
+
+async def test_a_failed_publish_stops_the_engine_and_keeps_the_record_open() -> None:
+    agent = Agent("probe", emits=[INTAKE_TICKETS])
+
+    @agent.handles(INTAKE_TICKETS)
+    async def echo(event: Incoming[Ticket]) -> list[Emit]:
+        return [Emit(INTAKE_TICKETS, event.data, key="k")]
+
+    class BrokenSink:
+        async def send(self, *args: object) -> asyncio.Future[None]:
+            failed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            failed.set_exception(ConnectionError("broker gone"))
+            return failed
+
+    consumer = StubConsumer()
+    engine = _Engine(agent, Delivery(agent, BrokenSink()), consumer,  # type: ignore[arg-type]
+                     KafkaConfig("unused:9092"))
+    engine.start(ticket(0, "a"))
+    await settle(engine)
+    await engine.commit()
+    assert isinstance(engine.failure, ConnectionError)
+    assert consumer.commits == []
