@@ -21,6 +21,7 @@ from counterpoint.bus.decode import RawRecord
 from counterpoint.bus.errors import reason_of
 
 PREFIX: Final = "dlq."
+REDRIVE_PREFIX: Final = "dlq.redrive."
 MAX_MESSAGE: Final = 2000
 
 
@@ -48,7 +49,10 @@ def deadletter_headers(record: RawRecord, failure: Failure, *, agent: str,
         "first_failure": failure.first_failure.isoformat(),
         "last_failure": failure.last_failure.isoformat(),
     }
-    kept = [(k, v) for k, v in record.headers if not k.startswith(PREFIX)]
+    # The record's own dlq.redrive.* history stays: a redriven record that fails again still
+    # says how often it was redriven. Its old error headers are replaced by the new ones.
+    kept = [(k, v) for k, v in record.headers
+            if not k.startswith(PREFIX) or k.startswith(REDRIVE_PREFIX)]
     return kept + [(PREFIX + k, v.encode()) for k, v in added.items()]
 
 

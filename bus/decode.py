@@ -18,16 +18,23 @@ from typing import Any, Final
 import orjson
 from pydantic import ValidationError
 
-from counterpoint.bus.errors import DecodeError, SchemaError, UnknownEventType
+from counterpoint.bus.errors import DecodeError, SchemaError, TooDeep, TooLarge, UnknownEventType
 from counterpoint.schemas.envelope import Envelope, EnvelopeError, derive_event_id, now
 from counterpoint.topics.registry import Topic
 
 MAX_ERRORS_SHOWN: Final = 5
+# orjson refuses to parse JSON nested deeper than this, whatever our own limit says.
+ORJSON_MAX_DEPTH: Final = 1024
 
 
 @dataclass(frozen=True)
 class InputLimits:
-    """What a record may be before it is refused (dead-lettered) without being parsed further."""
+    """What a record may be before it is refused (dead-lettered) without being parsed further.
+
+    `max_bytes` bounds the record's value and is checked before anything is parsed;
+    `max_depth` bounds how many arrays/objects the JSON nests inside one another (a scalar is
+    depth 0, `{"a": 1}` is 1, `{"a": [1]}` is 2).
+    """
 
     max_bytes: int = 1_048_576
     max_depth: int = 32
@@ -47,17 +54,15 @@ class RawRecord:
 
 
 def decode(topic: Topic[Any], record: RawRecord,
-           limits: InputLimits = InputLimits()) -> tuple[Envelope, Any]:  # noqa: B008
+           limits: InputLimits = InputLimits()) -> tuple[Envelope, Any]:
     if record.value is None:
         raise DecodeError("record has no value (tombstone)")
+    check_size(record.value, limits)
     try:
         envelope = Envelope.from_headers(record.headers)
     except EnvelopeError as exc:
         raise DecodeError(str(exc)) from exc
-    try:
-        body = orjson.loads(record.value)
-    except orjson.JSONDecodeError as exc:
-        raise DecodeError(f"value is not valid JSON: {exc}") from exc
+    body = parse_json(record.value, limits)
 
     if envelope is None:
         if not topic.raw_intake:
@@ -74,6 +79,61 @@ def decode(topic: Topic[Any], record: RawRecord,
         return envelope, topic.adapter.validate_python(body)
     except ValidationError as exc:
         raise SchemaError(describe_validation_error(exc)) from exc
+
+
+def check_size(value: bytes, limits: InputLimits) -> None:
+    """TooLarge when `value` exceeds the limit: checked before any parsing."""
+    if len(value) > limits.max_bytes:
+        raise TooLarge(f"record is {len(value):,} bytes; the limit is {limits.max_bytes:,} "
+                       "(COUNTERPOINT_MAX_MESSAGE_BYTES)")
+
+
+def parse_json(value: bytes, limits: InputLimits = InputLimits()) -> Any:
+    """The JSON in `value`, or DecodeError / TooDeep saying what is wrong with it."""
+    try:
+        body = orjson.loads(value)
+    except orjson.JSONDecodeError as exc:
+        raise _json_error(value, exc, limits) from exc
+    # Each nesting level needs an opening bracket: when the value has no more of them than the
+    # limit allows (brackets inside strings only over-count), a walk cannot find anything.
+    if value.count(b"[") + value.count(b"{") > limits.max_depth:
+        depth = json_depth(body)
+        if depth > limits.max_depth:
+            raise TooDeep(f"JSON nests {depth} levels deep; the limit is {limits.max_depth} "
+                          "(COUNTERPOINT_MAX_JSON_DEPTH)")
+    return body
+
+
+def json_depth(body: Any) -> int:
+    """How many arrays/objects nest inside one another in parsed JSON; iterative, one pass."""
+    depth = 0
+    level = [body] if isinstance(body, dict | list) else []
+    while level:
+        depth += 1
+        below: list[Any] = []
+        for node in level:
+            for child in node.values() if isinstance(node, dict) else node:
+                if isinstance(child, dict | list):
+                    below.append(child)
+        level = below
+    return depth
+
+
+def _json_error(value: bytes, exc: orjson.JSONDecodeError,
+                limits: InputLimits) -> DecodeError | TooDeep:
+    message = str(exc)
+    if "depth limit exceeded" in message:
+        return TooDeep(f"JSON nests more than {ORJSON_MAX_DEPTH} levels deep; the limit is "
+                       f"{limits.max_depth} (COUNTERPOINT_MAX_JSON_DEPTH)")
+    if "not valid UTF-8" in message:
+        try:
+            value.decode("utf-8")
+        except UnicodeDecodeError as bad:
+            shown = value[bad.start:bad.start + 4].hex(" ")
+            return DecodeError(f"value is not valid UTF-8: {bad.reason} at byte {bad.start:,} "
+                               f"(bytes {shown}); JSON must be UTF-8 encoded")
+        return DecodeError(f"value is not valid UTF-8: {message}")
+    return DecodeError(f"value is not valid JSON: {message}")
 
 
 def describe_validation_error(exc: ValidationError) -> str:

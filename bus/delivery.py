@@ -14,6 +14,7 @@ and acknowledged before the offset moves.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import random
 import time
@@ -29,7 +30,7 @@ from counterpoint.bus import tracing
 from counterpoint.bus.agent import Agent, Cause, Emit, Hold, Incoming, Settlement
 from counterpoint.bus.deadletter import Failure, deadletter_headers
 from counterpoint.bus.decode import InputLimits, RawRecord, decode
-from counterpoint.bus.errors import CounterpointError, UndeclaredEmit, is_retriable
+from counterpoint.bus.errors import CounterpointError, TooLarge, UndeclaredEmit, is_retriable
 from counterpoint.schemas.envelope import Envelope, derive_event_id, now
 from counterpoint.topics.registry import DEADLETTER_NAME
 
@@ -188,7 +189,16 @@ class Delivery:
         self.stats.deadlettered += 1
         headers = deadletter_headers(record, failure, agent=self.agent.name,
                                      group=self.agent.group_id)
-        return await self.sink.send(DEADLETTER_NAME, record.key, record.value, headers)
+        try:
+            return await self.sink.send(DEADLETTER_NAME, record.key, record.value, headers)
+        except TooLarge:
+            # Even the dead letter is refused: keep the why, the where and a fingerprint of the
+            # value, so the record is still accounted for and can be fetched from its source.
+            value = record.value or b""
+            headers += [("dlq.value.dropped", b"too large for the deadletter topic"),
+                        ("dlq.value.size", str(len(value)).encode()),
+                        ("dlq.value.sha256", hashlib.sha256(value).hexdigest().encode())]
+            return await self.sink.send(DEADLETTER_NAME, record.key, None, headers)
 
 
 def _tag_span(span: Span, envelope: Envelope) -> None:

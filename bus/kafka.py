@@ -20,12 +20,13 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
-from aiokafka.errors import CommitFailedError, KafkaError
+from aiokafka.errors import CommitFailedError, KafkaError, MessageSizeTooLargeError
 
 from counterpoint.bus.agent import Agent, Cause, Emit, Hold
 from counterpoint.bus.commits import PartitionOffsets
 from counterpoint.bus.decode import InputLimits, RawRecord
 from counterpoint.bus.delivery import Ack, Delivery, RetryPolicy
+from counterpoint.bus.errors import TooLarge
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +47,9 @@ class KafkaConfig:
     heartbeat_interval_ms: int = 1_000
     request_timeout_ms: int = 30_000
     max_in_flight: int = 64
+    # Anything the broker accepted must be publishable again as a dead letter, so this is
+    # well above the input limit (the broker and the deadletter topic have their own caps).
+    max_request_size: int = 16 * 1_048_576
     commit_interval_s: float = 0.05
     # On revocation and shutdown, in-flight work gets this long before it is abandoned.
     drain_grace_s: float = 10.0
@@ -58,6 +62,7 @@ class KafkaConfig:
             enable_idempotence=self.idempotence,
             linger_ms=self.linger_ms,
             request_timeout_ms=self.request_timeout_ms,
+            max_request_size=self.max_request_size,
         )
 
 
@@ -67,7 +72,11 @@ class KafkaSink:
 
     async def send(self, topic: str, key: bytes | None, value: bytes | None,
                    headers: list[tuple[str, bytes]]) -> Ack:
-        ack: Ack = await self._producer.send(topic, value=value, key=key, headers=headers)
+        try:
+            ack: Ack = await self._producer.send(topic, value=value, key=key, headers=headers)
+        except MessageSizeTooLargeError as exc:
+            raise TooLarge(f"{topic}: record of {len(value or b''):,} bytes refused by the "
+                           f"producer: {exc}") from exc
         return ack
 
 
@@ -308,10 +317,11 @@ class Producer:
         await self._producer.stop()
 
     async def send(self, topic: str, value: bytes, *, key: bytes | None = None,
-                   headers: Sequence[tuple[str, bytes]] = ()) -> tuple[int, int]:
+                   headers: Sequence[tuple[str, bytes]] = (),
+                   partition: int | None = None) -> tuple[int, int]:
         """Publish and wait for the broker's ack; returns (partition, offset)."""
         md = await self._producer.send_and_wait(topic, value=value, key=key,
-                                                headers=list(headers))
+                                                headers=list(headers), partition=partition)
         return md.partition, md.offset
 
 

@@ -237,6 +237,137 @@ async def cmd_demo(args: argparse.Namespace) -> int:
     return await run_demo(_settings(), console, timeout_s=args.timeout)
 
 
+async def cmd_deadletter_list(args: argparse.Namespace) -> int:
+    from counterpoint.infra.deadletters import filtered, letter_json, read_letters, render_list
+
+    settings = _settings()
+    await _require_broker(settings)
+    letters = filtered(await read_letters(settings.kafka()), reason=args.reason,
+                       source_topic=args.source_topic)
+    if args.json:
+        for letter in letters:
+            sys.stdout.write(orjson.dumps(letter_json(letter)).decode() + "\n")
+        sys.stdout.flush()
+    else:
+        console.print(render_list(letters))
+    return 0
+
+
+async def cmd_deadletter_show(args: argparse.Namespace) -> int:
+    from counterpoint.infra.deadletters import (
+        LetterError,
+        LetterId,
+        find,
+        letter_json,
+        read_letters,
+        render_letter,
+    )
+
+    try:
+        wanted = LetterId.parse(args.id)
+    except LetterError as exc:
+        raise CliError(str(exc)) from exc
+    settings = _settings()
+    await _require_broker(settings)
+    try:
+        (letter,) = find(await read_letters(settings.kafka()), [wanted])
+    except LetterError as exc:
+        raise CliError(str(exc)) from exc
+    if args.json:
+        sys.stdout.write(orjson.dumps(letter_json(letter, full=True)).decode() + "\n")
+    else:
+        console.print(render_letter(letter))
+    return 0
+
+
+async def cmd_deadletter_redrive(args: argparse.Namespace) -> int:
+    from rich.markup import escape
+
+    from counterpoint.bus.kafka import is_kafka_error
+    from counterpoint.infra.deadletters import (
+        LetterError,
+        LetterId,
+        Redrive,
+        filtered,
+        find,
+        plan_redrive,
+        read_letters,
+        redrive_order,
+        send,
+    )
+
+    bulk = args.all or args.reason is not None or args.source_topic is not None
+    if not args.ids and not bulk:
+        raise CliError("say which dead letters to redrive: IDs (PARTITION:OFFSET, as "
+                       "`counterpoint deadletter list` shows them), --all, --reason R or "
+                       "--source-topic T")
+    if args.ids and bulk:
+        raise CliError("give either IDs or --all/--reason/--source-topic, not both")
+    if args.all and (args.reason is not None or args.source_topic is not None):
+        raise CliError("--all redrives every dead letter; drop it to filter by --reason or "
+                       "--source-topic")
+    try:
+        ids = [LetterId.parse(text) for text in args.ids]
+    except LetterError as exc:
+        raise CliError(str(exc)) from exc
+    settings = _settings()
+    await _require_broker(settings)
+    letters = await read_letters(settings.kafka())
+    plans: list[Redrive] = []
+    try:
+        if ids:
+            plans = [plan_redrive(letter) for letter in find(letters, ids)]
+        else:
+            for letter in filtered(letters, reason=args.reason, source_topic=args.source_topic):
+                try:
+                    plans.append(plan_redrive(letter))
+                except LetterError as exc:
+                    err_console.print(f"[yellow]skipped:[/yellow] {escape(str(exc))}")
+    except LetterError as exc:
+        raise CliError(str(exc)) from exc
+    plans = redrive_order(plans, letters)
+    if not plans:
+        console.print("no dead letters match; nothing to redrive")
+        return 0
+
+    def line(plan: Redrive) -> str:
+        key = "no key" if plan.key is None else f"key {plan.key.decode('utf-8', 'replace')!r}"
+        return escape(f"deadletter/{plan.letter} ({plan.reason}; {key}; {len(plan.value):,} "
+                      f"bytes; redrive {plan.count}) -> {plan.topic}")
+
+    if args.dry_run:
+        for plan in plans:
+            console.print(f"would send {line(plan)}", highlight=False)
+        console.print(f"dry run: {len(plans)} record(s) would be sent; nothing was sent")
+        return 0
+    if bulk and not args.yes:
+        if not sys.stdin.isatty():
+            raise CliError(f"this would send {len(plans)} record(s) back to their source "
+                           "topics; add --yes to confirm (or --dry-run to see them)")
+        from rich.prompt import Confirm
+
+        if not Confirm.ask(f"send {len(plans)} record(s) back to their source topics?",
+                           console=console, default=False):
+            console.print("nothing sent")
+            return EXIT_FAILED
+    sent: list[tuple[Redrive, int, int]] = []
+    try:
+        await send(settings.kafka(), plans, sent)
+    except Exception as exc:
+        if not is_kafka_error(exc):
+            raise
+        failed = plans[len(sent)]
+        for plan, partition, offset in sent:
+            console.print(f"sent {line(plan)}[{partition}]@{offset}", highlight=False)
+        raise CliError(f"sending deadletter/{failed.letter} to {failed.topic} failed after "
+                       f"{len(sent)} of {len(plans)} were sent: {exc!r}", EXIT_FAILED) from exc
+    for plan, partition, offset in sent:
+        console.print(f"sent {line(plan)}[{partition}]@{offset}", highlight=False)
+    console.print(f"redrove {len(sent)} dead letter(s); they stay in deadletter, and any that "
+                  "fail again become new dead letters")
+    return 0
+
+
 # --- plumbing -------------------------------------------------------------------------------
 
 
@@ -294,6 +425,27 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--wait", type=float, default=3.0, metavar="SECONDS",
                    help="wait this long for spans to be flushed (default 3)")
     s.set_defaults(func=cmd_trace)
+
+    s = sub.add_parser("deadletter", help="inspect dead letters and send them back (redrive)")
+    dl = s.add_subparsers(dest="deadletter_command", required=True, metavar="SUBCOMMAND")
+    d = dl.add_parser("list", help="every dead letter: id, time, source, reason, agent, message")
+    d.add_argument("--reason", metavar="R", help="only this reason, e.g. schema-violation")
+    d.add_argument("--source-topic", metavar="T", help="only letters from topic T")
+    d.add_argument("--json", action="store_true", help="one JSON object per letter")
+    d.set_defaults(func=cmd_deadletter_list)
+    d = dl.add_parser("show", help="one dead letter: every header, the key and the value")
+    d.add_argument("id", metavar="ID", help="PARTITION:OFFSET in deadletter, as list shows it")
+    d.add_argument("--json", action="store_true", help="one JSON object")
+    d.set_defaults(func=cmd_deadletter_show)
+    d = dl.add_parser("redrive", help="send dead letters back to their source topic")
+    d.add_argument("ids", nargs="*", metavar="ID", help="PARTITION:OFFSET of each letter")
+    d.add_argument("--all", action="store_true", help="every dead letter")
+    d.add_argument("--reason", metavar="R", help="every dead letter with this reason")
+    d.add_argument("--source-topic", metavar="T", help="every dead letter from topic T")
+    d.add_argument("--dry-run", action="store_true", help="show what would be sent; send nothing")
+    d.add_argument("--yes", "-y", action="store_true",
+                   help="do not ask before sending a selection (--all/--reason/--source-topic)")
+    d.set_defaults(func=cmd_deadletter_redrive)
 
     s = sub.add_parser("demo", help="the main job end to end: up, publish, progress, results")
     s.add_argument("--timeout", type=float, default=120.0, metavar="SECONDS")
