@@ -47,6 +47,10 @@ class KafkaConfig:
     heartbeat_interval_ms: int = 1_000
     request_timeout_ms: int = 30_000
     max_in_flight: int = 64
+    # Also the rebalance timeout a group waits for members to rejoin: a member killed in the
+    # middle of a rebalance holds its group up this long. Polling never stops (fetching is
+    # paused instead), so this bounds only a stuck event loop.
+    max_poll_interval_ms: int = 20_000
     # Anything the broker accepted must be publishable again as a dead letter, so this is
     # well above the input limit (the broker and the deadletter topic have their own caps).
     max_request_size: int = 16 * 1_048_576
@@ -249,6 +253,7 @@ async def run_agent(agent: Agent, config: KafkaConfig, stop: asyncio.Event,
         heartbeat_interval_ms=config.heartbeat_interval_ms,
         request_timeout_ms=config.request_timeout_ms,
         partition_assignment_strategy=(assignor,),
+        max_poll_interval_ms=config.max_poll_interval_ms,
     )
     listener = _Rebalance(agent.name)
     consumer.subscribe([t.name for t in agent.consumes], listener=listener)
@@ -266,15 +271,15 @@ async def run_agent(agent: Agent, config: KafkaConfig, stop: asyncio.Event,
             if engine.failure is not None:
                 raise engine.failure
             free = config.max_in_flight - engine.in_flight
+            # At the bound, pause fetching but keep polling: the group sees a live member.
             if free <= 0:
-                engine.progress.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(engine.progress.wait(), timeout=0.2)
-            else:
-                batch = await consumer.getmany(timeout_ms=100, max_records=free)
-                for records in batch.values():
-                    for msg in records:
-                        engine.start(msg)
+                consumer.pause(*consumer.assignment())
+            elif consumer.paused():
+                consumer.resume(*consumer.paused())
+            batch = await consumer.getmany(timeout_ms=100, max_records=max(free, 1))
+            for records in batch.values():
+                for msg in records:
+                    engine.start(msg)
             if time.monotonic() - last_commit >= config.commit_interval_s:
                 await engine.commit(consumer.assignment())
                 last_commit = time.monotonic()

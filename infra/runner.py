@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import logging
 import os
 import signal
@@ -20,7 +21,16 @@ from counterpoint.infra.telemetry import default_traces_dir, setup_telemetry
 log = logging.getLogger(__name__)
 
 
+def dump_tasks() -> None:
+    """SIGUSR1: log where every asyncio task is waiting (for a process that seems stuck)."""
+    out = io.StringIO()
+    for task in asyncio.all_tasks():
+        task.print_stack(limit=8, file=out)
+    log.warning("SIGUSR1: %d asyncio tasks\n%s", len(asyncio.all_tasks()), out.getvalue())
+
+
 async def run_agent_process(name: str, settings: Settings) -> None:
+    asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, dump_tasks)
     telemetry = setup_telemetry(name, traces_dir=default_traces_dir(settings.home))
     broker: EmbeddedBroker | None = None
     try:

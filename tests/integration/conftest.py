@@ -68,6 +68,27 @@ def bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         broker.stop()
 
 
+@pytest.fixture(scope="module")
+def isolated_bootstrap(bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A broker of the module's own when the embedded one is in use.
+
+    For destructive tests: after many agents are SIGKILLed and the rest stopped at once, Tansu
+    has been seen to leave some consumer groups unable to take new members for over a minute,
+    which would starve the modules that run next. With an external broker, that one is used.
+    """
+    if os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "").strip() or _docker_available():
+        yield bootstrap
+        return
+    logs = tmp_path_factory.mktemp("own-broker")
+    broker = EmbeddedBroker("127.0.0.1", free_port(), log_file=logs / "broker.log")
+    asyncio.run(broker.start())
+    try:
+        asyncio.run(create_topics(broker.bootstrap_servers))
+        yield broker.bootstrap_servers
+    finally:
+        broker.stop()
+
+
 class AgentStack:
     """Real agent OS processes, each `counterpoint agent NAME`, against the test broker."""
 
