@@ -11,6 +11,7 @@ import asyncio
 import os
 import socket
 from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -58,7 +59,13 @@ def bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             asyncio.run(create_topics(servers))
             yield servers
         return
-    logs = tmp_path_factory.mktemp("broker")
+    with embedded_broker(tmp_path_factory.mktemp("broker")) as servers:
+        yield servers
+
+
+@contextmanager
+def embedded_broker(logs: Path) -> Iterator[str]:
+    """A fresh embedded broker on a free port, with every registry topic created."""
     broker = EmbeddedBroker("127.0.0.1", free_port(), log_file=logs / "broker.log")
     asyncio.run(broker.start())
     try:
@@ -79,14 +86,8 @@ def isolated_bootstrap(bootstrap: str, tmp_path_factory: pytest.TempPathFactory)
     if os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "").strip() or _docker_available():
         yield bootstrap
         return
-    logs = tmp_path_factory.mktemp("own-broker")
-    broker = EmbeddedBroker("127.0.0.1", free_port(), log_file=logs / "broker.log")
-    asyncio.run(broker.start())
-    try:
-        asyncio.run(create_topics(broker.bootstrap_servers))
-        yield broker.bootstrap_servers
-    finally:
-        broker.stop()
+    with embedded_broker(tmp_path_factory.mktemp("own-broker")) as servers:
+        yield servers
 
 
 class AgentStack:

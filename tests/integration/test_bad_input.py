@@ -23,8 +23,6 @@ import pytest
 
 from counterpoint.bus.deadletter import DeadLetter
 from counterpoint.bus.decode import RawRecord
-from counterpoint.infra.admin import create_topics
-from counterpoint.infra.broker import EmbeddedBroker, free_port
 from counterpoint.infra.deadletters import REDRIVE_COUNT, REDRIVE_FROM
 from counterpoint.infra.demo import example
 from counterpoint.topics.registry import (
@@ -33,7 +31,7 @@ from counterpoint.topics.registry import (
     INVESTIGATION_FINDINGS,
     TRIAGE_DECISIONS,
 )
-from tests.integration.conftest import AgentStack
+from tests.integration.conftest import AgentStack, embedded_broker
 from tests.integration.helpers import collect, wait_deadletters, wait_results
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
@@ -434,13 +432,8 @@ async def test_a_redriven_record_dead_lettered_again_shows_its_redrive_count(
 @pytest.fixture
 def own_broker(tmp_path: Path) -> Iterator[str]:
     """A broker of this test's own: its triage group cannot steal the shared pipeline's work."""
-    broker = EmbeddedBroker("127.0.0.1", free_port(), log_file=tmp_path / "broker.log")
-    asyncio.run(broker.start())
-    try:
-        asyncio.run(create_topics(broker.bootstrap_servers))
-        yield broker.bootstrap_servers
-    finally:
-        broker.stop()
+    with embedded_broker(tmp_path) as servers:
+        yield servers
 
 
 async def _decided(bootstrap: str, source_ids: set[str], timeout_s: float = 30) -> set[str]:
