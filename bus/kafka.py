@@ -266,20 +266,29 @@ async def run_agent(agent: Agent, config: KafkaConfig, stop: asyncio.Event,
         log.info("%s pid %d consuming %s as group %s (up to %d in flight)", agent.name,
                  os.getpid(), ", ".join(t.name for t in agent.consumes), agent.group_id,
                  config.max_in_flight)
-        last_commit = time.monotonic()
+        last_commit = last_poll = time.monotonic()
         while not stop.is_set():
             if engine.failure is not None:
                 raise engine.failure
             free = config.max_in_flight - engine.in_flight
-            # At the bound, pause fetching but keep polling: the group sees a live member.
             if free <= 0:
-                consumer.pause(*consumer.assignment())
-            elif consumer.paused():
-                consumer.resume(*consumer.paused())
-            batch = await consumer.getmany(timeout_ms=100, max_records=max(free, 1))
-            for records in batch.values():
-                for msg in records:
-                    engine.start(msg)
+                # At the bound: wake as soon as a record finishes. Fetching is paused, and an
+                # empty poll now and then keeps the consumer a live member of its group.
+                engine.progress.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(engine.progress.wait(), timeout=0.1)
+                if time.monotonic() - last_poll >= 1.0:
+                    consumer.pause(*consumer.assignment())
+                    await consumer.getmany(timeout_ms=0)
+                    last_poll = time.monotonic()
+            else:
+                if consumer.paused():
+                    consumer.resume(*consumer.paused())
+                batch = await consumer.getmany(timeout_ms=100, max_records=free)
+                last_poll = time.monotonic()
+                for records in batch.values():
+                    for msg in records:
+                        engine.start(msg)
             if time.monotonic() - last_commit >= config.commit_interval_s:
                 await engine.commit(consumer.assignment())
                 last_commit = time.monotonic()
