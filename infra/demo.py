@@ -16,6 +16,8 @@ from rich.live import Live
 from rich.rule import Rule
 from rich.table import Table
 
+from counterpoint.agents.catalog import AGENT_NAMES
+from counterpoint.agents.llm.routing import models_by_agent
 from counterpoint.infra.progress import Progress, end_live_line, show_progress
 from counterpoint.infra.publishing import Kind, publish
 from counterpoint.infra.settings import Settings
@@ -43,6 +45,11 @@ async def run_demo(settings: Settings, console: Console, timeout_s: float = 120.
     if settings.anthropic_api_key is None:
         console.print("LLM: [bold yellow]offline provider[/bold yellow] (no ANTHROPIC_API_KEY): "
                       "deterministic rules, no language model; every text says so.")
+    else:
+        models = models_by_agent(settings.models(), AGENT_NAMES)
+        where = f" at {settings.anthropic_base_url}" if settings.anthropic_base_url else ""
+        console.print(f"LLM: [bold]Claude[/bold] through the anthropic SDK{where}; models: "
+                      + ", ".join(f"{agent} {model}" for agent, model in models.items()))
     telemetry = setup_telemetry("cli", traces_dir=default_traces_dir(settings.home))
     # Ctrl-C or SIGTERM cancels the demo, and the stack's exit stops agents and broker.
     task = asyncio.current_task()

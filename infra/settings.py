@@ -16,7 +16,11 @@
     COUNTERPOINT_LLM_FAULT_SEED      test aid: seed for those faults (random when unset)
     COUNTERPOINT_SYNTHESIS_DEADLINE_S  seconds synthesis waits before a partial result (30)
     COUNTERPOINT_MODEL_<AGENT>       model per agent, e.g. COUNTERPOINT_MODEL_SYNTHESIS
-    ANTHROPIC_API_KEY                empty or unset = the offline provider
+    ANTHROPIC_API_KEY                empty or unset = the offline provider; set = Claude
+    ANTHROPIC_BASE_URL               the Messages API's base URL (unset = api.anthropic.com)
+    COUNTERPOINT_FALLBACK_MODEL      model asked when an agent's model is overloaded; unset =
+                                     haiku and sonnet stand in for each other; `none` = none
+    COUNTERPOINT_LLM_TIMEOUT_S       seconds one Claude call may take (60)
 """
 
 from __future__ import annotations
@@ -54,8 +58,12 @@ class Settings(BaseSettings):
     llm_fault_seed: int | None = None
     synthesis_deadline_s: float = Field(default=30.0, gt=0)
     anthropic_api_key: str | None = Field(default=None, validation_alias="ANTHROPIC_API_KEY")
+    anthropic_base_url: str | None = Field(default=None, validation_alias="ANTHROPIC_BASE_URL")
+    fallback_model: str | None = None
+    llm_timeout_s: float = Field(default=60.0, gt=0, le=600)
 
-    @field_validator("kafka_bootstrap_servers", "anthropic_api_key")
+    @field_validator("kafka_bootstrap_servers", "anthropic_api_key", "anthropic_base_url",
+                     "fallback_model")
     @classmethod
     def _empty_is_unset(cls, v: str | None) -> str | None:
         # docker compose passes `${VAR:-}` as an empty string when VAR is unset.

@@ -1,0 +1,1 @@
+"""Test aids shared by unit and integration tests."""
