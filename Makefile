@@ -3,12 +3,12 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
-PACKAGES := agents topics schemas bus infra
+PACKAGES := agents topics schemas bus infra client
 # mypy and import-linter cannot follow setuptools' editable finder that maps these folders to
 # counterpoint.*, so they read a tree of symlinks with that shape.
 TYPECHECK := .typecheck
 
-.PHONY: demo test unit integration lint typecheck bench clean
+.PHONY: demo test unit integration lint typecheck typecheck-tree bench clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -21,15 +21,16 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/counterpoint demo
 
-$(TYPECHECK)/counterpoint:
-	@mkdir -p $@
-	@for p in $(PACKAGES); do ln -sfn ../../$$p $@/$$p; done
+# Phony, so a package added later gets its link too.
+typecheck-tree:
+	@mkdir -p $(TYPECHECK)/counterpoint
+	@for p in $(PACKAGES); do ln -sfn ../../$$p $(TYPECHECK)/counterpoint/$$p; done
 
-lint: $(STAMP) $(TYPECHECK)/counterpoint
+lint: $(STAMP) typecheck-tree
 	$(BIN)/ruff check .
 	PYTHONPATH=$(TYPECHECK) $(BIN)/lint-imports
 
-typecheck: $(STAMP) $(TYPECHECK)/counterpoint
+typecheck: $(STAMP) typecheck-tree
 	MYPYPATH=$(TYPECHECK) $(BIN)/mypy -p counterpoint
 
 test: lint typecheck

@@ -1,0 +1,1 @@
+"""The Python SDK a business system embeds: publish tickets and alerts, wait for results."""
