@@ -368,6 +368,32 @@ async def cmd_deadletter_redrive(args: argparse.Namespace) -> int:
     return 0
 
 
+async def cmd_gateway(args: argparse.Namespace) -> int:
+    import os
+
+    import uvicorn
+
+    from counterpoint.infra.gateway import create_app
+    from counterpoint.infra.telemetry import default_traces_dir, setup_telemetry
+
+    settings = _settings()
+    token = os.environ.get("COUNTERPOINT_API_TOKEN", "").strip() or None
+    app = create_app(settings.kafka(), token=token, limits=settings.limits(),
+                     publish_timeout_s=args.publish_timeout)
+    telemetry = setup_telemetry("gateway", traces_dir=default_traces_dir(settings.home))
+    console.print(f"gateway on [bold]http://{args.host}:{args.port}[/bold] (OpenAPI at "
+                  f"/openapi.json, docs at /docs) publishing to {settings.bootstrap_servers}; "
+                  + ("bearer token required" if token else "no authentication (set "
+                     "COUNTERPOINT_API_TOKEN to require a bearer token)"), highlight=False)
+    server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port,
+                                           log_level="info", lifespan="on"))
+    try:
+        await server.serve()
+    finally:
+        telemetry.shutdown()
+    return 0
+
+
 # --- plumbing -------------------------------------------------------------------------------
 
 
@@ -446,6 +472,14 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--yes", "-y", action="store_true",
                    help="do not ask before sending a selection (--all/--reason/--source-topic)")
     d.set_defaults(func=cmd_deadletter_redrive)
+
+    s = sub.add_parser("gateway", help="HTTP gateway: tickets, Alertmanager webhooks and "
+                       "CloudEvents in; request status out")
+    s.add_argument("--host", default="127.0.0.1", help="listen address (default 127.0.0.1)")
+    s.add_argument("--port", type=int, default=8080, help="port (default 8080)")
+    s.add_argument("--publish-timeout", type=float, default=5.0, metavar="SECONDS",
+                   help="answer 503 when the broker has not acknowledged within this (default 5)")
+    s.set_defaults(func=cmd_gateway)
 
     s = sub.add_parser("demo", help="the main job end to end: up, publish, progress, results")
     s.add_argument("--timeout", type=float, default=120.0, metavar="SECONDS")

@@ -7,8 +7,10 @@ CloudEvents envelope in the headers and the publisher's trace context.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from datetime import datetime
+from typing import Any, Literal, Protocol
 
 import orjson
 from pydantic import ValidationError
@@ -73,18 +75,38 @@ def source_id(event: Any) -> str:
     raise TypeError(type(event))
 
 
-async def publish(config: KafkaConfig, kind: Kind, raw: bytes, origin: str,
-                  *, source: str = "/counterpoint/cli") -> Receipt:
-    event = validate(kind, raw, origin)
+class Sender(Protocol):
+    """Anything that publishes a record and returns (partition, offset) once acknowledged."""
+
+    async def send(self, topic: str, value: bytes, *, key: bytes | None,
+                   headers: Sequence[tuple[str, bytes]]) -> tuple[int, int]: ...
+
+
+async def send_event(sender: Sender, kind: Kind, raw: bytes, event: Any, *, source: str,
+                     event_id: str | None = None, ce_type: str | None = None,
+                     time: datetime | None = None) -> Receipt:
+    """Publish a validated ticket or alert as a new request: the original JSON as the value,
+    a CloudEvents envelope and the publisher's trace context in the headers.
+
+    `event_id` (the request id) is given when the caller must know it before publishing,
+    or when it comes from an outside CloudEvent, so a retried delivery is the same request.
+    """
     topic = TOPICS[kind]
-    event_id = new_event_id()
+    event_id = event_id or new_event_id()
     sid = source_id(event)
-    envelope = Envelope(id=event_id, source=source, type=topic.ce_type, time=now(),
-                        request_id=event_id, subject=sid)
+    envelope = Envelope(id=event_id, source=source, type=ce_type or topic.ce_type,
+                        time=time or now(), request_id=event_id, subject=sid)
     headers = envelope.to_headers()
     with tracing.send_span(topic.name, request_id=event_id, event_id=event_id):
         tracing.inject(headers)
-        async with Producer(config) as producer:
-            partition, offset = await producer.send(topic.name, raw, key=sid.encode(),
-                                                    headers=headers)
+        partition, offset = await sender.send(topic.name, raw, key=sid.encode(),
+                                              headers=headers)
     return Receipt(event_id, sid, topic.name, partition, offset)
+
+
+async def publish(config: KafkaConfig, kind: Kind, raw: bytes, origin: str,
+                  *, source: str = "/counterpoint/cli") -> Receipt:
+    """Validate, then publish over a producer of its own (the CLI's one-shot path)."""
+    event = validate(kind, raw, origin)
+    async with Producer(config) as producer:
+        return await send_event(producer, kind, raw, event, source=source)

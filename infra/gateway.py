@@ -1,0 +1,367 @@
+"""The HTTP gateway: tickets, Alertmanager webhooks and CloudEvents in; request status out.
+
+    POST /v1/tickets                 a ticket, as `counterpoint publish ticket` takes it
+    POST /v1/alerts/alertmanager     the body Prometheus Alertmanager's webhook receiver sends
+    POST /v1/events                  one CloudEvent in structured JSON mode (see `event_kind`)
+    GET  /v1/requests/{request_id}   status, the steps done so far, and the result
+    GET  /healthz, /openapi.json, /docs   always open
+
+Bodies are validated by the same models as the CLI; what is published is the body exactly as
+received (extra fields kept). Every problem comes back as 4xx with
+`{"error": "...", "fields": [{"field": "alerts.0.labels", "problem": "Field required"}, ...]}`,
+every bad field listed. A broker that does not acknowledge within the deadline gives 503.
+With COUNTERPOINT_API_TOKEN set, /v1/* needs `Authorization: Bearer <token>` (compared in
+constant time; 401 otherwise).
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+import orjson
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from counterpoint.bus.decode import InputLimits, parse_json
+from counterpoint.bus.errors import TooDeep
+from counterpoint.bus.kafka import KafkaConfig
+from counterpoint.infra.gateway_state import (
+    BrokerUnavailable,
+    Publisher,
+    RequestIndex,
+    Status,
+    Tracker,
+    status_of,
+    steps_of,
+)
+from counterpoint.infra.publishing import TOPICS, Kind, send_event
+from counterpoint.schemas.envelope import new_event_id
+from counterpoint.schemas.events import AlertmanagerWebhook, Result, SimpleAlert, Ticket
+
+GATEWAY_SOURCE = "/counterpoint/gateway"
+BEARER = HTTPBearer(auto_error=False, description="COUNTERPOINT_API_TOKEN, when it is set")
+ROOT = "(value)"  # the field name for a problem with the body as a whole, as the CLI says it
+
+
+# --- response bodies ------------------------------------------------------------------------
+
+
+class FieldProblem(BaseModel):
+    field: str
+    problem: str
+
+
+class ErrorBody(BaseModel):
+    error: str
+    fields: list[FieldProblem] = Field(default_factory=list)
+
+
+class Accepted(BaseModel):
+    request_id: str
+    source_id: str
+    topic: str
+    partition: int
+    offset: int
+    status_url: str
+
+
+class Step(BaseModel):
+    step: Literal["triage", "investigation", "synthesis"]
+    done: bool
+    agent: str | None = None
+    task_id: str | None = None
+    skill: str | None = None
+    focus: str | None = None
+    summary: str | None = None
+
+
+class RequestStatus(BaseModel):
+    request_id: str
+    status: Status
+    steps: list[Step]
+    result: Result | None
+
+
+class CloudEvent(BaseModel):
+    """A CloudEvents 1.0 event in structured JSON mode; extension attributes are allowed."""
+
+    model_config = ConfigDict(extra="allow")
+
+    specversion: Literal["1.0"]
+    id: Annotated[str, Field(min_length=1, max_length=200)]
+    source: Annotated[str, Field(min_length=1)]
+    type: Annotated[str, Field(min_length=1)]
+    datacontenttype: str | None = None
+    dataschema: str | None = None
+    subject: str | None = None
+    time: datetime | None = None
+    counterpointkind: Literal["ticket", "alert"] | None = None
+    data: Any = Field(description="the ticket or the alert, as JSON")
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, error: str, fields: Sequence[FieldProblem] = (),
+                 headers: dict[str, str] | None = None) -> None:
+        super().__init__(error)
+        self.status, self.error, self.fields, self.headers = status, error, list(fields), headers
+
+
+def _problems(exc: ValidationError, prefix: str = "") -> list[FieldProblem]:
+    out = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"])
+        problem = err["msg"]
+        if loc == "version" and err["type"] == "missing":
+            problem += ' (Alertmanager webhook bodies carry "version": "4")'
+        out.append(FieldProblem(field=(prefix + loc) if loc else (prefix.rstrip(".") or ROOT),
+                                problem=problem))
+    return out
+
+
+# --- validation -----------------------------------------------------------------------------
+
+
+def _parse(raw: bytes, limits: InputLimits) -> Any:
+    if len(raw) > limits.max_bytes:
+        raise ApiError(413, f"the body is {len(raw):,} bytes; the limit is {limits.max_bytes:,}",
+                       [FieldProblem(field=ROOT, problem="too large")])
+    if not raw.strip():
+        raise ApiError(400, "the body is empty; expected a JSON object",
+                       [FieldProblem(field=ROOT, problem="empty body")])
+    try:
+        return parse_json(raw, limits)
+    except TooDeep as exc:
+        raise ApiError(422, "the body nests too deeply",
+                       [FieldProblem(field=ROOT, problem=str(exc))]) from exc
+    except Exception as exc:  # DecodeError: not JSON, not UTF-8
+        raise ApiError(400, "the body is not valid JSON",
+                       [FieldProblem(field=ROOT, problem=str(exc))]) from exc
+
+
+def _object(body: Any, what: str, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(body, dict):
+        got = "null" if body is None else type(body).__name__
+        raise ApiError(422, f"invalid {what}",
+                       [FieldProblem(field=prefix.rstrip(".") or ROOT,
+                                     problem=f"expected a JSON object, got {got}")])
+    return body
+
+
+def _validate(kind: Kind, body: dict[str, Any], *, alertmanager_only: bool = False,
+              prefix: str = "") -> Any:
+    """The event `body` is, by the models the CLI uses; ApiError(422) naming every bad field."""
+    if kind == "ticket":
+        model: type[BaseModel] = Ticket
+    elif alertmanager_only or "alerts" in body or "groupKey" in body or "version" in body:
+        model = AlertmanagerWebhook  # report the errors of the shape the input was meant to be
+    else:
+        model = SimpleAlert
+    try:
+        model.model_validate(body)
+        return TOPICS[kind].adapter.validate_python(body)
+    except ValidationError as exc:
+        what = "Alertmanager webhook body" if model is AlertmanagerWebhook else kind
+        raise ApiError(422, f"invalid {what}", _problems(exc, prefix)) from exc
+
+
+def event_kind(event: CloudEvent) -> Kind:
+    """Ticket or alert: the `counterpointkind` extension when present, else the type.
+
+    The type's dot-separated parts decide: one of them `ticket` (e.g. `com.example.ticket`,
+    `counterpoint.ticket.received`) or one of them `alert` (`io.prometheus.alert.firing`).
+    """
+    if event.counterpointkind is not None:
+        return event.counterpointkind
+    parts = set(event.type.lower().split("."))
+    kinds = [k for k in ("ticket", "alert") if k in parts]
+    if len(kinds) != 1:
+        raise ApiError(422, "invalid CloudEvent", [FieldProblem(
+            field="type", problem=f"{event.type!r} says neither ticket nor alert: one of its "
+            "dot-separated parts must be `ticket` or `alert` (or set the `counterpointkind` "
+            "extension to ticket or alert)")])
+    return kinds[0]
+
+
+def _check_cloudevent(body: dict[str, Any]) -> CloudEvent:
+    problems: list[FieldProblem] = []
+    if "data_base64" in body:
+        problems.append(FieldProblem(field="data_base64", problem="binary data is not "
+                                     "accepted; send the ticket or alert as JSON in `data`"))
+    try:
+        event = CloudEvent.model_validate(body)
+    except ValidationError as exc:
+        raise ApiError(422, "invalid CloudEvent", problems + _problems(exc)) from exc
+    ctype = (event.datacontenttype or "application/json").split(";")[0].strip().lower()
+    if not (ctype in ("application/json", "text/json") or ctype.endswith("+json")):
+        problems.append(FieldProblem(field="datacontenttype",
+                                     problem=f"{ctype!r} is not JSON; data must be JSON"))
+    if problems:
+        raise ApiError(422, "invalid CloudEvent", problems)
+    return event
+
+
+# --- the app --------------------------------------------------------------------------------
+
+
+def create_app(config: KafkaConfig, *, token: str | None = None,
+               limits: InputLimits | None = None, publish_timeout_s: float = 5.0,
+               track: bool = True, max_tracked: int = 100_000) -> FastAPI:
+    """The gateway; `token` None or empty means no authentication."""
+    limits = limits or InputLimits()
+    expected = token.encode() if token else None
+    publisher = Publisher(config, publish_timeout_s)
+    index = RequestIndex(max_tracked)
+    tracker = Tracker(config, index)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        if track:
+            tracker.start()
+        try:
+            yield
+        finally:
+            await tracker.stop()
+            await publisher.close()
+
+    app = FastAPI(title="Counterpoint gateway", version="1", lifespan=lifespan,
+                  description=__doc__)
+    app.state.index, app.state.tracker, app.state.publisher = index, tracker, publisher
+
+    async def authorized(
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)],
+    ) -> None:
+        if expected is None:
+            return
+        challenge = {"WWW-Authenticate": 'Bearer realm="counterpoint"'}
+        if credentials is None:
+            raise ApiError(401, "missing bearer token: send `Authorization: Bearer <token>`",
+                           [FieldProblem(field="Authorization", problem="missing")], challenge)
+        if not hmac.compare_digest(credentials.credentials.encode(), expected):
+            raise ApiError(401, "wrong bearer token",
+                           [FieldProblem(field="Authorization", problem="wrong token")],
+                           {"WWW-Authenticate": 'Bearer realm="counterpoint", '
+                            'error="invalid_token"'})
+
+    @app.exception_handler(ApiError)
+    async def _api_error(_request: Request, exc: ApiError) -> JSONResponse:
+        body = ErrorBody(error=exc.error, fields=exc.fields)
+        return JSONResponse(body.model_dump(), status_code=exc.status, headers=exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _request_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        fields = [FieldProblem(field=".".join(str(p) for p in e["loc"]), problem=e["msg"])
+                  for e in exc.errors()]
+        return JSONResponse(ErrorBody(error="invalid request", fields=fields).model_dump(),
+                            status_code=422)
+
+    async def publish(request: Request, kind: Kind, raw: bytes, event: Any, *,
+                      event_id: str, source: str, ce_type: str | None = None,
+                      time: datetime | None = None) -> JSONResponse:
+        try:
+            sent = await send_event(publisher, kind, raw, event, source=source,
+                                    event_id=event_id, ce_type=ce_type, time=time)
+        except BrokerUnavailable as exc:
+            raise ApiError(503, f"not published: {exc}; retry later") from exc
+        index.accepted(event_id, sent.source_id)
+        receipt = Accepted(request_id=event_id, source_id=sent.source_id, topic=sent.topic,
+                           partition=sent.partition, offset=sent.offset,
+                           status_url=str(request.url_for("get_request", request_id=event_id)))
+        return JSONResponse(receipt.model_dump(), status_code=202,
+                            headers={"Location": receipt.status_url})
+
+    errors: dict[int | str, dict[str, Any]] = {
+        code: {"model": ErrorBody, "description": text} for code, text in (
+            (400, "not JSON"), (401, "missing or wrong bearer token"),
+            (413, "body too large"), (422, "invalid: every bad field is listed"),
+            (503, "the broker did not acknowledge in time; nothing was published"))}
+    secured = [Depends(authorized)]
+
+    @app.post("/v1/tickets", status_code=202, response_model=Accepted, responses=errors,
+              dependencies=secured, openapi_extra=_body("Ticket"),
+              summary="Publish a ticket to intake.tickets")
+    async def post_ticket(request: Request) -> JSONResponse:
+        raw = await request.body()
+        body = _object(_parse(raw, limits), "ticket")
+        event = _validate("ticket", body)
+        return await publish(request, "ticket", raw, event, event_id=new_event_id(),
+                             source=GATEWAY_SOURCE)
+
+    @app.post("/v1/alerts/alertmanager", status_code=202, response_model=Accepted,
+              responses=errors, dependencies=secured, openapi_extra=_body("AlertmanagerWebhook"),
+              summary="Publish an Alertmanager webhook body (version 4) to intake.alerts")
+    async def post_alertmanager(request: Request) -> JSONResponse:
+        raw = await request.body()
+        body = _object(_parse(raw, limits), "Alertmanager webhook body")
+        event = _validate("alert", body, alertmanager_only=True)
+        return await publish(request, "alert", raw, event, event_id=new_event_id(),
+                             source=GATEWAY_SOURCE + "/alertmanager")
+
+    @app.post("/v1/events", status_code=202, response_model=Accepted, responses=errors,
+              dependencies=secured, openapi_extra=_body("CloudEvent"),
+              summary="Publish a CloudEvent (structured JSON) carrying a ticket or an alert",
+              description=(event_kind.__doc__ or "") + "\nThe event's id becomes the request "
+              "id, so posting the same event again is the same request.")
+    async def post_event(request: Request) -> JSONResponse:
+        ctype = request.headers.get("content-type", "").lower()
+        if "cloudevents-batch" in ctype:
+            raise ApiError(415, "batched CloudEvents are not accepted; post one event at a time",
+                           [FieldProblem(field="Content-Type", problem=ctype)])
+        raw = await request.body()
+        ce = _check_cloudevent(_object(_parse(raw, limits), "CloudEvent"))
+        kind = event_kind(ce)
+        data = _object(ce.data, f"{kind} in the CloudEvent's data", "data.")
+        event = _validate(kind, data, prefix="data.")
+        return await publish(request, kind, orjson.dumps(data), event, event_id=ce.id,
+                             source=ce.source, ce_type=ce.type, time=ce.time)
+
+    @app.get("/v1/requests/{request_id}", response_model=RequestStatus, name="get_request",
+             dependencies=secured, summary="A request's status, steps so far and result",
+             responses={404: {"model": ErrorBody, "description": "unknown request id"},
+                        401: errors[401], 503: errors[503]})
+    async def get_request(request_id: str) -> RequestStatus:
+        progress = index.get(request_id)
+        if progress is None:
+            if track and not tracker.connected:
+                raise ApiError(503, "progress is unavailable: the broker cannot be read; "
+                               "retry later")
+            raise ApiError(404, f"no request {request_id!r} is known to this gateway",
+                           [FieldProblem(field="request_id", problem="unknown")])
+        return RequestStatus(request_id=request_id, status=status_of(progress),
+                             steps=[Step(**s) for s in steps_of(progress)],
+                             result=progress.result)
+
+    @app.get("/healthz", summary="Liveness, and whether the progress reader reaches the broker")
+    async def healthz() -> dict[str, Any]:
+        return {"status": "ok", "broker_readable": tracker.connected if track else None,
+                "requests_tracked": len(index)}
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = get_openapi(title=app.title, version=app.version,
+                                 description=app.description, routes=app.routes)
+            components = schema.setdefault("components", {}).setdefault("schemas", {})
+            for model in (Ticket, AlertmanagerWebhook, CloudEvent):
+                defs = model.model_json_schema(ref_template="#/components/schemas/{model}")
+                components.update(defs.pop("$defs", {}))
+                components[model.__name__] = defs
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+    return app
+
+
+def _body(name: str) -> dict[str, Any]:
+    ref = {"$ref": f"#/components/schemas/{name}"}
+    content = {"application/json": {"schema": ref}}
+    if name == "CloudEvent":
+        content["application/cloudevents+json"] = {"schema": ref}
+    return {"requestBody": {"required": True, "content": content}}

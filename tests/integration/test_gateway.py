@@ -1,0 +1,188 @@
+"""`counterpoint gateway` as a person runs it, in front of real agent processes, over real HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from importlib.resources import files
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+
+from counterpoint.infra.broker import free_port
+from tests.integration.conftest import AgentStack
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
+
+EXE = str(Path(sys.executable).with_name("counterpoint"))
+TOKEN = "gateway-test-token"
+
+
+def example(name: str) -> dict[str, Any]:
+    data: dict[str, Any] = orjson.loads(
+        files("counterpoint.infra").joinpath("examples", name).read_bytes())
+    return data
+
+
+class Gateway:
+    def __init__(self, bootstrap: str, home: Path, token: str | None) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        env = {k: v for k, v in os.environ.items() if k != "COUNTERPOINT_API_TOKEN"}
+        env.update({"KAFKA_BOOTSTRAP_SERVERS": bootstrap, "COUNTERPOINT_HOME": str(home),
+                    "COUNTERPOINT_FETCH_MAX_WAIT_MS": "10"})
+        if token:
+            env["COUNTERPOINT_API_TOKEN"] = token
+        self.log = home / f"gateway-{self.port}.log"
+        with self.log.open("wb") as out:
+            self.proc = subprocess.Popen([EXE, "gateway", "--port", str(self.port)], env=env,
+                                         stdout=out, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            assert self.proc.poll() is None, self.log.read_text()
+            try:
+                health = httpx.get(self.url + "/healthz", timeout=1).json()
+                if health["broker_readable"]:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.2)
+        self.stop()
+        raise AssertionError("gateway did not come up\n" + self.log.read_text())
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+@pytest.fixture(scope="module")
+def gateway(pipeline: AgentStack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+    gw = Gateway(pipeline.bootstrap, tmp_path_factory.mktemp("gw"), None)
+    yield gw
+    gw.stop()
+
+
+@pytest.fixture(scope="module")
+def secured(pipeline: AgentStack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+    gw = Gateway(pipeline.bootstrap, tmp_path_factory.mktemp("gw-auth"), TOKEN)
+    yield gw
+    gw.stop()
+
+
+async def poll(http: httpx.AsyncClient, url: str, timeout_s: float = 90,
+               headers: dict[str, str] | None = None) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout_s
+    seen: list[str] = []
+    while time.monotonic() < deadline:
+        r = await http.get(url, headers=headers)
+        assert r.status_code == 200, r.text
+        body: dict[str, Any] = r.json()
+        if not seen or seen[-1] != body["status"]:
+            seen.append(body["status"])
+        if body["status"] in ("complete", "partial"):
+            return body
+        await asyncio.sleep(0.25)
+    raise AssertionError(f"no result within {timeout_s}s; statuses seen: {seen}")
+
+
+async def test_ticket_over_http_is_answered_with_billing_and_account_findings(
+        gateway: Gateway) -> None:
+    ticket = dict(example("ticket_dual_intent.json"), id=f"T-gw-{uuid.uuid4().hex[:8]}")
+    async with httpx.AsyncClient(base_url=gateway.url, timeout=10) as http:
+        r = await http.post("/v1/tickets", json=ticket)
+        assert r.status_code == 202, r.text
+        receipt = r.json()
+        assert receipt["source_id"] == ticket["id"] and receipt["topic"] == "intake.tickets"
+        assert r.headers["location"] == receipt["status_url"]
+        first = (await http.get(receipt["status_url"])).json()
+        assert first["request_id"] == receipt["request_id"]  # known at once, no 404 race
+        body = await poll(http, receipt["status_url"])
+    assert body["status"] == "complete"
+    result = body["result"]
+    assert result["kind"] == "reply" and result["source_id"] == ticket["id"]
+    skills = {f["skill"] for f in result["findings"]}
+    assert {"billing", "account"} <= skills
+    steps = body["steps"]
+    assert steps[0]["step"] == "triage" and steps[-1]["step"] == "synthesis"
+    assert all(s["done"] for s in steps)
+    assert {s["skill"] for s in steps if s["step"] == "investigation"} >= {"billing", "account"}
+
+
+async def test_alertmanager_webhook_over_http_gets_a_runbook(gateway: Gateway) -> None:
+    alert = example("alert_alertmanager.json")
+    fingerprint = uuid.uuid4().hex[:14]
+    alert["alerts"][0]["fingerprint"] = fingerprint
+    async with httpx.AsyncClient(base_url=gateway.url, timeout=10) as http:
+        r = await http.post("/v1/alerts/alertmanager", json=alert)
+        assert r.status_code == 202, r.text
+        assert r.json()["source_id"] == fingerprint
+        body = await poll(http, r.json()["status_url"])
+    assert body["result"]["kind"] == "runbook" and body["status"] == "complete"
+    assert "v2.14.0" in body["result"]["text"]
+
+
+async def test_cloudevent_over_http_is_answered_and_its_id_is_the_request(
+        gateway: Gateway) -> None:
+    event_id = f"ce-{uuid.uuid4()}"
+    ticket = dict(example("ticket_dual_intent.json"), id=f"T-ce-{uuid.uuid4().hex[:8]}")
+    event = {"specversion": "1.0", "id": event_id, "source": "/helpdesk/tests",
+             "type": "com.example.helpdesk.ticket.created", "time": "2026-11-21T10:00:00Z",
+             "datacontenttype": "application/json", "data": ticket}
+    async with httpx.AsyncClient(base_url=gateway.url, timeout=10) as http:
+        r = await http.post("/v1/events", content=orjson.dumps(event),
+                            headers={"content-type": "application/cloudevents+json"})
+        assert r.status_code == 202, r.text
+        assert r.json()["request_id"] == event_id
+        body = await poll(http, r.json()["status_url"])
+    assert body["status"] == "complete" and body["result"]["source_id"] == ticket["id"]
+    assert body["result"]["request_id"] == event_id
+
+
+async def test_requests_published_elsewhere_are_found_from_the_topics(
+        gateway: Gateway, secured: Gateway) -> None:
+    """The second gateway never saw the POST: it learns the request from the topics."""
+    ticket = dict(example("ticket_dual_intent.json"), id=f"T-x-{uuid.uuid4().hex[:8]}")
+    async with httpx.AsyncClient(timeout=10) as http:
+        r = await http.post(gateway.url + "/v1/tickets", json=ticket)
+        assert r.status_code == 202
+        rid = r.json()["request_id"]
+        await poll(http, f"{gateway.url}/v1/requests/{rid}")
+        body = await poll(http, f"{secured.url}/v1/requests/{rid}", timeout_s=30,
+                          headers={"Authorization": f"Bearer {TOKEN}"})
+    assert body["status"] == "complete"
+
+
+async def test_bearer_token_is_required_when_configured(secured: Gateway) -> None:
+    ticket = dict(example("ticket_dual_intent.json"), id=f"T-auth-{uuid.uuid4().hex[:8]}")
+    async with httpx.AsyncClient(base_url=secured.url, timeout=10) as http:
+        r = await http.post("/v1/tickets", json=ticket)
+        assert r.status_code == 401 and r.headers["www-authenticate"].startswith("Bearer")
+        r = await http.post("/v1/tickets", json=ticket, headers={"Authorization": "Bearer no"})
+        assert r.status_code == 401
+        r = await http.post("/v1/tickets", json=ticket,
+                            headers={"Authorization": f"Bearer {TOKEN}"})
+        assert r.status_code == 202, r.text
+        doc = (await http.get("/openapi.json")).json()
+    assert {"/v1/tickets", "/v1/alerts/alertmanager", "/v1/events",
+            "/v1/requests/{request_id}"} <= set(doc["paths"])
+
+
+async def test_validation_errors_over_http_name_the_fields(gateway: Gateway) -> None:
+    async with httpx.AsyncClient(base_url=gateway.url, timeout=10) as http:
+        r = await http.post("/v1/tickets", json={"id": "T-bad"})
+        assert r.status_code == 422
+        assert r.json()["fields"] == [{"field": "body", "problem": "Field required"}]
+        r = await http.get("/v1/requests/never-published")
+        assert r.status_code == 404
