@@ -19,7 +19,7 @@ import logging
 import random
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Final, Protocol
 
@@ -75,6 +75,17 @@ class Outcome:
     hold: Hold | None = None  # the record stays unfinished until this is released
     release: list[Hold] = field(default_factory=list)  # to release once `acks` are in
     event_id: str | None = None
+
+
+def settle(outcome: Outcome, done: Callable[[], None]) -> None:
+    """After `outcome.acks` are in: the record is done now, or when its hold is released;
+    then the holds it was waiting to release are released."""
+    if outcome.hold is None:
+        done()
+    else:
+        outcome.hold.attach(lambda _hold: done())
+    for hold in outcome.release:
+        hold.release()
 
 
 REMEMBERED: Final = 50_000  # finished event ids kept for duplicate suppression

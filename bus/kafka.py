@@ -25,7 +25,7 @@ from aiokafka.errors import CommitFailedError, KafkaError, MessageSizeTooLargeEr
 from counterpoint.bus.agent import Agent, Cause, Emit, Hold
 from counterpoint.bus.commits import PartitionOffsets
 from counterpoint.bus.decode import InputLimits, RawRecord
-from counterpoint.bus.delivery import Ack, Delivery, RetryPolicy
+from counterpoint.bus.delivery import Ack, Delivery, RetryPolicy, settle
 from counterpoint.bus.errors import TooLarge
 
 log = logging.getLogger(__name__)
@@ -155,17 +155,12 @@ class _Engine:
         outcome = await self.delivery.handle(record)
         await asyncio.gather(*outcome.acks)  # a failed publish raises: the record stays open
 
-        def done(_hold: Hold | None = None) -> None:
+        def done() -> None:
             offsets.done(record.offset)
             if outcome.event_id:
                 self.delivery.finished(outcome.event_id)
 
-        if outcome.hold is None:
-            done()
-        else:
-            outcome.hold.attach(done)
-        for hold in outcome.release:
-            hold.release()
+        settle(outcome, done)
 
     async def commit(self, only: Iterable[TopicPartition] | None = None) -> None:
         wanted = set(only) if only is not None else set(self.offsets)

@@ -21,7 +21,7 @@ from typing import Any
 from counterpoint.bus.agent import Agent, Cause, Emit, Hold
 from counterpoint.bus.commits import PartitionOffsets
 from counterpoint.bus.decode import RawRecord
-from counterpoint.bus.delivery import Ack, Delivery, RetryPolicy
+from counterpoint.bus.delivery import Ack, Delivery, RetryPolicy, settle
 from counterpoint.topics.registry import ALL_TOPICS, DEADLETTER_NAME, DEADLETTER_PARTITIONS
 
 
@@ -111,7 +111,7 @@ class MemoryBus:
         await asyncio.gather(*outcome.acks)
         offsets = cursor.offsets
 
-        def done(_hold: Hold | None = None) -> None:
+        def done() -> None:
             offsets.done(record.offset)
             if outcome.event_id:
                 delivery.finished(outcome.event_id)
@@ -120,12 +120,7 @@ class MemoryBus:
                 cursor.committed = position
                 offsets.committed(position)
 
-        if outcome.hold is None:
-            done()
-        else:
-            outcome.hold.attach(done)
-        for hold in outcome.release:
-            hold.release()
+        settle(outcome, done)
 
     def committed(self, agent: Agent, topic: str, partition: int) -> int:
         return self._cursors[(agent.group_id, topic, partition)].committed
