@@ -76,3 +76,53 @@ async def broker_reachable(bootstrap_servers: str, timeout_s: float = 2.0) -> bo
     finally:
         with contextlib.suppress(Exception):
             await admin.close()
+
+
+@dataclass(frozen=True)
+class PartitionLag:
+    """One partition of a consumer group's topic: how far the group is behind its end."""
+
+    topic: str
+    partition: int
+    committed: int | None  # None: the group has never committed on this partition
+    end: int
+    lag: int  # end - committed; with nothing committed, every record (from the start) counts
+
+
+async def group_lag(bootstrap_servers: str, group_id: str,
+                    topics: Sequence[str]) -> list[PartitionLag]:
+    """Committed and end offsets of `group_id` on every partition of `topics`.
+
+    Read-only: offsets come from an OffsetFetch by the admin client, end and start offsets
+    from a group-less consumer, so asking never joins the group or commits anything.
+    """
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    reader = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, group_id=None,
+                              enable_auto_commit=False, client_id="counterpoint-status")
+    await reader.start()
+    try:
+        await reader.topics()  # refreshes metadata so partitions_for_topic is filled
+        partitions = [TopicPartition(t, p) for t in topics
+                      for p in sorted(reader.partitions_for_topic(t) or ())]
+        if not partitions:
+            return []
+        ends = await reader.end_offsets(partitions)
+        starts = await reader.beginning_offsets(partitions)
+    finally:
+        await reader.stop()
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers,
+                                client_id="counterpoint-status")
+    await admin.start()
+    try:
+        committed = await admin.list_consumer_group_offsets(group_id, partitions=partitions)
+    finally:
+        await admin.close()
+    out = []
+    for tp in partitions:
+        meta = committed.get(tp)
+        offset = meta.offset if meta is not None and meta.offset >= 0 else None
+        end = ends[tp]
+        lag = max(0, end - (offset if offset is not None else starts[tp]))
+        out.append(PartitionLag(tp.topic, tp.partition, offset, end, lag))
+    return out

@@ -394,6 +394,20 @@ async def cmd_gateway(args: argparse.Namespace) -> int:
     return 0
 
 
+async def cmd_status(args: argparse.Namespace) -> int:
+    from counterpoint.infra.status import collect_status, render_status, status_json
+
+    settings = _settings()
+    await _require_broker(settings)
+    status = await collect_status(settings.bootstrap_servers, settings.home / "logs")
+    if args.json:
+        sys.stdout.write(orjson.dumps(status_json(status)).decode() + "\n")
+        sys.stdout.flush()
+    else:
+        console.print(render_status(status))
+    return 0
+
+
 # --- plumbing -------------------------------------------------------------------------------
 
 
@@ -484,6 +498,11 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("demo", help="the main job end to end: up, publish, progress, results")
     s.add_argument("--timeout", type=float, default=120.0, metavar="SECONDS")
     s.set_defaults(func=cmd_demo)
+
+    s = sub.add_parser("status", help="each agent: consumer group, partitions, lag and the "
+                       "local processes running it")
+    s.add_argument("--json", action="store_true", help="one JSON object")
+    s.set_defaults(func=cmd_status)
     return p
 
 
@@ -493,6 +512,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                         else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         stream=sys.stderr)
+    from counterpoint.infra.redaction import install_log_redaction
+
+    install_log_redaction()  # secrets and personal data never reach a log (infra/redaction.py)
     logging.getLogger("aiokafka").setLevel(logging.WARNING)
     try:
         return int(asyncio.run(args.func(args)))

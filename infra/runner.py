@@ -15,6 +15,7 @@ from counterpoint.bus.kafka import run_agent
 from counterpoint.infra.admin import create_topics
 from counterpoint.infra.broker import EmbeddedBroker
 from counterpoint.infra.providers import make_provider
+from counterpoint.infra.redaction import install_log_redaction
 from counterpoint.infra.settings import Settings
 from counterpoint.infra.telemetry import default_traces_dir, setup_telemetry
 
@@ -30,6 +31,7 @@ def dump_tasks() -> None:
 
 
 async def run_agent_process(name: str, settings: Settings) -> None:
+    install_log_redaction()  # idempotent; covers callers that did not go through cli.main
     asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, dump_tasks)
     telemetry = setup_telemetry(name, traces_dir=default_traces_dir(settings.home))
     broker: EmbeddedBroker | None = None

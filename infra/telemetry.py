@@ -23,7 +23,9 @@ Each line is one span (the same shape ``counterpoint trace --json`` prints)::
      "attributes": {...}, "events": [{"name": ..., "time": ..., "attributes": {...}}]}
 
 ``OTEL_SERVICE_NAME`` overrides the service name a process passes in, as OTel specifies.
-Telemetry never breaks the program: export failures are logged, never raised.
+Telemetry never breaks the program: export failures are logged, never raised. Every exporter is
+wrapped in :class:`~counterpoint.infra.redaction.RedactingExporter`, so emails, card numbers and
+credentials in attributes, events, exception messages and statuses are redacted before export.
 """
 
 from __future__ import annotations
@@ -51,6 +53,8 @@ from opentelemetry.sdk.resources import (
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+from counterpoint.infra.redaction import RedactingExporter
 
 __all__ = [
     "JsonlSpanExporter",
@@ -223,7 +227,8 @@ def setup_telemetry(
 
     provider = TracerProvider(resource=resource)
     provider.add_span_processor(
-        BatchSpanProcessor(exporter, schedule_delay_millis=SCHEDULE_DELAY_MS)
+        # Secrets and personal data never leave the process (see infra/redaction.py).
+        BatchSpanProcessor(RedactingExporter(exporter), schedule_delay_millis=SCHEDULE_DELAY_MS)
     )
     trace.set_tracer_provider(provider)
     propagate.set_global_textmap(

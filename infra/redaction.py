@@ -1,0 +1,252 @@
+"""Keep secrets and personal data out of spans and logs.
+
+:func:`redact` replaces, in any text:
+
+* email addresses -> ``[email]``;
+* payment card numbers (13-19 digits, optionally grouped with single spaces or dashes, that
+  pass the Luhn check) -> ``[card]``; digit runs that fail Luhn (ids, timestamps) are kept;
+* bearer/basic credentials, ``sk-...``/``sk-ant-...`` API keys and ``api_key=...``,
+  ``token: ...``, ``"password": "..."``-style key/value pairs -> ``[secret]``.
+
+It is idempotent: redacting redacted text changes nothing.
+
+Two places apply it, so that every process is covered whatever it logs or traces:
+
+* :class:`RedactingExporter` wraps the span exporter ``setup_telemetry`` installs (JSON lines or
+  OTLP). Finished SDK spans are immutable, so it hands the real exporter redacted copies:
+  attribute values, event attributes (``exception.message``/``exception.stacktrace`` included),
+  link attributes, span names and status descriptions.
+* :class:`RedactingFilter` on the root log handlers formats each record (``msg % args``), redacts
+  the result and the exception/stack text, and leaves nothing for the handler to re-format.
+  :func:`install_log_redaction` installs it, plus a log-record factory that redacts string
+  arguments, the message and the exception text as records are made, which also covers loggers
+  with handlers of their own (uvicorn's) that never reach the root handlers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import re
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Final
+
+from opentelemetry.sdk.trace import Event, ReadableSpan
+from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+from opentelemetry.trace import Link, Status
+
+__all__ = [
+    "RedactingExporter",
+    "RedactingFilter",
+    "install_log_redaction",
+    "luhn_valid",
+    "redact",
+    "redact_span",
+    "redact_value",
+]
+
+EMAIL: Final = "[email]"
+CARD: Final = "[card]"
+SECRET: Final = "[secret]"
+
+_EMAIL_RE = re.compile(
+    r"(?<![A-Za-z0-9._%+-])[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}\b"
+)
+# 13-19 digits, single spaces or dashes between them, not glued to other letters or digits
+# (so digit runs inside hex ids or longer numbers are not candidates).
+_CARD_RE = re.compile(r"(?<![A-Za-z0-9])\d(?:[ -]?\d){12,18}(?![A-Za-z0-9])")
+_AUTH_RE = re.compile(r"\b(Bearer|bearer|Basic|basic)\s+(?!\[secret\])[A-Za-z0-9._~+/=-]{8,}")
+_API_KEY_RE = re.compile(r"(?<![A-Za-z0-9_-])sk-(?:ant-)?[A-Za-z0-9_-]{10,}")
+_KV_RE = re.compile(
+    r"(?i)(?<![A-Za-z0-9])"
+    r"((?:x-)?api[_-]?key|apikey|access[_-]?token|refresh[_-]?token|id[_-]?token|auth[_-]?token"
+    r"|token|secret|client[_-]?secret|password|passwd|pwd)"
+    r"(\"?\s*[=:]\s*\"?)"
+    r"(?!\[secret\]|bearer\b|basic\b)([^\s&\"',;}\]]+)"
+)
+
+
+def luhn_valid(digits: str) -> bool:
+    """The Luhn checksum every payment card number satisfies."""
+    total = 0
+    for i, ch in enumerate(reversed(digits)):
+        d = ord(ch) - 48
+        if i % 2:
+            d *= 2
+            if d > 9:
+                d -= 9
+        total += d
+    return total % 10 == 0
+
+
+def _card(match: re.Match[str]) -> str:
+    digits = re.sub(r"[ -]", "", match.group(0))
+    return CARD if 13 <= len(digits) <= 19 and luhn_valid(digits) else match.group(0)
+
+
+def redact(text: str) -> str:
+    """``text`` with emails, card numbers and credentials replaced by placeholders."""
+    if not text:
+        return text
+    text = _AUTH_RE.sub(lambda m: f"{m.group(1)} {SECRET}", text)
+    text = _API_KEY_RE.sub(SECRET, text)
+    text = _KV_RE.sub(lambda m: f"{m.group(1)}{m.group(2)}{SECRET}", text)
+    text = _EMAIL_RE.sub(EMAIL, text)
+    return _CARD_RE.sub(_card, text)
+
+
+def redact_value(value: Any) -> Any:
+    """An attribute value with its strings redacted (str, or a list/tuple of them)."""
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, tuple | list):
+        return type(value)(redact_value(v) for v in value)
+    if isinstance(value, Mapping):
+        return {k: redact_value(v) for k, v in value.items()}
+    return value
+
+
+def _attributes(attributes: Mapping[str, Any] | None) -> dict[str, Any]:
+    return {k: redact_value(v) for k, v in (attributes or {}).items()}
+
+
+class _RedactedSpan(ReadableSpan):
+    """A redacted copy of a finished span that keeps the original's dropped counts."""
+
+    def __init__(self, original: ReadableSpan) -> None:
+        super().__init__(
+            name=redact(original.name),
+            context=original.get_span_context(),
+            parent=original.parent,
+            resource=original.resource,
+            attributes=_attributes(original.attributes),
+            events=[Event(e.name, _attributes(e.attributes), e.timestamp)
+                    for e in original.events],
+            links=[Link(link.context, _attributes(link.attributes)) for link in original.links],
+            kind=original.kind,
+            status=Status(original.status.status_code, redact(original.status.description)
+                          if original.status.description else None),
+            start_time=original.start_time,
+            end_time=original.end_time,
+            instrumentation_scope=original.instrumentation_scope,
+        )
+        self._original = original
+
+    @property
+    def dropped_attributes(self) -> int:
+        return self._original.dropped_attributes
+
+    @property
+    def dropped_events(self) -> int:
+        return self._original.dropped_events
+
+    @property
+    def dropped_links(self) -> int:
+        return self._original.dropped_links
+
+
+def redact_span(span: ReadableSpan) -> ReadableSpan:
+    """A copy of a finished span with every text it carries redacted."""
+    return _RedactedSpan(span)
+
+
+class RedactingExporter(SpanExporter):
+    """Hands the wrapped exporter redacted copies of the spans; never raises."""
+
+    def __init__(self, delegate: SpanExporter) -> None:
+        self.delegate = delegate
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        try:
+            redacted = [redact_span(s) for s in spans]
+        except Exception:
+            # Never export what could not be redacted.
+            logging.getLogger(__name__).warning("could not redact %d span(s); dropped",
+                                                len(spans), exc_info=True)
+            return SpanExportResult.FAILURE
+        return self.delegate.export(redacted)
+
+    def force_flush(self, timeout_millis: int = 30_000) -> bool:
+        return self.delegate.force_flush(timeout_millis)
+
+    def shutdown(self) -> None:
+        self.delegate.shutdown()
+
+
+_formatter = logging.Formatter()
+
+
+def _redact_record(record: logging.LogRecord, *, format_message: bool) -> None:
+    if format_message:
+        try:
+            message = record.getMessage()
+        except Exception:  # a bad format string: leave it to the handler to report
+            message = None
+        if message is not None:
+            record.msg, record.args = redact(message), ()
+    else:
+        # A format string is left alone while it has arguments: redacting "token=%s" would
+        # break it (the handler's RedactingFilter sees the formatted message instead).
+        if isinstance(record.msg, str) and not record.args:
+            record.msg = redact(record.msg)
+        if isinstance(record.args, tuple):
+            record.args = tuple(redact(a) if isinstance(a, str) else a for a in record.args)
+        elif isinstance(record.args, Mapping):
+            record.args = {k: redact(v) if isinstance(v, str) else v
+                           for k, v in record.args.items()}
+    if record.exc_info and record.exc_info[0] is not None and not record.exc_text:
+        # logging.Formatter prints a record's cached exc_text rather than re-formatting.
+        record.exc_text = _formatter.formatException(record.exc_info)
+    if record.exc_text:
+        record.exc_text = redact(record.exc_text)
+    if record.stack_info:
+        record.stack_info = redact(record.stack_info)
+
+
+class RedactingFilter(logging.Filter):
+    """Formats a record's message, redacts it and its exception text; never drops a record."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        _redact_record(record, format_message=True)
+        return True
+
+
+_install_lock = threading.Lock()
+_base_factory: Callable[..., logging.LogRecord] | None = None
+
+
+def _redacting_factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
+    assert _base_factory is not None
+    record = _base_factory(*args, **kwargs)
+    # Arguments stay arguments: some formatters (uvicorn's access log) read them. Logging must
+    # never fail because of redaction.
+    with contextlib.suppress(Exception):
+        _redact_record(record, format_message=False)
+    return record
+
+
+def install_log_redaction(logger: logging.Logger | None = None) -> None:
+    """Redact every log record of this process; safe to call more than once.
+
+    Adds a :class:`RedactingFilter` to the handlers of ``logger`` (the root logger by default)
+    and a record factory that redacts records as they are made, for handlers elsewhere.
+    """
+    global _base_factory
+    target = logger or logging.getLogger()
+    for handler in target.handlers:
+        if not any(isinstance(f, RedactingFilter) for f in handler.filters):
+            handler.addFilter(RedactingFilter())
+    with _install_lock:
+        if _base_factory is None:
+            _base_factory = logging.getLogRecordFactory()
+            logging.setLogRecordFactory(_redacting_factory)
+
+
+def uninstall_log_redaction() -> None:
+    """Restore the record factory (tests); handler filters stay where they are."""
+    global _base_factory
+    with _install_lock:
+        if _base_factory is not None:
+            logging.setLogRecordFactory(_base_factory)
+            _base_factory = None

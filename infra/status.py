@@ -1,0 +1,291 @@
+"""`counterpoint status`: every agent's consumer group, its partitions and lag, and the local
+OS processes running it.
+
+Lag is read from the broker without joining any group (an OffsetFetch and a group-less
+reader), so asking never triggers a rebalance. Processes are the ones on this machine whose
+command line is `counterpoint agent NAME` (read from /proc); agents on other machines are not
+seen. Which process holds which partitions comes from the agents' own log lines ("NAME pid N
+assigned K partitions: ..."), so it is best effort: it is as fresh as the last rebalance logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import socket
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rich.console import Group, RenderableType
+from rich.table import Table
+from rich.text import Text
+
+from counterpoint.agents import synthesis, triage
+from counterpoint.agents.catalog import AGENT_NAMES
+from counterpoint.bus.admin import PartitionLag, group_lag
+from counterpoint.topics.registry import TASKS, Topic
+
+
+def consumed_topics(agent: str) -> tuple[Topic[Any], ...]:
+    """The topics an agent consumes, as its module declares them (no agent is built)."""
+    if agent == "triage":
+        return triage.CONSUMES
+    if agent == "synthesis":
+        return synthesis.CONSUMES
+    for skill, topic in TASKS.items():
+        if skill == agent:
+            return (topic,)
+    raise KeyError(f"no agent named {agent!r}; choose one of: {', '.join(AGENT_NAMES)}")
+
+
+def group_of(agent: str) -> str:
+    return f"counterpoint.{agent}"  # as bus.agent.Agent.group_id
+
+
+# --- local processes (/proc) ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LocalProcess:
+    agent: str
+    pid: int
+    uptime_s: float | None
+    command: str
+
+
+def agent_of(argv: Sequence[str]) -> str | None:
+    """The agent NAME when argv is `counterpoint agent NAME` (script or `-m ...infra.cli`)."""
+    for i, arg in enumerate(argv):
+        if arg != "agent" or i + 1 >= len(argv) or i == 0:
+            continue
+        launcher = argv[:i]
+        if any(Path(a).name == "counterpoint" or a == "counterpoint.infra.cli" for a in launcher):
+            name = argv[i + 1]
+            return name if name in AGENT_NAMES else None
+    return None
+
+
+def _clock_ticks() -> int:
+    try:
+        return int(os.sysconf("SC_CLK_TCK"))
+    except (ValueError, OSError, AttributeError):
+        return 100
+
+
+def _uptime_s(proc: Path, pid_dir: Path, ticks: int) -> float | None:
+    """Seconds since the process started: /proc/uptime minus starttime (stat field 22)."""
+    try:
+        system_up = float((proc / "uptime").read_text().split()[0])
+        stat = (pid_dir / "stat").read_text()
+        started_ticks = int(stat[stat.rindex(")") + 2:].split()[19])
+    except (OSError, ValueError, IndexError):
+        return None
+    return max(0.0, system_up - started_ticks / ticks)
+
+
+def scan_processes(proc: Path = Path("/proc")) -> list[LocalProcess]:
+    """Processes on this machine running `counterpoint agent NAME`, by agent then pid."""
+    ticks = _clock_ticks()
+    found = []
+    try:
+        entries = list(proc.iterdir())
+    except OSError:
+        return []
+    for pid_dir in entries:
+        if not pid_dir.name.isdigit():
+            continue
+        try:
+            raw = (pid_dir / "cmdline").read_bytes()
+        except OSError:  # gone meanwhile, or not ours to read
+            continue
+        argv = [a.decode("utf-8", "replace") for a in raw.split(b"\0") if a]
+        name = agent_of(argv)
+        if name is None:
+            continue
+        found.append(LocalProcess(name, int(pid_dir.name), _uptime_s(proc, pid_dir, ticks),
+                                  " ".join(argv)))
+    return sorted(found, key=lambda p: (AGENT_NAMES.index(p.agent), p.pid))
+
+
+# --- partition assignments from the agents' logs ------------------------------------------------
+
+_ASSIGNED = re.compile(r"\b(?P<agent>[\w.-]+) pid (?P<pid>\d+) assigned (?P<count>\d+) "
+                       r"partitions: (?P<parts>.*)$")
+_PART = re.compile(r"^(?P<topic>.+)\[(?P<partition>\d+)\]$")
+
+
+def parse_assignments(lines: Iterable[str]) -> dict[int, tuple[str, list[tuple[str, int]]]]:
+    """pid -> (agent, partitions) from the last assignment each pid logged."""
+    out: dict[int, tuple[str, list[tuple[str, int]]]] = {}
+    for line in lines:
+        m = _ASSIGNED.search(line.rstrip("\r\n"))
+        if m is None:
+            continue
+        parts = []
+        for token in m["parts"].split():
+            pm = _PART.match(token)
+            if pm is not None:
+                parts.append((pm["topic"], int(pm["partition"])))
+        out[int(m["pid"])] = (m["agent"], parts)
+    return out
+
+
+def read_assignments(logs_dir: Path) -> dict[int, tuple[str, list[tuple[str, int]]]]:
+    """Every agent log under logs_dir, oldest first, so a reused pid keeps its newest line."""
+    try:
+        files = sorted(logs_dir.glob("*.log"), key=lambda f: f.stat().st_mtime)
+    except OSError:
+        return {}
+    out: dict[int, tuple[str, list[tuple[str, int]]]] = {}
+    for path in files:
+        try:
+            with open(path, encoding="utf-8", errors="replace") as f:
+                out.update(parse_assignments(f))
+        except OSError:
+            continue
+    return out
+
+
+# --- the whole picture ---------------------------------------------------------------------------
+
+
+@dataclass
+class AgentStatus:
+    name: str
+    group: str
+    partitions: list[PartitionLag]
+    processes: list[LocalProcess] = field(default_factory=list)
+    # pid -> partitions it logged as assigned; only for the local processes listed above.
+    held: dict[int, list[tuple[str, int]]] = field(default_factory=dict)
+
+    @property
+    def lag(self) -> int:
+        return sum(p.lag for p in self.partitions)
+
+    def holder(self, topic: str, partition: int) -> int | None:
+        for pid, parts in self.held.items():
+            if (topic, partition) in parts:
+                return pid
+        return None
+
+
+@dataclass
+class Status:
+    bootstrap_servers: str
+    host: str
+    logs_dir: Path
+    agents: list[AgentStatus]
+    taken_at: float = field(default_factory=time.time)
+
+
+def assemble(bootstrap_servers: str, logs_dir: Path,
+             lags: Mapping[str, list[PartitionLag]], processes: Sequence[LocalProcess],
+             assignments: Mapping[int, tuple[str, list[tuple[str, int]]]],
+             host: str | None = None) -> Status:
+    agents = []
+    for name in AGENT_NAMES:
+        mine = [p for p in processes if p.agent == name]
+        held = {p.pid: assignments[p.pid][1] for p in mine
+                if p.pid in assignments and assignments[p.pid][0] == name}
+        agents.append(AgentStatus(name, group_of(name), list(lags.get(name, [])), mine, held))
+    return Status(bootstrap_servers, host or socket.gethostname(), logs_dir, agents)
+
+
+async def collect_status(bootstrap_servers: str, logs_dir: Path,
+                         proc: Path = Path("/proc")) -> Status:
+    lags = await asyncio.gather(*(
+        group_lag(bootstrap_servers, group_of(name), [t.name for t in consumed_topics(name)])
+        for name in AGENT_NAMES))
+    return assemble(bootstrap_servers, logs_dir, dict(zip(AGENT_NAMES, lags, strict=True)),
+                    scan_processes(proc), read_assignments(logs_dir))
+
+
+def status_json(status: Status) -> dict[str, Any]:
+    return {
+        "bootstrap_servers": status.bootstrap_servers,
+        "taken_at": status.taken_at,
+        "processes_scope": f"local: OS processes on this machine ({status.host}) only",
+        "host": status.host,
+        "assignments_source": f"agent logs in {status.logs_dir} (best effort)",
+        "agents": [{
+            "name": a.name,
+            "group": a.group,
+            "lag": a.lag,
+            "partitions": [{
+                "topic": p.topic, "partition": p.partition, "committed": p.committed,
+                "end": p.end, "lag": p.lag, "local_pid_from_logs": a.holder(p.topic, p.partition),
+            } for p in a.partitions],
+            "processes": [{
+                "pid": p.pid,
+                "uptime_s": None if p.uptime_s is None else round(p.uptime_s, 1),
+                "command": p.command,
+                "partitions_from_logs": ([f"{t}[{n}]" for t, n in a.held[p.pid]]
+                                         if p.pid in a.held else None),
+            } for p in a.processes],
+        } for a in status.agents],
+    }
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "?"
+    s = int(seconds)
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s // 3600}h{s % 3600 // 60:02d}m"
+
+
+def _lag_text(lag: int) -> Text:
+    return Text(str(lag), style="bold yellow" if lag else "green")
+
+
+def render_status(status: Status) -> RenderableType:
+    table = Table(title=f"Counterpoint agents on {status.bootstrap_servers}", expand=False)
+    table.add_column("agent", style="bold")
+    table.add_column("group")
+    table.add_column(f"local processes on {status.host}\n(pid · uptime · partitions from logs)")
+    table.add_column("partitions: [p] committed/end")
+    table.add_column("lag", justify="right")
+    for a in status.agents:
+        if a.processes:
+            procs = Text()
+            for i, p in enumerate(a.processes):
+                if i:
+                    procs.append("\n")
+                procs.append(f"{p.pid}", style="cyan")
+                procs.append(f" · {_duration(p.uptime_s)}")
+                if p.pid in a.held:
+                    held = " ".join(f"{t.rsplit('.', 1)[-1]}[{n}]" for t, n in a.held[p.pid])
+                    procs.append(f" · {held or '(none)'}", style="dim")
+        else:
+            procs = Text("none here", style="red")
+        parts = Text()
+        by_topic: dict[str, list[PartitionLag]] = {}
+        for pl in a.partitions:
+            by_topic.setdefault(pl.topic, []).append(pl)
+        for i, (topic, ps) in enumerate(by_topic.items()):
+            if i:
+                parts.append("\n")
+            parts.append(f"{topic} ")
+            for j, pl in enumerate(ps):
+                if j:
+                    parts.append(" ")
+                committed = "-" if pl.committed is None else str(pl.committed)
+                parts.append(f"[{pl.partition}] {committed}/{pl.end}",
+                             style="yellow" if pl.lag else "")
+        if not a.partitions:
+            parts = Text("no such topics on the broker", style="red")
+        table.add_row(a.name, a.group, procs, parts, _lag_text(a.lag))
+    note = Text(
+        f"Processes are those on this machine ({status.host}) running `counterpoint agent "
+        f"NAME`; agents on other machines are not shown. Partitions per process come from the "
+        f"agents' logs in {status.logs_dir} (best effort, as of the last rebalance). "
+        "Committed '-' means the group never committed there; its lag counts from the start.",
+        style="dim")
+    return Group(table, note)

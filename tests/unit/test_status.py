@@ -1,0 +1,181 @@
+"""`counterpoint status` without a broker: /proc scanning, log parsing, assembling, drawing."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+
+from counterpoint.agents.catalog import AGENT_NAMES, build
+from counterpoint.agents.context import AgentContext
+from counterpoint.agents.llm.offline import OfflineProvider
+from counterpoint.agents.tools.business import BusinessStore
+from counterpoint.bus.admin import PartitionLag
+from counterpoint.infra.cli import build_parser
+from counterpoint.infra.status import (
+    LocalProcess,
+    Status,
+    agent_of,
+    assemble,
+    consumed_topics,
+    group_of,
+    parse_assignments,
+    read_assignments,
+    render_status,
+    scan_processes,
+    status_json,
+)
+
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _fake_proc(root: Path, pid: int, argv: list[str], started_s: float) -> None:
+    d = root / str(pid)
+    d.mkdir()
+    (d / "cmdline").write_bytes(b"\0".join(a.encode() for a in argv) + b"\0")
+    fields = ["S"] + ["0"] * 18 + [str(int(started_s * TICKS))] + ["0"] * 20
+    (d / "stat").write_text(f"{pid} (python3 (x) y) " + " ".join(fields) + "\n")
+
+
+def test_consumed_topics_match_the_built_agents(tmp_path: Path) -> None:
+    with BusinessStore.open(tmp_path / "b.db") as store:
+        ctx = AgentContext(store=store, provider=OfflineProvider())
+        for name in AGENT_NAMES:
+            agent = build(name, ctx)
+            assert {t.name for t in consumed_topics(name)} == {t.name for t in agent.consumes}
+            assert group_of(name) == agent.group_id
+    with pytest.raises(KeyError):
+        consumed_topics("nobody")
+
+
+@pytest.mark.parametrize(("argv", "expected"), [
+    (["/v/bin/python", "/v/bin/counterpoint", "agent", "triage"], "triage"),
+    (["/v/bin/counterpoint", "agent", "billing"], "billing"),
+    (["python", "-m", "counterpoint.infra.cli", "agent", "synthesis"], "synthesis"),
+    (["/v/bin/counterpoint", "agent", "nobody"], None),
+    (["/v/bin/counterpoint", "up"], None),
+    (["vim", "agent", "triage"], None),
+    (["agent", "triage"], None),
+    (["/v/bin/counterpoint", "agent"], None),
+])
+def test_agent_of_command_lines(argv: list[str], expected: str | None) -> None:
+    assert agent_of(argv) == expected
+
+
+def test_scan_processes_reads_cmdline_and_uptime(tmp_path: Path) -> None:
+    (tmp_path / "uptime").write_text("1000.50 3000.00\n")
+    _fake_proc(tmp_path, 41, ["/v/bin/python", "/v/bin/counterpoint", "agent", "synthesis"], 900)
+    _fake_proc(tmp_path, 42, ["/v/bin/python", "/v/bin/counterpoint", "agent", "triage"], 990)
+    _fake_proc(tmp_path, 7, ["/v/bin/python", "/v/bin/counterpoint", "agent", "triage"], 400)
+    _fake_proc(tmp_path, 43, ["bash", "-c", "sleep 1"], 10)
+    (tmp_path / "44").mkdir()  # a process that vanished: no cmdline
+    (tmp_path / "self").mkdir()
+    found = scan_processes(tmp_path)
+    assert [(p.agent, p.pid) for p in found] == [("triage", 7), ("triage", 42),
+                                                  ("synthesis", 41)]
+    assert found[0].uptime_s == pytest.approx(600.5, abs=0.1)
+    assert found[1].uptime_s == pytest.approx(10.5, abs=0.1)
+    assert found[0].command == "/v/bin/python /v/bin/counterpoint agent triage"
+
+
+def test_scan_processes_without_stat_has_unknown_uptime(tmp_path: Path) -> None:
+    d = tmp_path / "5"
+    d.mkdir()
+    (d / "cmdline").write_bytes(b"counterpoint\0agent\0knowledge\0")
+    (found,) = scan_processes(tmp_path)
+    assert (found.agent, found.pid, found.uptime_s) == ("knowledge", 5, None)
+    assert scan_processes(tmp_path / "missing") == []
+
+
+def test_scan_processes_finds_this_machines_real_processes() -> None:
+    assert all(p.agent in AGENT_NAMES for p in scan_processes())
+
+
+LOG = """\
+2025-01-01 10:00:00,000 INFO counterpoint.bus.kafka: triage pid 42 assigned 2 partitions: \
+intake.alerts[0] intake.tickets[0]
+2025-01-01 10:00:01,000 INFO counterpoint.bus.kafka: triage pid 42 consuming x as group y
+2025-01-01 10:00:05,000 INFO counterpoint.bus.kafka: triage pid 42 assigned 4 partitions: \
+intake.alerts[0] intake.alerts[1] intake.tickets[0] intake.tickets[1]
+2025-01-01 10:00:05,000 INFO counterpoint.bus.kafka: triage pid 43 assigned 0 partitions: (none)
+garbage line
+"""
+
+
+def test_parse_assignments_keeps_each_pids_last_line() -> None:
+    parsed = parse_assignments(LOG.splitlines(keepends=True))
+    assert parsed == {
+        42: ("triage", [("intake.alerts", 0), ("intake.alerts", 1), ("intake.tickets", 0),
+                        ("intake.tickets", 1)]),
+        43: ("triage", []),
+    }
+
+
+def test_read_assignments_newest_file_wins(tmp_path: Path) -> None:
+    old, new = tmp_path / "billing-1.log", tmp_path / "billing-2.log"
+    old.write_text("billing pid 9 assigned 1 partitions: investigation.tasks.billing[3]\n")
+    new.write_text("billing pid 9 assigned 1 partitions: investigation.tasks.billing[1]\n")
+    os.utime(old, (1000, 1000))
+    os.utime(new, (2000, 2000))
+    (tmp_path / "notes.txt").write_text("billing pid 9 assigned 1 partitions: x[0]\n")
+    assert read_assignments(tmp_path) == {9: ("billing", [("investigation.tasks.billing", 1)])}
+    assert read_assignments(tmp_path / "missing") == {}
+
+
+def _status(tmp_path: Path) -> Status:
+    lags = {
+        "triage": [PartitionLag("intake.tickets", 0, 5, 5, 0),
+                   PartitionLag("intake.tickets", 1, None, 3, 3),
+                   PartitionLag("intake.alerts", 0, 2, 2, 0)],
+        "billing": [PartitionLag("investigation.tasks.billing", 0, 1, 4, 3)],
+    }
+    procs = [LocalProcess("triage", 42, 75.0, "counterpoint agent triage"),
+             LocalProcess("triage", 43, None, "counterpoint agent triage"),
+             LocalProcess("billing", 50, 4000.0, "counterpoint agent billing")]
+    assignments = {42: ("triage", [("intake.tickets", 0), ("intake.tickets", 1)]),
+                   50: ("knowledge", [("investigation.tasks.knowledge", 0)])}  # stale pid reuse
+    return assemble("127.0.0.1:9092", tmp_path / "logs", lags, procs, assignments,
+                    host="box1")
+
+
+def test_assemble_and_json(tmp_path: Path) -> None:
+    status = _status(tmp_path)
+    assert [a.name for a in status.agents] == list(AGENT_NAMES)
+    data = status_json(status)
+    triage, billing = data["agents"][0], data["agents"][1]
+    assert triage["group"] == "counterpoint.triage" and triage["lag"] == 3
+    assert [p["pid"] for p in triage["processes"]] == [42, 43]
+    assert triage["processes"][0]["partitions_from_logs"] == ["intake.tickets[0]",
+                                                              "intake.tickets[1]"]
+    assert triage["processes"][1]["partitions_from_logs"] is None
+    assert triage["partitions"][1] == {"topic": "intake.tickets", "partition": 1,
+                                       "committed": None, "end": 3, "lag": 3,
+                                       "local_pid_from_logs": 42}
+    assert triage["partitions"][2]["local_pid_from_logs"] is None
+    # A log line from another agent under a reused pid is not attributed.
+    assert billing["processes"][0]["partitions_from_logs"] is None
+    assert billing["lag"] == 3
+    assert data["agents"][2]["processes"] == [] and data["agents"][2]["lag"] == 0
+    assert "this machine (box1)" in data["processes_scope"]
+
+
+def test_render_status(tmp_path: Path) -> None:
+    console = Console(record=True, width=220, color_system=None)
+    console.print(render_status(_status(tmp_path)))
+    text = console.export_text()
+    for name in AGENT_NAMES:
+        assert name in text
+    assert "42 · 1m15s · tickets[0] tickets[1]" in text
+    assert "43 · ?" in text
+    assert "50 · 1h06m" in text
+    assert "[1] -/3" in text
+    assert "none here" in text
+    assert "this machine (box1)" in text
+    assert "no such topics" in text  # account has no lag rows in this synthetic status
+
+
+def test_status_subcommand_parses() -> None:
+    args = build_parser().parse_args(["status", "--json"])
+    assert args.json and args.func.__name__ == "cmd_status"
