@@ -45,7 +45,8 @@ def _docker_available() -> bool:
 
 
 @pytest.fixture(scope="session")
-def bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def external_bootstrap() -> Iterator[str | None]:
+    """KAFKA_BOOTSTRAP_SERVERS, or testcontainers' Kafka when a Docker engine answers; else None."""
     configured = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "").strip()
     if configured:
         asyncio.run(create_topics(configured))
@@ -58,6 +59,23 @@ def bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             servers = kafka.get_bootstrap_server()
             asyncio.run(create_topics(servers))
             yield servers
+        return
+    yield None
+
+
+@pytest.fixture(scope="module")
+def bootstrap(external_bootstrap: str | None,
+              tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The broker for one test module: the external one when there is one, otherwise a fresh
+    embedded broker per module.
+
+    Per module because Tansu has been seen to leave a consumer group unable to take new
+    members for over a minute after several of its members stopped at once (the chaos test's
+    SIGKILLs, the scaling test's two billing processes leaving together); a fresh broker keeps
+    one module's teardown from starving the next.
+    """
+    if external_bootstrap is not None:
+        yield external_bootstrap
         return
     with embedded_broker(tmp_path_factory.mktemp("broker")) as servers:
         yield servers
@@ -73,21 +91,6 @@ def embedded_broker(logs: Path) -> Iterator[str]:
         yield broker.bootstrap_servers
     finally:
         broker.stop()
-
-
-@pytest.fixture(scope="module")
-def isolated_bootstrap(bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A broker of the module's own when the embedded one is in use.
-
-    For destructive tests: after many agents are SIGKILLed and the rest stopped at once, Tansu
-    has been seen to leave some consumer groups unable to take new members for over a minute,
-    which would starve the modules that run next. With an external broker, that one is used.
-    """
-    if os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "").strip() or _docker_available():
-        yield bootstrap
-        return
-    with embedded_broker(tmp_path_factory.mktemp("own-broker")) as servers:
-        yield servers
 
 
 class AgentStack:

@@ -46,9 +46,9 @@ SETTLE_TIMEOUT_S = 240.0
 
 
 @pytest.fixture(scope="module")
-def chaos_stack(isolated_bootstrap: str,
+def chaos_stack(bootstrap: str,
                 tmp_path_factory: pytest.TempPathFactory) -> Iterator[AgentStack]:
-    stack = AgentStack(isolated_bootstrap, tmp_path_factory.mktemp("home"),
+    stack = AgentStack(bootstrap, tmp_path_factory.mktemp("home"),
                        dict.fromkeys(AGENT_NAMES, 2),
                        extra_env={"COUNTERPOINT_SYNTHESIS_DEADLINE_S": "600"})
     # Replacements for killed processes come from the supervisor, as under `counterpoint up`.
