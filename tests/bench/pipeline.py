@@ -30,7 +30,7 @@ from counterpoint.infra.processes import Supervisor
 from counterpoint.infra.publishing import source_id, validate
 from counterpoint.schemas.envelope import Envelope, new_event_id, now
 from counterpoint.topics.registry import INTAKE_TICKETS, SYNTHESIS_RESULTS
-from tests.bench.relay import BenchError
+from tests.bench.reader import BackgroundReader, BenchError
 from tests.bench.results import Phase, ScenarioResult
 from tests.bench.status import Status, Step
 
@@ -51,17 +51,18 @@ DESCRIPTION = (
 )
 
 
-class ResultSink:
+class ResultSink(BackgroundReader):
     """Follows synthesis.results from its current end, without a consumer group."""
 
+    what = "the results reader"
+
     def __init__(self, bootstrap: str) -> None:
+        super().__init__()
         self.bootstrap = bootstrap
-        self.consumer: AIOKafkaConsumer | None = None
         self.first_seen: dict[str, float] = {}
         self.status: dict[str, str] = {}
         self.missing: dict[str, list[str]] = {}
         self.counts: dict[str, int] = {}
-        self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         self.consumer = consumer = AIOKafkaConsumer(
@@ -92,20 +93,6 @@ class ResultSink:
                         self.first_seen[rid] = seen
                         self.status[rid] = body.get("status", "?")
                         self.missing[rid] = body.get("missing", [])
-
-    def check(self) -> None:
-        if self._task is not None and self._task.done() and not self._task.cancelled():
-            exc = self._task.exception()
-            raise BenchError(f"the results reader stopped: {exc!r}") from exc
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
-        if self.consumer is not None:
-            await self.consumer.stop()
-            self.consumer = None
 
 
 class TicketPublisher:

@@ -30,6 +30,7 @@ from counterpoint.bus.admin import TopicSpec, ensure_topics
 from counterpoint.bus.kafka import KafkaConfig
 from counterpoint.schemas.envelope import Envelope, now
 from tests.bench.processes import Children
+from tests.bench.reader import BackgroundReader, BenchError
 from tests.bench.results import Phase, ScenarioResult
 from tests.bench.status import Status, Step
 from tests.bench.topics import HOPS, PARTITIONS, relay_topics
@@ -40,9 +41,6 @@ JOIN_TIMEOUT_S = 60.0
 WARMUP_TIMEOUT_S = 60.0
 PACED_DRAIN_S = 30.0
 
-
-class BenchError(RuntimeError):
-    """A scenario could not finish (a process died, messages did not arrive in time)."""
 
 
 def describe(kind: RelayKind, tracing: bool) -> tuple[str, str, str]:
@@ -74,17 +72,18 @@ async def delete_topics(bootstrap: str, names: Sequence[str]) -> None:
             await admin.close()
 
 
-class RelaySink:
+class RelaySink(BackgroundReader):
     """Reads the last topic without a consumer group; remembers each sequence's first arrival."""
 
+    what = "the sink"
+
     def __init__(self, bootstrap: str, topic: str) -> None:
+        super().__init__()
         self.bootstrap = bootstrap
         self.topic = topic
-        self.consumer: AIOKafkaConsumer | None = None
         self.counts: dict[int, int] = {}
         # seq -> (receive time, send time), both from time.time() in this process
         self.arrived: dict[int, tuple[float, float]] = {}
-        self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         self.consumer = consumer = AIOKafkaConsumer(
@@ -118,22 +117,8 @@ class RelaySink:
                         self.arrived[seq] = (received, body["sent_at"])
 
     def received(self, seqs: Sequence[int]) -> int:
-        self._check()
+        self.check()
         return sum(1 for s in seqs if s in self.arrived)
-
-    def _check(self) -> None:
-        if self._task is not None and self._task.done() and not self._task.cancelled():
-            exc = self._task.exception()
-            raise BenchError(f"the sink stopped: {exc!r}") from exc
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
-        if self.consumer is not None:
-            await self.consumer.stop()
-            self.consumer = None
 
 
 class Driver:
