@@ -29,7 +29,7 @@ def _docker_available() -> bool:
     try:
         if host.startswith("unix://"):
             sock = socket.socket(socket.AF_UNIX)
-            address: object = host[len("unix://"):]
+            address: str | tuple[str, int] = host[len("unix://"):]
         elif host.startswith("tcp://"):
             name, _, port = host[len("tcp://"):].partition(":")
             sock, address = socket.socket(), (name, int(port or 2375))

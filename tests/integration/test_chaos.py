@@ -26,6 +26,7 @@ from counterpoint.bus.kafka import Producer
 from counterpoint.infra.demo import example
 from counterpoint.infra.processes import Supervisor
 from counterpoint.schemas.envelope import Envelope, new_event_id, now
+from counterpoint.schemas.events import TriageDecision
 from counterpoint.topics.registry import (
     DEADLETTER_NAME,
     INTAKE_ALERTS,
@@ -169,10 +170,38 @@ async def test_sigkilled_agents_lose_nothing_and_double_nothing(chaos_stack: Age
     print(f"  dead letters: {len(dead_after) - dead_before} new")
 
     assert set(kills) == set(AGENT_NAMES), f"every agent type must have been killed: {kills}"
+    if missing:
+        print(await _where_they_stopped(bootstrap, missing))
     assert not missing, f"{len(missing)} requests have no result"
     assert not doubled, f"requests with more than one distinct result: {doubled}"
     assert set(statuses) == {"complete"}, statuses
     assert len(dead_after) == dead_before, [r.headers for r in dead_after[dead_before:]]
+
+
+async def _where_they_stopped(bootstrap: str, missing: set[str]) -> str:
+    """For each request without a result: its plan, and which planned findings exist."""
+    decisions: dict[str, tuple[int, TriageDecision]] = {}
+    for r in await collect(bootstrap, TRIAGE_DECISIONS.name, lambda _: False, 3):
+        decision = TRIAGE_DECISIONS.decode(r.value or b"")
+        if decision.request_id in missing:
+            decisions[decision.request_id] = (r.partition, decision)
+    found: dict[str, set[str]] = defaultdict(set)
+    for r in await collect(bootstrap, INVESTIGATION_FINDINGS.name, lambda _: False, 3):
+        finding = INVESTIGATION_FINDINGS.decode(r.value or b"")
+        if finding.request_id in missing:
+            found[finding.request_id].add(finding.task_id)
+    lines = ["  where the requests without a result stopped:"]
+    for rid in sorted(missing):
+        if rid not in decisions:
+            lines.append(f"    {rid}: no triage decision (lost before or in triage)")
+            continue
+        partition, decision = decisions[rid]
+        planned = {i.task_id: f"{i.skill}/{i.focus}" for i in decision.investigations}
+        absent = [name for task, name in planned.items() if task not in found[rid]]
+        lines.append(f"    {rid}: decision on partition {partition}, "
+                     f"{len(planned) - len(absent)}/{len(planned)} findings; missing {absent} "
+                     "(all present = lost in synthesis)")
+    return "\n".join(lines)
 
 
 def test_killed_processes_were_replaced(chaos_stack: AgentStack, tmp_path: Path) -> None:
