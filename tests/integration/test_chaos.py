@@ -21,10 +21,12 @@ import orjson
 import pytest
 
 from counterpoint.agents.catalog import AGENT_NAMES
+from counterpoint.bus.admin import group_lag
 from counterpoint.bus.decode import RawRecord
 from counterpoint.bus.kafka import Producer
 from counterpoint.infra.demo import example
 from counterpoint.infra.processes import Supervisor
+from counterpoint.infra.status import consumed_topics, group_of
 from counterpoint.schemas.envelope import Envelope, new_event_id, now
 from counterpoint.schemas.events import TriageDecision
 from counterpoint.topics.registry import (
@@ -201,6 +203,14 @@ async def _where_they_stopped(bootstrap: str, missing: set[str]) -> str:
         lines.append(f"    {rid}: decision on partition {partition}, "
                      f"{len(planned) - len(absent)}/{len(planned)} findings; missing {absent} "
                      "(all present = lost in synthesis)")
+    # A group Tansu left stuck stalls its partitions (lag > 0): late, not lost. Lag 0 everywhere
+    # with a request still missing means a record was passed over: lost.
+    lines.append("  lag per agent group right now (records waiting):")
+    for name in AGENT_NAMES:
+        lags = await group_lag(bootstrap, group_of(name),
+                               [t.name for t in consumed_topics(name)])
+        waiting = {f"{p.topic}[{p.partition}]": p.lag for p in lags if p.lag}
+        lines.append(f"    {name}: {waiting or 0}")
     return "\n".join(lines)
 
 
