@@ -210,9 +210,3 @@ def _check_annotation(fn: Callable[..., Any], topic: Topic[Any]) -> None:
 def _name(tp: Any) -> str:
     name = getattr(tp, "__name__", None)
     return name if isinstance(name, str) else str(tp)
-
-
-def model_of(data: Any) -> BaseModel:
-    if not isinstance(data, BaseModel):
-        raise AgentDeclarationError(f"emit data must be a pydantic model, got {type(data)!r}")
-    return data

@@ -112,7 +112,3 @@ def send_span(topic: str, *, parent: Context | None = None, request_id: str | No
     finally:
         if token is not None:
             otel_context.detach(token)
-
-
-def current_context() -> Context:
-    return otel_context.get_current()

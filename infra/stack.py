@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Mapping
-from pathlib import Path
+from collections.abc import Callable, Mapping
 from types import TracebackType
 
 from counterpoint.agents.catalog import AGENT_NAMES
@@ -70,18 +69,16 @@ class Stack:
         assert self.supervisor is not None
         return {p.label: p.joined for p in self.supervisor.processes}
 
-    async def wait_joined(self, timeout_s: float = 60.0, on_tick: object = None,
+    async def wait_joined(self, timeout_s: float = 60.0,
+                          on_tick: Callable[[], object] | None = None,
                           stop: asyncio.Event | None = None) -> bool:
         deadline = asyncio.get_running_loop().time() + timeout_s
         while asyncio.get_running_loop().time() < deadline:
             if stop is not None and stop.is_set():
                 return False
-            if callable(on_tick):
+            if on_tick is not None:
                 on_tick()
             if all(self.joined().values()):
                 return True
             await asyncio.sleep(0.25)
         return False
-
-    def logs_path(self) -> Path:
-        return self.logs_dir

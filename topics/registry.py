@@ -106,7 +106,3 @@ def by_name(name: str) -> Topic[Any]:
         if topic.name == name:
             return topic
     raise KeyError(f"no topic named {name!r}; known: {', '.join(t.name for t in ALL_TOPICS)}")
-
-
-def all_topic_names() -> list[str]:
-    return [t.name for t in ALL_TOPICS] + [DEADLETTER_NAME]
