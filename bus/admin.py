@@ -98,6 +98,8 @@ async def group_lag(bootstrap_servers: str, group_id: str,
     """
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
+    from counterpoint.bus.ends import end_offsets
+
     reader = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, group_id=None,
                               enable_auto_commit=False, client_id="counterpoint-status")
     await reader.start()
@@ -107,7 +109,7 @@ async def group_lag(bootstrap_servers: str, group_id: str,
                       for p in sorted(reader.partitions_for_topic(t) or ())]
         if not partitions:
             return []
-        ends = await reader.end_offsets(partitions)
+        ends = await end_offsets(reader, partitions)
         starts = await reader.beginning_offsets(partitions)
     finally:
         await reader.stop()

@@ -26,6 +26,7 @@ from counterpoint.bus.agent import Agent, Cause, Emit, Hold
 from counterpoint.bus.commits import PartitionOffsets
 from counterpoint.bus.decode import InputLimits, RawRecord
 from counterpoint.bus.delivery import Ack, Delivery, RetryPolicy, settle
+from counterpoint.bus.ends import end_offsets
 from counterpoint.bus.errors import TooLarge
 
 log = logging.getLogger(__name__)
@@ -348,12 +349,15 @@ async def tail(config: KafkaConfig, topics: Sequence[str], *, from_beginning: bo
         await consumer.topics()  # refreshes metadata so partitions_for_topic is filled
         partitions = [TopicPartition(t, p) for t in topics
                       for p in sorted(consumer.partitions_for_topic(t) or ())]
+        ends = await end_offsets(consumer, partitions) if not (follow and from_beginning) else {}
         consumer.assign(partitions)
         if from_beginning:
             await consumer.seek_to_beginning(*partitions)
         else:
-            await consumer.seek_to_end(*partitions)
-        ends = await consumer.end_offsets(partitions) if not follow else {}
+            for tp, offset in ends.items():
+                consumer.seek(tp, offset)
+        if follow:
+            ends = {}
         while True:
             if not follow and await _all_read(consumer, ends):
                 return
