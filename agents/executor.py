@@ -1,0 +1,40 @@
+"""Executor: the only agent with side effects. Runs approved actions against the business systems.
+
+Consumes: approvals.decided (ApprovalDecision) — by a person, by policy (low risk), or expiry
+Emits:    actions.executed (ActionExecuted) — succeeded / failed, or skipped for an action
+          whose first decision was denied or expired (it never runs)
+
+Each decision is settled by `ActionLedger.settle` in one database transaction: the first
+decision recorded for an action id wins, and the action's outcome is recorded with its effect,
+so an action id has one effect however often its approval is delivered or published. The
+outcome event's id derives from the action id, so every copy of it has the same id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from typing import Any
+
+from counterpoint.agents.context import AgentContext
+from counterpoint.agents.tools.actions import ActionLedger
+from counterpoint.bus.agent import Agent, Emit, Incoming
+from counterpoint.schemas.approvals import ApprovalDecision
+from counterpoint.topics.registry import ACTIONS_EXECUTED, APPROVALS_DECIDED, Topic
+
+CONSUMES: tuple[Topic[Any], ...] = (APPROVALS_DECIDED,)
+EMITS: tuple[Topic[Any], ...] = (ACTIONS_EXECUTED,)
+
+
+def build(ctx: AgentContext) -> Agent:
+    agent = Agent("executor", emits=EMITS)
+    ledger = ActionLedger(ctx.store.path, executed_by=f"executor pid {os.getpid()}")
+
+    @agent.handles(APPROVALS_DECIDED)
+    async def on_decision(event: Incoming[ApprovalDecision]) -> list[Emit]:
+        d = event.data
+        executed = await asyncio.to_thread(ledger.settle, d)
+        return [Emit(ACTIONS_EXECUTED, executed, key=d.request_id, tag="executed",
+                     derive_from=d.approval_id, subject=d.source_id)]
+
+    return agent
