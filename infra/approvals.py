@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
+from pydantic import BaseModel
+
 from counterpoint.bus import tracing
 from counterpoint.bus.decode import RawRecord
 from counterpoint.bus.kafka import KafkaConfig, tail
@@ -228,3 +230,45 @@ async def read_book(config: KafkaConfig,
         async for record in stream:
             book.apply(record)
     return book
+
+
+# --- what the gateway shows ----------------------------------------------------------------
+
+
+class DecisionView(BaseModel):
+    decision: str
+    by: str
+    via: str
+    reason: str
+    at: str | None
+
+
+class ExecutionView(BaseModel):
+    outcome: str
+    detail: str
+    by: str
+    at: str | None
+
+
+class ActionView(BaseModel):
+    """One proposed action of a request: proposed -> decided (by whom) -> executed."""
+
+    approval_id: str
+    request_id: str
+    source_id: str
+    action: str
+    target: str
+    risk: str
+    state: State
+    needs_approval: bool
+    requested_at: str | None
+    expires_at: str | None
+    reason: str | None
+    decision: DecisionView | None
+    later_decisions_ignored: int
+    escalated: str | None
+    executed: ExecutionView | None
+
+    @classmethod
+    def of(cls, item: ActionRecord) -> ActionView:
+        return cls.model_validate(item.as_json())
