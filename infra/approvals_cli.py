@@ -97,7 +97,7 @@ def render_actions(items: list[ActionRecord]) -> RenderableType:
             if a.requested is not None:
                 decided += f" (expires {_ago(a.requested.expires_at)})"
         else:
-            decided = f"{d.decision} by {d.decided_by} ({d.via}) at {d.decided_at:%H:%M:%S}"
+            decided = f"{d.decision} by {d.decided_by} at {d.decided_at:%H:%M:%S}"
             if d.reason:
                 decided += f": {d.reason}"
             if a.ignored:
