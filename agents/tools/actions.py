@@ -155,28 +155,35 @@ class ActionLedger:
     def __init__(self, path: Path, executed_by: str = "executor") -> None:
         self.path = path
         self.executed_by = executed_by
-        # Autocommit mode: transactions are opened explicitly with BEGIN IMMEDIATE, so two
-        # executor processes settling one action serialise instead of both reading "not run".
-        self._db = sqlite3.connect(path, timeout=30.0, isolation_level=None,
-                                   check_same_thread=False)
         self._lock = threading.Lock()
-        self._db.executescript(_SCHEMA)
 
-    def close(self) -> None:
-        self._db.close()
+    @contextmanager
+    def _connection(self) -> Iterator[sqlite3.Connection]:
+        # A connection per use, never kept: agents starting together may each publish the
+        # seeded database (BusinessStore.open replaces the file), and a kept connection would
+        # go on writing to the replaced file. Autocommit mode: transactions are opened with
+        # BEGIN IMMEDIATE, so two executors settling one action serialise instead of both
+        # reading "not run yet".
+        db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
+        try:
+            db.executescript(_SCHEMA)
+            yield db
+        finally:
+            db.close()
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
         with self._lock:
             try:
-                self._db.execute("BEGIN IMMEDIATE")
-                try:
-                    yield self._db
-                    self._db.execute("COMMIT")
-                except BaseException:
-                    if self._db.in_transaction:
-                        self._db.execute("ROLLBACK")
-                    raise
+                with self._connection() as db:
+                    db.execute("BEGIN IMMEDIATE")
+                    try:
+                        yield db
+                        db.execute("COMMIT")
+                    except BaseException:
+                        if db.in_transaction:
+                            db.execute("ROLLBACK")
+                        raise
             except sqlite3.OperationalError as exc:  # locked for longer than the timeout
                 raise TransientError(f"business database busy: {exc}") from exc
 
@@ -231,6 +238,6 @@ class ActionLedger:
 
     def outcomes(self) -> dict[str, tuple[str, str]]:
         """action id -> (outcome, detail): what has run, for tests and inspection."""
-        with self._lock:
-            rows = self._db.execute("SELECT action_id, outcome, detail FROM executed_actions")
+        with self._lock, self._connection() as db:
+            rows = db.execute("SELECT action_id, outcome, detail FROM executed_actions")
             return {aid: (outcome, detail) for aid, outcome, detail in rows.fetchall()}
