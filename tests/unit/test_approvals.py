@@ -381,3 +381,45 @@ def test_envelope_of_a_persons_decision_names_its_request(tmp_path: Path) -> Non
     env = Envelope.from_headers(record.headers)
     assert env is not None and env.id == event_id and env.request_id == "req-9"
     assert record.key == b"req-9"
+
+
+async def test_a_policy_approval_of_a_risky_action_is_dead_lettered_not_run(
+        tmp_path: Path) -> None:
+    ctx = _ctx(tmp_path)
+    bus = MemoryBus()
+    bus.add(build("executor", ctx))
+    forged = ApprovalDecision(
+        approval_id="act-9", request_id="req-9", source_id="T-9",
+        action=ActionSpec(action="refund", target="C-42", risk="low"), decision="approved",
+        decided_by="policy", via="policy", decided_at=now())
+    env = Envelope(id="ev-9", source="/somewhere", type=APPROVALS_DECIDED.ce_type, time=now(),
+                   request_id="req-9")
+    await bus.publish(APPROVALS_DECIDED.name, forged.model_dump_json().encode(), key=b"req-9",
+                      headers=env.to_headers())
+    await bus.run_until_idle()
+    (letter,) = bus.records(DEADLETTER_NAME)
+    headers = dict(letter.headers)
+    assert b"policy-violation" in b" ".join(headers.values())
+    assert bus.records(ACTIONS_EXECUTED.name) == []
+    assert _payment_status(tmp_path, "PAY-88122") == "succeeded"
+
+
+def test_approval_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pydantic import ValidationError
+
+    from counterpoint.infra.settings import Settings
+
+    monkeypatch.setenv("COUNTERPOINT_ACTION_RISK", '{"restart_service": "high"}')
+    monkeypatch.setenv("COUNTERPOINT_APPROVAL_THRESHOLD", "medium")
+    monkeypatch.setenv("COUNTERPOINT_APPROVAL_TTL_S", "90")
+    policy = Settings().approval_policy()
+    assert policy.risk_of("restart_service") == "high" and policy.risk_of("refund") == "high"
+    assert policy.risk_of("unlock_account") == "medium" and policy.threshold == "medium"
+    assert policy.ttl == timedelta(seconds=90)
+    monkeypatch.setenv("COUNTERPOINT_ACTION_RISK", '{"refund": "urgent"}')
+    with pytest.raises(ValidationError, match="refund='urgent'"):
+        Settings()
+    monkeypatch.setenv("COUNTERPOINT_ACTION_RISK", "")
+    monkeypatch.setenv("COUNTERPOINT_APPROVAL_THRESHOLD", "sometimes")
+    with pytest.raises(ValidationError, match="approval_threshold"):
+        Settings()
