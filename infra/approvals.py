@@ -11,6 +11,7 @@ decision and the person, so the same person sending the same decision twice is o
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Sequence
 from contextlib import aclosing
 from dataclasses import dataclass, field
@@ -104,9 +105,11 @@ def _iso(moment: datetime | None) -> str | None:
 class ApprovalBook:
     """Every action seen on the approval topics, by approval id."""
 
-    def __init__(self) -> None:
-        self.actions: dict[str, ActionRecord] = {}
-        self._seen: set[str] = set()  # event ids: a redelivered copy is folded in once
+    def __init__(self, max_actions: int = 200_000) -> None:
+        self.actions: OrderedDict[str, ActionRecord] = OrderedDict()
+        # Event ids: a redelivered copy is folded in once. Each action has a few events.
+        self._seen: OrderedDict[str, None] = OrderedDict()
+        self._max = max_actions  # a long-running gateway forgets the oldest beyond this
 
     def apply(self, record: RawRecord) -> bool:
         """Fold one record in; False when it is not an approval event or is a copy."""
@@ -116,7 +119,9 @@ class ApprovalBook:
             return False
         if envelope.id in self._seen:
             return False
-        self._seen.add(envelope.id)
+        self._seen[envelope.id] = None
+        while len(self._seen) > 8 * self._max:
+            self._seen.popitem(last=False)
         event = topic.decode(record.value)
         item = self._entry(event.approval_id if not isinstance(event, ActionExecuted)
                            else event.action_id, event.request_id, event.source_id, event.action)
@@ -141,6 +146,8 @@ class ApprovalBook:
         item = self.actions.get(aid)
         if item is None:
             item = self.actions[aid] = ActionRecord(aid, request_id, source_id, action)
+            while len(self.actions) > self._max:
+                self.actions.popitem(last=False)
         return item
 
     def pending(self) -> list[ActionRecord]:
