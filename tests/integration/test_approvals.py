@@ -1,4 +1,5 @@
-"""Human approval end to end: real agent processes on the test broker, decisions from the CLI.
+"""Human approval end to end: real agent processes on the test broker, decisions from the CLI
+(and one through the real gateway process).
 
 A high-risk action waits; `counterpoint approve` (the real command, as a subprocess) approves
 it; the executor runs it once even when the approval event is published twice; the request's
@@ -14,17 +15,20 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import orjson
 import pytest
 
 from counterpoint.agents.catalog import AGENT_NAMES
 from counterpoint.bus.admin import group_lag
 from counterpoint.bus.decode import RawRecord
+from counterpoint.infra.broker import free_port
 from counterpoint.infra.demo import example
 from counterpoint.infra.processes import Supervisor
 from counterpoint.schemas.envelope import Envelope, derive_event_id, new_event_id, now
@@ -208,6 +212,71 @@ async def test_denied_action_never_runs(stack: AgentStack) -> None:
                             ).fetchone()[0] == "locked"
         assert conn.execute("SELECT outcome FROM executed_actions WHERE action_id = ?",
                             (unlock,)).fetchone()[0] == "skipped"
+
+
+@pytest.fixture
+def gateway(stack: AgentStack) -> Iterator[str]:
+    """`counterpoint gateway` as its own process against the stack's broker."""
+    port = free_port()
+    log = stack.home / f"gateway-{port}.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen([EXE, "gateway", "--port", str(port)],
+                                env={k: v for k, v in stack.env.items()
+                                     if k != "COUNTERPOINT_API_TOKEN"},
+                                stdout=out, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(int(WAIT_S * 5)):
+            assert proc.poll() is None, log.read_text()
+            try:
+                if httpx.get(url + "/healthz", timeout=2).json()["broker_readable"]:
+                    break
+            except httpx.TransportError:
+                pass
+            time.sleep(0.2)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+async def test_approved_through_the_gateway_and_its_record_shows_what_ran(
+        stack: AgentStack, gateway: str) -> None:
+    rid = await publish_ticket(stack.bootstrap)
+    unlock = await approval_id(stack.bootstrap, rid, "unlock_account")
+    async with httpx.AsyncClient(base_url=gateway, timeout=30) as http:
+        for _ in range(int(WAIT_S * 4)):  # until the gateway's reader has seen the approval
+            # A denial without a reason: 404 while unknown, then 422, and nothing published.
+            r = await http.post(f"/v1/approvals/{unlock}", json={"decision": "deny"})
+            if r.status_code != 404:
+                break
+            await asyncio.sleep(0.25)
+        assert r.status_code == 422, r.text
+        assert r.json()["fields"] == [{"field": "reason", "problem": "a denial needs a reason"}]
+        r = await http.post("/v1/approvals/not-an-approval", json={"decision": "approve"})
+        assert r.status_code == 404, r.text
+        r = await http.post(f"/v1/approvals/{unlock}", json={"decision": "approve",
+                                                             "by": "erin"})
+        assert r.status_code == 202, r.text
+        status_url = r.json()["status_url"]
+        shown: dict[str, Any] = {}
+        for _ in range(int(WAIT_S * 4)):
+            body = (await http.get(status_url)).json()
+            shown = {a["action"]: a for a in body["actions"]}
+            if shown.get("unlock_account", {}).get("executed"):
+                break
+            await asyncio.sleep(0.25)
+        unlocked = shown["unlock_account"]
+        assert unlocked["decision"]["by"] == "erin" and unlocked["state"] == "approved"
+        assert unlocked["executed"]["outcome"] == "succeeded", unlocked
+        assert shown["refund"]["state"] == "pending" and shown["refund"]["executed"] is None
+        r = await http.post(f"/v1/approvals/{unlock}", json={"decision": "deny",
+                                                             "reason": "changed my mind"})
+        assert r.status_code == 409 and "already approved by erin" in r.json()["error"]
 
 
 async def test_undecided_approval_expires_and_escalates(stack: AgentStack) -> None:
