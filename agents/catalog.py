@@ -5,7 +5,16 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Final
 
-from counterpoint.agents import account, billing, infrastructure, knowledge, synthesis, triage
+from counterpoint.agents import (
+    account,
+    approvals,
+    billing,
+    executor,
+    infrastructure,
+    knowledge,
+    synthesis,
+    triage,
+)
 from counterpoint.agents.context import AgentContext
 from counterpoint.bus.agent import Agent
 
@@ -16,6 +25,8 @@ BUILDERS: Final[dict[str, Callable[[AgentContext], Agent]]] = {
     "infrastructure": infrastructure.build,
     "knowledge": knowledge.build,
     "synthesis": synthesis.build,
+    "approvals": approvals.build,
+    "executor": executor.build,
 }
 AGENT_NAMES: Final = tuple(BUILDERS)
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Final
 
+from counterpoint.agents.approval_policy import ApprovalPolicy
 from counterpoint.agents.llm.provider import LLMProvider
 from counterpoint.agents.tools.business import BusinessStore
 
@@ -28,6 +29,8 @@ class AgentContext:
     # restart replays its findings before the deadline can fire.
     synthesis_replay_grace: timedelta = timedelta(seconds=2)
     models: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_MODELS))
+    # Which proposed actions wait for a person (risk table, threshold, time to decide).
+    approvals: ApprovalPolicy = field(default_factory=ApprovalPolicy)
 
     def model_for(self, agent: str) -> str:
         return self.models.get(agent, DEFAULT_MODEL)

@@ -4,6 +4,8 @@ Consumes: triage.decisions (TriageDecision) — the plan: which investigations t
           investigation.findings (Finding) — one per investigation (fan-in)
 Emits:    synthesis.results (Result) — `complete`, or `partial` naming what is missing when
           the plan's deadline passes first
+          approvals.requested / approvals.decided — with the result: each proposed action
+          waits for a person or is approved by policy (agents/approval_policy.py)
 
 Both inputs are keyed by request id with equal partition counts and this agent uses the range
 assignor, so one request's plan and findings meet in one process. Findings may arrive before
@@ -24,6 +26,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from counterpoint.agents import approval_policy
 from counterpoint.agents.context import AgentContext
 from counterpoint.agents.llm.outputs import Composition
 from counterpoint.agents.llm.provider import LLMRequest, quote
@@ -39,7 +42,7 @@ from counterpoint.topics.registry import (
 )
 
 CONSUMES: tuple[Topic[Any], ...] = (TRIAGE_DECISIONS, INVESTIGATION_FINDINGS)
-EMITS: tuple[Topic[Any], ...] = (SYNTHESIS_RESULTS,)
+EMITS: tuple[Topic[Any], ...] = (SYNTHESIS_RESULTS, *approval_policy.EMITS)
 
 SYSTEM = (
     "You write the final answer for a request from its investigators' findings: a customer "
@@ -133,13 +136,15 @@ def build(ctx: AgentContext) -> Agent:
             status="partial" if missing else "complete", missing=missing,
             findings=[FindingRef(task_id=f.task_id, skill=f.skill, focus=f.focus, agent=f.agent,
                                  summary=f.summary, facts=f.facts) for f in findings],
-            proposed_actions=answer.output.proposed_actions, customer=customer,
+            proposed_actions=ctx.approvals.govern(answer.output.proposed_actions),
+            customer=customer,
             generation=answer.generation, usage=sum(by_step.values(), Usage()),
             usage_by_step=by_step, completed_at=datetime.now(UTC),
         )
         assert p.cause is not None
         return [Emit(SYNTHESIS_RESULTS, result, key=d.request_id, tag="result",
-                     derive_from=p.cause.event_id, subject=d.subject.source_id)]
+                     derive_from=p.cause.event_id, subject=d.subject.source_id),
+                *ctx.approvals.emits(result, derive_from=p.cause.event_id)]
 
     async def complete(p: Pending, event: Incoming[Any]) -> list[Emit]:
         """Compose, then release every held input once the result is acknowledged."""

@@ -503,6 +503,10 @@ def build_parser() -> argparse.ArgumentParser:
                        "local processes running it")
     s.add_argument("--json", action="store_true", help="one JSON object")
     s.set_defaults(func=cmd_status)
+
+    from counterpoint.infra import approvals_cli
+
+    approvals_cli.add_parsers(sub)  # approvals, approve, deny, request
     return p
 
 

@@ -1,7 +1,8 @@
 """`counterpoint demo`: the main job end to end, shown as it happens.
 
 Starts the stack, publishes the dual-intent ticket and an Alertmanager alert, shows live
-progress per request, prints both results and their trace trees, and shuts everything down.
+progress per request, prints both results, approves their risky actions itself (saying so) and
+shows what the executor ran, prints the trace trees, and shuts everything down.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from rich.table import Table
 
 from counterpoint.agents.catalog import AGENT_NAMES
 from counterpoint.agents.llm.routing import models_by_agent
+from counterpoint.infra.demo_approvals import approve_and_show
 from counterpoint.infra.progress import Progress, end_live_line, show_progress
 from counterpoint.infra.publishing import Kind, publish
 from counterpoint.infra.settings import Settings
@@ -77,6 +79,7 @@ async def run_demo(settings: Settings, console: Console, timeout_s: float = 120.
                 tracked.append(Progress(receipt.request_id, f"{kind} {receipt.source_id}",
                                         started))
             ok = await show_progress(console, stack.settings.kafka(), tracked, timeout_s)
+            acted = ok and await approve_and_show(console, stack.settings.kafka(), tracked)
             await asyncio.sleep(0.6)  # agents export spans every 200 ms
             for p in tracked:
                 spans = spans_for_request(load_spans(default_traces_dir(settings.home)),
@@ -89,6 +92,9 @@ async def run_demo(settings: Settings, console: Console, timeout_s: float = 120.
             console.print(Rule("shutting down"))
         if not ok:
             console.print(f"[red]not every request finished within {timeout_s:.0f}s[/red]")
+            return 1
+        if not acted:
+            console.print("[red]not every proposed action was decided and run in time[/red]")
             return 1
         console.print("done: both requests answered; `counterpoint trace REQUEST_ID` redraws "
                       "a trace.")

@@ -3,7 +3,9 @@
     POST /v1/tickets                 a ticket, as `counterpoint publish ticket` takes it
     POST /v1/alerts/alertmanager     the body Prometheus Alertmanager's webhook receiver sends
     POST /v1/events                  one CloudEvent in structured JSON mode (see `event_kind`)
-    GET  /v1/requests/{request_id}   status, the steps done so far, and the result
+    GET  /v1/requests/{request_id}   status, the steps done so far, the result, and each
+                                     proposed action: decided by whom, what ran
+    POST /v1/approvals/{approval_id} approve or deny an action waiting for a person
     GET  /healthz, /openapi.json, /docs   always open
 
 Bodies are validated by the same models as the CLI; what is published is the body exactly as
@@ -33,6 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from counterpoint.bus.decode import InputLimits, parse_json
 from counterpoint.bus.errors import TooDeep
 from counterpoint.bus.kafka import KafkaConfig
+from counterpoint.infra.approvals import ActionView
 from counterpoint.infra.gateway_state import (
     BrokerUnavailable,
     Publisher,
@@ -88,6 +91,7 @@ class RequestStatus(BaseModel):
     status: Status
     steps: list[Step]
     result: Result | None
+    actions: list[ActionView] = Field(default_factory=list)
 
 
 class CloudEvent(BaseModel):
@@ -336,7 +340,14 @@ def create_app(config: KafkaConfig, *, token: str | None = None,
                            [FieldProblem(field="request_id", problem="unknown")])
         return RequestStatus(request_id=request_id, status=status_of(progress),
                              steps=[Step(**s) for s in steps_of(progress)],
-                             result=progress.result)
+                             result=progress.result,
+                             actions=[ActionView.of(a) for a in index.book.for_request(request_id)])
+
+    from counterpoint.infra.gateway_approvals import add_approval_routes
+
+    add_approval_routes(app, book=index.book, publisher=publisher, tracker=tracker, track=track,
+                        secured=secured, errors=errors, api_error=ApiError,
+                        field_problem=FieldProblem)
 
     @app.get("/healthz", summary="Liveness, and whether the progress reader reaches the broker")
     async def healthz() -> dict[str, Any]:

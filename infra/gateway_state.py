@@ -21,6 +21,7 @@ from typing import Any, Literal
 from counterpoint.bus.admin import broker_reachable
 from counterpoint.bus.decode import RawRecord
 from counterpoint.bus.kafka import KafkaConfig, Producer, is_kafka_error, tail
+from counterpoint.infra.approvals import APPROVAL_TOPICS, ApprovalBook
 from counterpoint.infra.progress import WATCHED, Progress
 from counterpoint.schemas.envelope import Envelope
 
@@ -83,6 +84,7 @@ class RequestIndex:
     def __init__(self, max_tracked: int = 100_000) -> None:
         self._items: OrderedDict[str, Progress] = OrderedDict()
         self._max = max_tracked
+        self.book = ApprovalBook()  # proposed actions, decisions and outcomes, by approval id
 
     def __len__(self) -> int:
         return len(self._items)
@@ -104,6 +106,9 @@ class RequestIndex:
         try:
             envelope = Envelope.from_headers(record.headers)
             if envelope is None or record.value is None:
+                return
+            if any(record.topic == t.name for t in APPROVAL_TOPICS):
+                self.book.apply(record)
                 return
             self._entry(envelope.request_id, envelope.subject or "").apply(record)
         except Exception:  # a record the agents would dead-letter: not ours to judge here
@@ -174,7 +179,8 @@ class Tracker:
             # Probe first: a reader that fails to start would leave its consumer unclosed.
             if await broker_reachable(self.config.bootstrap_servers, timeout_s=2.0):
                 try:
-                    async with aclosing(tail(self.config, [t.name for t in WATCHED],
+                    async with aclosing(tail(self.config,
+                                             [t.name for t in (*WATCHED, *APPROVAL_TOPICS)],
                                              follow=True, idle_timeout_s=0.5)) as stream:
                         self.connected = True
                         backoff = 0.5

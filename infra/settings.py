@@ -21,6 +21,12 @@
     COUNTERPOINT_FALLBACK_MODEL      model asked when an agent's model is overloaded; unset =
                                      haiku and sonnet stand in for each other; `none` = none
     COUNTERPOINT_LLM_TIMEOUT_S       seconds one Claude call may take (60)
+    COUNTERPOINT_APPROVAL_THRESHOLD  actions above this risk wait for a person: none (all
+                                     wait), low (default), medium, high (none waits)
+    COUNTERPOINT_APPROVAL_TTL_S      seconds an approval waits before it expires and
+                                     escalates (3600)
+    COUNTERPOINT_ACTION_RISK         risk per action kind over the defaults, as a JSON object
+                                     ({"restart_service": "high"}) or the path of a JSON file
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from __future__ import annotations
 import os
 from datetime import timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -35,6 +42,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from counterpoint.bus.decode import InputLimits
 from counterpoint.bus.delivery import RetryPolicy
 from counterpoint.bus.kafka import KafkaConfig
+
+if TYPE_CHECKING:
+    from counterpoint.agents.approval_policy import ApprovalPolicy
 
 
 class Settings(BaseSettings):
@@ -61,6 +71,19 @@ class Settings(BaseSettings):
     anthropic_base_url: str | None = Field(default=None, validation_alias="ANTHROPIC_BASE_URL")
     fallback_model: str | None = None
     llm_timeout_s: float = Field(default=60.0, gt=0, le=600)
+    approval_threshold: Literal["none", "low", "medium", "high"] = "low"
+    approval_ttl_s: float = Field(default=3600.0, gt=0)
+    action_risk: str | None = None
+
+    @field_validator("action_risk")
+    @classmethod
+    def _risk_table(cls, v: str | None) -> str | None:
+        from counterpoint.agents.approval_policy import parse_risk_table
+
+        if v is None or not v.strip():
+            return None
+        parse_risk_table(v)  # a bad table fails at start-up, naming the problem
+        return v
 
     @field_validator("kafka_bootstrap_servers", "anthropic_api_key", "anthropic_base_url",
                      "fallback_model")
@@ -96,6 +119,13 @@ class Settings(BaseSettings):
     @property
     def synthesis_deadline(self) -> timedelta:
         return timedelta(seconds=self.synthesis_deadline_s)
+
+    def approval_policy(self) -> ApprovalPolicy:
+        from counterpoint.agents.approval_policy import ApprovalPolicy, parse_risk_table
+
+        overrides = parse_risk_table(self.action_risk) if self.action_risk else None
+        return ApprovalPolicy.configured(overrides, self.approval_threshold,
+                                         timedelta(seconds=self.approval_ttl_s))
 
     def models(self) -> dict[str, str]:
         from counterpoint.agents.context import DEFAULT_MODELS

@@ -13,6 +13,12 @@ from typing import Any, Final, Generic, Literal, TypeVar
 
 from pydantic import TypeAdapter
 
+from counterpoint.schemas.approvals import (
+    ActionExecuted,
+    ApprovalDecision,
+    ApprovalEscalated,
+    ApprovalRequested,
+)
 from counterpoint.schemas.events import (
     Alert,
     Finding,
@@ -76,6 +82,26 @@ SYNTHESIS_RESULTS: Final[Topic[Result]] = _topic(
     description="Final reply or runbook per request",
 )
 
+# Human approval and execution (schemas/approvals.py). Keyed by request id with equal partition
+# counts, so the approval desk (range assignor) sees one request's approvals and decisions in
+# one process, in log order: the first decision in the log is the one that counts.
+APPROVALS_REQUESTED: Final[Topic[ApprovalRequested]] = _topic(
+    "approvals.requested", "counterpoint.approval.requested", ApprovalRequested,
+    key="request_id", description="Proposed actions above the risk threshold, waiting for a person",
+)
+APPROVALS_DECIDED: Final[Topic[ApprovalDecision]] = _topic(
+    "approvals.decided", "counterpoint.approval.decided", ApprovalDecision, key="request_id",
+    description="Approved, denied or expired; by a person, by policy (low risk) or by expiry",
+)
+APPROVALS_ESCALATED: Final[Topic[ApprovalEscalated]] = _topic(
+    "approvals.escalated", "counterpoint.approval.escalated", ApprovalEscalated,
+    key="request_id", description="Approvals nobody decided before they expired",
+)
+ACTIONS_EXECUTED: Final[Topic[ActionExecuted]] = _topic(
+    "actions.executed", "counterpoint.action.executed", ActionExecuted, key="request_id",
+    description="What the executor did with each decided action, and the outcome",
+)
+
 SKILLS: Final[tuple[Skill, ...]] = ("billing", "account", "infrastructure", "knowledge")
 
 # One task topic per skill, keyed by task id: each skill scales as its own consumer group and
@@ -95,6 +121,10 @@ ALL_TOPICS: Final[tuple[Topic[Any], ...]] = (
     *TASKS.values(),
     INVESTIGATION_FINDINGS,
     SYNTHESIS_RESULTS,
+    APPROVALS_REQUESTED,
+    APPROVALS_DECIDED,
+    APPROVALS_ESCALATED,
+    ACTIONS_EXECUTED,
 )
 
 # The dead-letter topic holds original bytes of any topic, so it has no event type.

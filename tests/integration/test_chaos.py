@@ -94,16 +94,18 @@ async def _publish(bootstrap: str, inputs: list[tuple[str, bytes, str]]) -> set[
 
 async def _kill(supervisor: Supervisor, stop: asyncio.Event,
                 rng: random.Random) -> Counter[str]:
-    """Every agent type in turn (shuffled), a random live process of it each time."""
+    """Every agent type in turn (shuffled), a random live process of it each time; after
+    `stop`, only until every type has been killed once (eight types may outlast the
+    publishing)."""
     kills: Counter[str] = Counter()
     order: list[str] = []
-    while not stop.is_set():
+    while not stop.is_set() or set(kills) != set(AGENT_NAMES):
         await asyncio.sleep(rng.uniform(*KILL_EVERY_S))
         if not order:
             order = rng.sample(AGENT_NAMES, len(AGENT_NAMES))
         name = order.pop()
         alive = [p for p in supervisor.processes if p.alive and p.name == name]
-        if not alive or stop.is_set():
+        if not alive or (stop.is_set() and name in kills):
             continue
         victim = rng.choice(alive)
         victim.popen.send_signal(signal.SIGKILL)

@@ -1,0 +1,128 @@
+"""Which proposed actions wait for a person: risk per action kind, and a threshold.
+
+Risk comes from configuration, never from the model: a table of action kinds (DEFAULT_RISK,
+overridable with COUNTERPOINT_ACTION_RISK) and a kind nobody configured is high risk, so an
+action a model invents can never run without a person. Actions above the threshold
+(COUNTERPOINT_APPROVAL_THRESHOLD, default `low`) go to `approvals.requested` and wait; the
+others are approved by policy on `approvals.decided` at once.
+
+Synthesis calls `emits` with its result; the ids of what it returns derive from the same event
+as the result's, so a recomposed result re-emits the same approvals (and consumers dedupe).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, Final, Literal
+
+import orjson
+
+from counterpoint.bus.agent import Emit
+from counterpoint.schemas.approvals import (
+    RISKS,
+    ActionSpec,
+    ApprovalDecision,
+    ApprovalRequested,
+    Risk,
+    action_id,
+)
+from counterpoint.schemas.envelope import now
+from counterpoint.schemas.events import ProposedAction, Result
+from counterpoint.topics.registry import APPROVALS_DECIDED, APPROVALS_REQUESTED, Topic
+
+EMITS: Final[tuple[Topic[Any], ...]] = (APPROVALS_REQUESTED, APPROVALS_DECIDED)
+
+Threshold = Literal["none", "low", "medium", "high"]
+
+DEFAULT_RISK: Final[Mapping[str, Risk]] = {
+    "send_password_reset": "low",
+    "unlock_account": "medium",
+    "restart_service": "medium",
+    "refund": "high",
+    "refund_invoice": "high",
+    "rollback_deploy": "high",
+}
+UNKNOWN_RISK: Final[Risk] = "high"
+POLICY: Final = "policy"
+
+
+def parse_risk_table(text: str) -> dict[str, Risk]:
+    """COUNTERPOINT_ACTION_RISK: a JSON object `{"refund": "medium", ...}`, or the path of a
+    file holding one. Raises ValueError saying what is wrong."""
+    text = text.strip()
+    if not text.startswith("{"):
+        path = Path(text).expanduser()
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ValueError(f"neither a JSON object nor a readable file: {path}: "
+                             f"{exc.strerror}") from exc
+    try:
+        table = orjson.loads(text)
+    except orjson.JSONDecodeError as exc:
+        raise ValueError(f"not valid JSON: {exc}") from exc
+    if not isinstance(table, dict):
+        raise ValueError(f"expected a JSON object of action -> risk, got {type(table).__name__}")
+    bad = {k: v for k, v in table.items() if v not in RISKS}
+    if bad:
+        raise ValueError(f"risk must be one of {', '.join(RISKS)}; got "
+                         + ", ".join(f"{k}={v!r}" for k, v in bad.items()))
+    return {str(k): v for k, v in table.items()}
+
+
+@dataclass(frozen=True)
+class ApprovalPolicy:
+    risks: Mapping[str, Risk] = field(default_factory=lambda: dict(DEFAULT_RISK))
+    # Actions whose risk is above this wait for a person; `none`: every action waits.
+    threshold: Threshold = "low"
+    ttl: timedelta = timedelta(hours=1)
+
+    @classmethod
+    def configured(cls, overrides: Mapping[str, Risk] | None = None, threshold: Threshold = "low",
+                   ttl: timedelta = timedelta(hours=1)) -> ApprovalPolicy:
+        return cls({**DEFAULT_RISK, **(overrides or {})}, threshold, ttl)
+
+    def risk_of(self, action: str) -> Risk:
+        return self.risks.get(action, UNKNOWN_RISK)
+
+    def needs_approval(self, risk: Risk) -> bool:
+        if self.threshold == "none":
+            return True
+        return RISKS.index(risk) > RISKS.index(self.threshold)
+
+    def govern(self, proposed: list[ProposedAction]) -> list[ProposedAction]:
+        """The proposed actions with their configured risk in place of the provider's."""
+        return [p.model_copy(update={"risk": self.risk_of(p.action)}) for p in proposed]
+
+    def emits(self, result: Result, derive_from: str) -> list[Emit]:
+        """One approval request per action above the threshold, one policy approval per other."""
+        out: list[Emit] = []
+        at = now()
+        for proposed in result.proposed_actions:
+            risk = self.risk_of(proposed.action)
+            spec = ActionSpec(action=proposed.action, target=proposed.target, risk=risk)
+            aid = action_id(result.request_id, spec.action, spec.target)
+            if self.needs_approval(risk):
+                above = ("every action needs approval" if self.threshold == "none" else
+                         f"above the approval threshold ({self.threshold})")
+                request = ApprovalRequested(
+                    approval_id=aid, request_id=result.request_id, source_id=result.source_id,
+                    action=spec, reason=f"{spec.action} on {spec.target} is {risk} risk, "
+                    f"{above}; proposed for: {result.title}", requested_at=at,
+                    expires_at=at + self.ttl)
+                out.append(Emit(APPROVALS_REQUESTED, request, key=result.request_id,
+                                tag=f"approval/{aid}", derive_from=derive_from,
+                                subject=result.source_id))
+            else:
+                decision = ApprovalDecision(
+                    approval_id=aid, request_id=result.request_id, source_id=result.source_id,
+                    action=spec, decision="approved", decided_by=POLICY, via="policy",
+                    reason=f"{risk} risk is not above the approval threshold "
+                    f"({self.threshold})", decided_at=at)
+                out.append(Emit(APPROVALS_DECIDED, decision, key=result.request_id,
+                                tag=f"policy/{aid}", derive_from=derive_from,
+                                subject=result.source_id))
+        return out
