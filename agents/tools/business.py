@@ -433,6 +433,10 @@ def _publish(tmp: Path, path: Path) -> None:
     """Move a finished database into place; whoever gets there first wins, the rest agree."""
     try:
         if path.exists():
+            if _seed_version(path) == SEED_VERSION:
+                # A concurrent opener published it while we built ours; other processes may
+                # already have it open (and the executor writes to it): keep it.
+                return
             os.replace(tmp, path)  # stale version: every builder writes the same bytes
             return
         try:
