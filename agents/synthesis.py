@@ -24,9 +24,18 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from counterpoint.agents.budget import (
+    NO_CALL,
+    BudgetExhausted,
+    budget_note,
+    generate_within,
+    ran_out_steps,
+    synthesis_allowance,
+    unaffordable_text,
+)
 from counterpoint.agents.context import AgentContext
 from counterpoint.agents.llm.outputs import Composition
-from counterpoint.agents.llm.provider import LLMRequest, quote
+from counterpoint.agents.llm.provider import LLMRequest, LLMResponse, quote
 from counterpoint.agents.tools.facts import customer_context
 from counterpoint.bus.agent import Agent, Cause, Emit, Hold, Incoming, Publisher
 from counterpoint.schemas.envelope import now
@@ -118,24 +127,47 @@ def build(ctx: AgentContext) -> Agent:
         if d.subject.customer_id:
             customer = await asyncio.to_thread(customer_context, ctx.store,
                                                d.subject.customer_id, now().date())
+        history = await asyncio.to_thread(ctx.outcomes.recall,
+                                          customer_id=d.subject.customer_id,
+                                          service=d.subject.service, exclude=d.request_id)
         kind = "reply" if d.subject.kind == "ticket" else "runbook"
-        answer = await ctx.provider.generate(LLMRequest(
+        spent = d.usage.cost_usd + sum(f.usage.cost_usd for f in findings)
+        answer = await generate_within(ctx.provider, LLMRequest(
             task=f"synthesis.{kind}", system=SYSTEM, output=Composition,
             content=quote(d.subject.kind, d.subject.text) + "\n" +
             "\n".join(f"[{f.skill}/{f.focus}] {f.summary}" for f in findings),
             context={"subject": d.subject, "findings": findings, "missing": missing,
-                     "customer": customer, "priority": d.priority}), model=model)
-        by_step = {"triage": d.usage, **{f"{f.skill}:{f.focus}": f.usage for f in findings},
-                   "synthesis": answer.usage}
+                     "customer": customer, "priority": d.priority, "history": history}),
+            model=model, limit_usd=synthesis_allowance(d.budget, spent))
+        if isinstance(answer, BudgetExhausted):
+            answer = LLMResponse(Composition(
+                text=unaffordable_text(kind, [f"{f.skill}: {f.summary}" for f in findings]),
+                priority=d.priority), Usage(), NO_CALL)
+        steps: dict[str, TriageDecision | Finding] = {
+            "triage": d, **{f"{f.skill}:{f.focus}": f for f in findings}}
+        by_step = {**{step: e.usage for step, e in steps.items()}, "synthesis": answer.usage}
+        ran_out = ran_out_steps(d.budget, [s for s, f in steps.items()
+                                           if isinstance(f, Finding) and f.budget_ran_out],
+                                answer.generation == NO_CALL)
+        budget = d.budget.model_copy(update={
+            "spent_usd": spent + answer.usage.cost_usd, "allowance_usd": None,
+            "ran_out": ran_out}) if d.budget else None
+        text = answer.output.text + (f"\n\n{budget_note(budget)}" if budget and ran_out else "")
         result = Result(
             request_id=d.request_id, source_id=d.subject.source_id, kind=kind,
-            title=d.subject.title, text=answer.output.text, priority=answer.output.priority,
-            status="partial" if missing else "complete", missing=missing,
+            title=d.subject.title, text=text, priority=answer.output.priority,
+            status="partial" if missing or ran_out else "complete",
+            missing=missing + (["budget"] if ran_out else []),
             findings=[FindingRef(task_id=f.task_id, skill=f.skill, focus=f.focus, agent=f.agent,
-                                 summary=f.summary, facts=f.facts) for f in findings],
+                                 summary=f.summary, facts=f.facts, reused_from=f.reused_from)
+                      for f in findings],
             proposed_actions=answer.output.proposed_actions, customer=customer,
             generation=answer.generation, usage=sum(by_step.values(), Usage()),
             usage_by_step=by_step, completed_at=datetime.now(UTC),
+            models_by_step={**{step: e.generation.model for step, e in steps.items()},
+                            "synthesis": answer.generation.model},
+            budget=budget, history=history, customer_id=d.subject.customer_id,
+            service=d.subject.service,
         )
         assert p.cause is not None
         return [Emit(SYNTHESIS_RESULTS, result, key=d.request_id, tag="result",

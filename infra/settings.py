@@ -21,6 +21,10 @@
     COUNTERPOINT_FALLBACK_MODEL      model asked when an agent's model is overloaded; unset =
                                      haiku and sonnet stand in for each other; `none` = none
     COUNTERPOINT_LLM_TIMEOUT_S       seconds one Claude call may take (60)
+    COUNTERPOINT_PRICES              model prices, JSON or a JSON file (agents/cost.py)
+    COUNTERPOINT_REQUEST_BUDGET_USD  default budget per request (unset = no limit)
+    COUNTERPOINT_REUSE_WINDOW_S      identical investigations within it run once (600)
+    COUNTERPOINT_MEMORY_DB           past outcomes' SQLite file ($COUNTERPOINT_HOME/memory.db)
 """
 
 from __future__ import annotations
@@ -61,6 +65,10 @@ class Settings(BaseSettings):
     anthropic_base_url: str | None = Field(default=None, validation_alias="ANTHROPIC_BASE_URL")
     fallback_model: str | None = None
     llm_timeout_s: float = Field(default=60.0, gt=0, le=600)
+    prices: str | None = None
+    request_budget_usd: float | None = Field(default=None, ge=0)
+    reuse_window_s: float = Field(default=600.0, ge=0)
+    memory_db: Path | None = None
 
     @field_validator("kafka_bootstrap_servers", "anthropic_api_key", "anthropic_base_url",
                      "fallback_model")
@@ -92,6 +100,14 @@ class Settings(BaseSettings):
 
     def limits(self) -> InputLimits:
         return InputLimits(max_bytes=self.max_message_bytes, max_depth=self.max_json_depth)
+
+    @property
+    def memory_path(self) -> Path:
+        return self.memory_db or self.home / "memory.db"
+
+    @property
+    def reuse_window(self) -> timedelta:
+        return timedelta(seconds=self.reuse_window_s)
 
     @property
     def synthesis_deadline(self) -> timedelta:
