@@ -77,7 +77,7 @@ class PriceTable:
         if setting is None or not setting.strip():
             return cls.default()
         text = setting.strip()
-        if not text.startswith("{"):
+        if not text.startswith(("{", "[")):
             try:
                 text = Path(text).read_text(encoding="utf-8")
             except OSError as exc:
