@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from rich.table import Table
 
+from counterpoint.agents.llm.offline import OFFLINE_MODEL
 from counterpoint.schemas.events import Result
 
 
@@ -13,6 +14,8 @@ def usd(amount: float) -> str:
 
 def cost_line(result: Result) -> str:
     line = f"{usd(result.usage.cost_usd)} for {result.usage.calls} model calls"
+    if result.usage.calls and set(result.models_by_step.values()) <= {OFFLINE_MODEL}:
+        line += " (the offline model is free; COUNTERPOINT_PRICES can price it)"
     budget = result.budget
     if budget is not None and budget.limit_usd is not None:
         line += f" — budget {usd(budget.limit_usd)}"
