@@ -29,6 +29,8 @@ from datetime import UTC, datetime, timedelta
 from functools import wraps
 from typing import Final
 
+from opentelemetry import trace
+
 from counterpoint.agents.budget import NO_CALL, BudgetExhausted, metering
 from counterpoint.bus.agent import Emit, Incoming
 from counterpoint.schemas.events import Finding, InvestigationTask, Reused, Subject, Usage
@@ -116,7 +118,13 @@ def reuse_and_budget(cache: FindingCache, agent: str) -> Callable[[TaskHandler],
         async def on_task(event: Incoming[InvestigationTask]) -> Sequence[Emit]:
             task = event.data
             reused = cache.reuse(task)
+            span = trace.get_current_span()
             if reused is not None:
+                if reused.reused_from is not None:
+                    span.set_attribute("counterpoint.reused_from.request_id",
+                                       reused.reused_from.request_id)
+                    span.set_attribute("counterpoint.reused_from.task_id",
+                                       reused.reused_from.task_id)
                 return [Emit(INVESTIGATION_FINDINGS, reused, key=task.request_id,
                              tag=task.task_id)]
             allowance = task.budget.allowance_usd if task.budget else None
@@ -124,6 +132,7 @@ def reuse_and_budget(cache: FindingCache, agent: str) -> Callable[[TaskHandler],
                 with metering(allowance):
                     emits = await handler(event)
             except BudgetExhausted as exc:
+                span.add_event("budget ran out", {"counterpoint.budget.detail": str(exc)})
                 return [Emit(INVESTIGATION_FINDINGS, budget_finding(task, agent, exc),
                              key=task.request_id, tag=task.task_id)]
             for emit in emits:

@@ -20,6 +20,8 @@ from counterpoint.agents.llm.offline import OFFLINE_MODEL
 from counterpoint.agents.outcomes import OutcomeStore, default_memory_path
 from counterpoint.infra.demo import example
 from counterpoint.infra.publishing import publish
+from counterpoint.infra.telemetry import default_traces_dir
+from counterpoint.infra.tracetree import load_spans
 from counterpoint.schemas.events import Result
 from tests.integration.conftest import AgentStack
 from tests.integration.helpers import config, wait_results
@@ -102,6 +104,17 @@ async def test_an_alert_storm_runs_one_investigation_and_fifty_results_cite_it(
             investigations = [u for step, u in result.usage_by_step.items()
                               if step not in ("triage", "synthesis")]
             assert all(u.cost_usd == 0 and u.calls == 0 for u in investigations)
+
+    # The traces agree: 200 task records processed, 196 of them answered by reuse.
+    await asyncio.sleep(1.0)  # agents export spans every 200 ms
+    spans = [s for s in load_spans(default_traces_dir(stack.home))
+             if s.name.startswith("process investigation.tasks.")
+             and s.attributes.get("counterpoint.request_id") in wanted]
+    by_event = {s.attributes["counterpoint.event_id"]: s for s in spans}
+    assert len(by_event) == STORM * 4
+    reused = [s for s in by_event.values()
+              if s.attributes.get("counterpoint.reused_from.request_id") == origin]
+    assert len(reused) == (STORM - 1) * 4
 
 
 async def test_the_second_request_of_a_customer_references_the_first(
