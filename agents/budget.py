@@ -27,6 +27,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Final, TypeVar
 
+from opentelemetry import trace
 from pydantic import BaseModel
 
 from counterpoint.agents.cost import PriceTable
@@ -95,11 +96,17 @@ class MeteredProvider:
         if meter is not None and meter.limit_usd is not None:
             needed = self.prices.estimate(request, self.answering_model(model))
             if needed > meter.left_usd:
+                trace.get_current_span().add_event("budget ran out", {
+                    "counterpoint.llm.task": request.task, "counterpoint.estimate_usd": needed,
+                    "counterpoint.left_usd": max(meter.left_usd, 0.0)})
                 raise BudgetExhausted(needed, meter.left_usd, meter.limit_usd)
         answer = await self.inner.generate(request, model=model)
         cost = self.prices.cost(answer.usage, answer.generation.model)
         if meter is not None:
             meter.spent_usd += cost
+        trace.get_current_span().add_event("llm cost", {
+            "gen_ai.response.model": answer.generation.model, "counterpoint.cost_usd": cost,
+            "counterpoint.llm.task": request.task})
         return LLMResponse(answer.output, answer.usage.model_copy(update={"cost_usd": cost}),
                            answer.generation)
 

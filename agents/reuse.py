@@ -131,8 +131,7 @@ def reuse_and_budget(cache: FindingCache, agent: str) -> Callable[[TaskHandler],
             try:
                 with metering(allowance):
                     emits = await handler(event)
-            except BudgetExhausted as exc:
-                span.add_event("budget ran out", {"counterpoint.budget.detail": str(exc)})
+            except BudgetExhausted as exc:  # the span already has a "budget ran out" event
                 return [Emit(INVESTIGATION_FINDINGS, budget_finding(task, agent, exc),
                              key=task.request_id, tag=task.task_id)]
             for emit in emits:

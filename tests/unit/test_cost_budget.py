@@ -14,6 +14,7 @@ from typing import Any
 
 import orjson
 import pytest
+from pydantic import BaseModel, ValidationError
 
 from counterpoint.agents.budget import (
     INVESTIGATION_SHARE,
@@ -30,7 +31,14 @@ from counterpoint.agents.llm.outputs import TicketAssessment
 from counterpoint.agents.llm.provider import LLMRequest, LLMResponse
 from counterpoint.agents.tools.business import BusinessStore
 from counterpoint.bus.memory import MemoryBus
-from counterpoint.schemas.events import Generation, Result, Subject, Usage
+from counterpoint.schemas.events import (
+    Generation,
+    Result,
+    SimpleAlert,
+    Subject,
+    Ticket,
+    Usage,
+)
 from counterpoint.topics.registry import DEADLETTER_NAME, INTAKE_TICKETS, SYNTHESIS_RESULTS
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "infra" / "examples"
@@ -251,3 +259,12 @@ async def test_the_ticket_budget_overrides_the_configured_default(store: Busines
     generous, _ = await run_ticket(store, budget=1000.0, default_budget=0.0)
     assert generous.status == "complete"
     assert generous.budget is not None and generous.budget.limit_usd == 1000.0
+
+
+@pytest.mark.parametrize("intake", [Ticket, SimpleAlert])
+def test_a_negative_budget_is_refused_naming_the_field(intake: type[BaseModel]) -> None:
+    fields = {"id": "X-1", "body": "hi", "service": "api", "summary": "down"}
+    with pytest.raises(ValidationError) as caught:
+        intake.model_validate({**fields, "budget_usd": -1})
+    assert caught.value.errors()[0]["loc"] == ("budget_usd",)
+    assert intake.model_validate({**fields, "budget_usd": 0.25}).budget_usd == 0.25  # type: ignore[attr-defined]
