@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Final, TypeVar
 
@@ -87,14 +87,20 @@ class MeteredProvider:
         self.prices = prices
         self.name = inner.name
 
-    def answering_model(self, model: str) -> str:
-        # The offline provider answers as itself whatever model an agent asks for.
-        return OFFLINE_MODEL if self.name == "offline" else model
+    def answering_models(self, model: str) -> list[str]:
+        """Who may answer a call to `model`: the offline provider answers as itself; the
+        anthropic provider asks a fallback model when `model` is overloaded."""
+        if self.name == "offline":
+            return [OFFLINE_MODEL]
+        fallback = getattr(self.inner, "fallback", None)
+        stand_in = fallback if isinstance(fallback, str) else (
+            fallback.get(model) if isinstance(fallback, Mapping) else None)
+        return [model, stand_in] if stand_in else [model]
 
     async def generate(self, request: LLMRequest[T], *, model: str) -> LLMResponse[T]:
         meter = _meter.get()
         if meter is not None and meter.limit_usd is not None:
-            needed = self.prices.estimate(request, self.answering_model(model))
+            needed = max(self.prices.estimate(request, m) for m in self.answering_models(model))
             if needed > meter.left_usd:
                 trace.get_current_span().add_event("budget ran out", {
                     "counterpoint.llm.task": request.task, "counterpoint.estimate_usd": needed,

@@ -268,3 +268,35 @@ def test_a_negative_budget_is_refused_naming_the_field(intake: type[BaseModel]) 
         intake.model_validate({**fields, "budget_usd": -1})
     assert caught.value.errors()[0]["loc"] == ("budget_usd",)
     assert intake.model_validate({**fields, "budget_usd": 0.25}).budget_usd == 0.25  # type: ignore[attr-defined]
+
+
+def test_an_estimate_covers_the_fallback_model_too() -> None:
+    class Claude:
+        name = "anthropic"
+        fallback = {"claude-haiku-4-5": "claude-sonnet-4-6"}
+
+        async def generate(self, request: LLMRequest[Any], *, model: str) -> LLMResponse[Any]:
+            raise AssertionError("not called")
+
+    provider = MeteredProvider(Claude(), PriceTable.default())
+    assert provider.answering_models("claude-haiku-4-5") == ["claude-haiku-4-5",
+                                                             "claude-sonnet-4-6"]
+    assert provider.answering_models("claude-sonnet-4-6") == ["claude-sonnet-4-6"]
+    assert MeteredProvider(OfflineProvider(), PriceTable.default()).answering_models(
+        "claude-haiku-4-5") == [OFFLINE_MODEL]
+
+
+def test_claude_usage_keeps_cache_reads_and_writes_apart_for_pricing() -> None:
+    from types import SimpleNamespace
+
+    from counterpoint.agents.llm.anthropic import usage_of
+
+    message = SimpleNamespace(usage=SimpleNamespace(
+        input_tokens=100, output_tokens=50, cache_read_input_tokens=1000,
+        cache_creation_input_tokens=200))
+    usage = usage_of(message)  # type: ignore[arg-type]
+    assert (usage.input_tokens, usage.cache_read_tokens, usage.cache_write_tokens) == (
+        1300, 1000, 200)
+    # 100 uncached at $1, 1000 read at $0.10, 200 written at $1.25, 50 out at $5 (haiku).
+    assert PriceTable.default().cost(usage, "claude-haiku-4-5") == pytest.approx(
+        (100 * 1 + 1000 * 0.1 + 200 * 1.25 + 50 * 5) / 1e6)
