@@ -24,22 +24,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from counterpoint.agents.budget import (
-    NO_CALL,
-    BudgetExhausted,
-    budget_note,
-    generate_within,
-    ran_out_steps,
-    synthesis_allowance,
-    unaffordable_text,
-)
+from counterpoint.agents.accounting import account, compose_within_budget
 from counterpoint.agents.context import AgentContext
 from counterpoint.agents.llm.outputs import Composition
-from counterpoint.agents.llm.provider import LLMRequest, LLMResponse, quote
+from counterpoint.agents.llm.provider import LLMRequest, quote
 from counterpoint.agents.tools.facts import customer_context
 from counterpoint.bus.agent import Agent, Cause, Emit, Hold, Incoming, Publisher
 from counterpoint.schemas.envelope import now
-from counterpoint.schemas.events import Finding, FindingRef, Result, TriageDecision, Usage
+from counterpoint.schemas.events import Finding, FindingRef, Result, TriageDecision
 from counterpoint.topics.registry import (
     INVESTIGATION_FINDINGS,
     SYNTHESIS_RESULTS,
@@ -131,42 +123,28 @@ def build(ctx: AgentContext) -> Agent:
                                           customer_id=d.subject.customer_id,
                                           service=d.subject.service, exclude=d.request_id)
         kind = "reply" if d.subject.kind == "ticket" else "runbook"
-        spent = d.usage.cost_usd + sum(f.usage.cost_usd for f in findings)
-        answer = await generate_within(ctx.provider, LLMRequest(
+        answer = await compose_within_budget(ctx.provider, LLMRequest(
             task=f"synthesis.{kind}", system=SYSTEM, output=Composition,
             content=quote(d.subject.kind, d.subject.text) + "\n" +
             "\n".join(f"[{f.skill}/{f.focus}] {f.summary}" for f in findings),
             context={"subject": d.subject, "findings": findings, "missing": missing,
                      "customer": customer, "priority": d.priority, "history": history}),
-            model=model, limit_usd=synthesis_allowance(d.budget, spent))
-        if isinstance(answer, BudgetExhausted):
-            answer = LLMResponse(Composition(
-                text=unaffordable_text(kind, [f"{f.skill}: {f.summary}" for f in findings]),
-                priority=d.priority), Usage(), NO_CALL)
-        steps: dict[str, TriageDecision | Finding] = {
-            "triage": d, **{f"{f.skill}:{f.focus}": f for f in findings}}
-        by_step = {**{step: e.usage for step, e in steps.items()}, "synthesis": answer.usage}
-        ran_out = ran_out_steps(d.budget, [s for s, f in steps.items()
-                                           if isinstance(f, Finding) and f.budget_ran_out],
-                                answer.generation == NO_CALL)
-        budget = d.budget.model_copy(update={
-            "spent_usd": spent + answer.usage.cost_usd, "allowance_usd": None,
-            "ran_out": ran_out}) if d.budget else None
-        text = answer.output.text + (f"\n\n{budget_note(budget)}" if budget and ran_out else "")
+            model=model, decision=d, findings=findings)
+        spend = account(d, findings, answer)
         result = Result(
             request_id=d.request_id, source_id=d.subject.source_id, kind=kind,
-            title=d.subject.title, text=text, priority=answer.output.priority,
-            status="partial" if missing or ran_out else "complete",
-            missing=missing + (["budget"] if ran_out else []),
+            title=d.subject.title, text=spend.text(answer.output.text),
+            priority=answer.output.priority,
+            status="partial" if missing or spend.ran_out else "complete",
+            missing=spend.missing(missing),
             findings=[FindingRef(task_id=f.task_id, skill=f.skill, focus=f.focus, agent=f.agent,
                                  summary=f.summary, facts=f.facts, reused_from=f.reused_from)
                       for f in findings],
             proposed_actions=answer.output.proposed_actions, customer=customer,
-            generation=answer.generation, usage=sum(by_step.values(), Usage()),
-            usage_by_step=by_step, completed_at=datetime.now(UTC),
-            models_by_step={**{step: e.generation.model for step, e in steps.items()},
-                            "synthesis": answer.generation.model},
-            budget=budget, history=history, customer_id=d.subject.customer_id,
+            generation=answer.generation, usage=spend.usage,
+            usage_by_step=spend.usage_by_step, completed_at=datetime.now(UTC),
+            models_by_step=spend.models_by_step, budget=spend.budget, history=history,
+            customer_id=d.subject.customer_id,
             service=d.subject.service,
         )
         assert p.cause is not None
