@@ -33,8 +33,8 @@ RUN pip install . \
 RUN groupadd --system --gid 10001 counterpoint \
     && useradd --system --uid 10001 --gid counterpoint --home-dir /data --no-create-home \
         --shell /usr/sbin/nologin counterpoint \
-    && mkdir -p /data \
-    && chown counterpoint:counterpoint /data
+    && mkdir -p /data /data/memory \
+    && chown counterpoint:counterpoint /data /data/memory
 
 ENV COUNTERPOINT_HOME=/data \
     HOME=/data

@@ -12,6 +12,7 @@ from counterpoint.agents import (
     executor,
     infrastructure,
     knowledge,
+    memory,
     synthesis,
     triage,
 )
@@ -25,8 +26,12 @@ BUILDERS: Final[dict[str, Callable[[AgentContext], Agent]]] = {
     "infrastructure": infrastructure.build,
     "knowledge": knowledge.build,
     "synthesis": synthesis.build,
-    "approvals": approvals.build,
-    "executor": executor.build,
+    approvals,
+    billing,
+    executor,
+    infrastructure,
+    knowledge,
+    memory,
 }
 AGENT_NAMES: Final = tuple(BUILDERS)
 

@@ -8,7 +8,11 @@ from datetime import timedelta
 from typing import Final
 
 from counterpoint.agents.approval_policy import ApprovalPolicy
+from counterpoint.agents.budget import metered
+from counterpoint.agents.cost import PriceTable
 from counterpoint.agents.llm.provider import LLMProvider
+from counterpoint.agents.outcomes import OutcomeStore
+from counterpoint.agents.reuse import DEFAULT_WINDOW
 from counterpoint.agents.tools.business import BusinessStore
 
 # Claude models per agent once the anthropic provider lands; the offline provider ignores them.
@@ -31,6 +35,17 @@ class AgentContext:
     models: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_MODELS))
     # Which proposed actions wait for a person (risk table, threshold, time to decide).
     approvals: ApprovalPolicy = field(default_factory=ApprovalPolicy)
+    # Cost and budgets (agents/cost.py, agents/budget.py); None = no default budget.
+    prices: PriceTable = field(default_factory=PriceTable.default)
+    request_budget_usd: float | None = None
+    # Identical investigation tasks within this window run once (agents/reuse.py).
+    reuse_window: timedelta = DEFAULT_WINDOW
+    # Past outcomes per customer and service (agents/outcomes.py); in memory unless given.
+    outcomes: OutcomeStore = field(default_factory=OutcomeStore.in_memory)
+
+    def __post_init__(self) -> None:
+        # Every agent's calls are priced, and checked against the step's budget.
+        self.provider = metered(self.provider, self.prices)
 
     def model_for(self, agent: str) -> str:
         return self.models.get(agent, DEFAULT_MODEL)

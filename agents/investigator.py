@@ -15,6 +15,7 @@ from opentelemetry import trace
 from counterpoint.agents.context import AgentContext
 from counterpoint.agents.llm.outputs import InvestigationSummary
 from counterpoint.agents.llm.provider import LLMRequest, quote
+from counterpoint.agents.reuse import FindingCache, reuse_and_budget
 from counterpoint.agents.tools.business import BusinessStore
 from counterpoint.bus.agent import Agent, Emit, Incoming
 from counterpoint.schemas.events import Fact, Finding, InvestigationTask, Skill, Subject
@@ -34,8 +35,10 @@ _tracer = trace.get_tracer("counterpoint.agents")
 def build_investigator(skill: Skill, gather: Gather, ctx: AgentContext) -> Agent:
     agent = Agent(skill, emits=[INVESTIGATION_FINDINGS])
     model = ctx.model_for(skill)
+    cache = FindingCache(ctx.reuse_window)
 
     @agent.handles(TASKS[skill])
+    @reuse_and_budget(cache, agent.name)
     async def on_task(event: Incoming[InvestigationTask]) -> list[Emit]:
         task = event.data
         with _tracer.start_as_current_span(f"tool {skill}.gather", attributes={

@@ -27,13 +27,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 from counterpoint.agents import approval_policy
+from counterpoint.agents.accounting import account, compose_within_budget
 from counterpoint.agents.context import AgentContext
 from counterpoint.agents.llm.outputs import Composition
 from counterpoint.agents.llm.provider import LLMRequest, quote
 from counterpoint.agents.tools.facts import customer_context
 from counterpoint.bus.agent import Agent, Cause, Emit, Hold, Incoming, Publisher
 from counterpoint.schemas.envelope import now
-from counterpoint.schemas.events import Finding, FindingRef, Result, TriageDecision, Usage
+from counterpoint.schemas.events import Finding, FindingRef, Result, TriageDecision
 from counterpoint.topics.registry import (
     INVESTIGATION_FINDINGS,
     SYNTHESIS_RESULTS,
@@ -121,25 +122,34 @@ def build(ctx: AgentContext) -> Agent:
         if d.subject.customer_id:
             customer = await asyncio.to_thread(customer_context, ctx.store,
                                                d.subject.customer_id, now().date())
+        history = await asyncio.to_thread(ctx.outcomes.recall,
+                                          customer_id=d.subject.customer_id,
+                                          service=d.subject.service, exclude=d.request_id)
         kind = "reply" if d.subject.kind == "ticket" else "runbook"
-        answer = await ctx.provider.generate(LLMRequest(
+        answer = await compose_within_budget(ctx.provider, LLMRequest(
             task=f"synthesis.{kind}", system=SYSTEM, output=Composition,
             content=quote(d.subject.kind, d.subject.text) + "\n" +
             "\n".join(f"[{f.skill}/{f.focus}] {f.summary}" for f in findings),
             context={"subject": d.subject, "findings": findings, "missing": missing,
-                     "customer": customer, "priority": d.priority}), model=model)
-        by_step = {"triage": d.usage, **{f"{f.skill}:{f.focus}": f.usage for f in findings},
-                   "synthesis": answer.usage}
+                     "customer": customer, "priority": d.priority, "history": history}),
+            model=model, decision=d, findings=findings)
+        spend = account(d, findings, answer)
         result = Result(
             request_id=d.request_id, source_id=d.subject.source_id, kind=kind,
-            title=d.subject.title, text=answer.output.text, priority=answer.output.priority,
-            status="partial" if missing else "complete", missing=missing,
+            title=d.subject.title, text=spend.text(answer.output.text),
+            priority=answer.output.priority,
+            status="partial" if missing or spend.ran_out else "complete",
+            missing=spend.missing(missing),
             findings=[FindingRef(task_id=f.task_id, skill=f.skill, focus=f.focus, agent=f.agent,
-                                 summary=f.summary, facts=f.facts) for f in findings],
+                                 summary=f.summary, facts=f.facts, reused_from=f.reused_from)
+                      for f in findings],
             proposed_actions=ctx.approvals.govern(answer.output.proposed_actions),
             customer=customer,
-            generation=answer.generation, usage=sum(by_step.values(), Usage()),
-            usage_by_step=by_step, completed_at=datetime.now(UTC),
+            generation=answer.generation, usage=spend.usage,
+            usage_by_step=spend.usage_by_step, completed_at=datetime.now(UTC),
+            models_by_step=spend.models_by_step, budget=spend.budget, history=history,
+            customer_id=d.subject.customer_id,
+            service=d.subject.service,
         )
         assert p.cause is not None
         return [Emit(SYNTHESIS_RESULTS, result, key=d.request_id, tag="result",

@@ -9,9 +9,17 @@ from __future__ import annotations
 
 from typing import Any
 
+from counterpoint.agents.budget import (
+    NO_CALL,
+    BudgetExhausted,
+    after_triage,
+    generate_within,
+    request_limit,
+)
 from counterpoint.agents.context import AgentContext
 from counterpoint.agents.llm.outputs import AlertAssessment, TicketAssessment
 from counterpoint.agents.llm.provider import LLMRequest, LLMResponse, quote
+from counterpoint.agents.reuse import task_cache_key
 from counterpoint.bus.agent import Agent, Emit, Incoming
 from counterpoint.schemas.envelope import derive_event_id, now
 from counterpoint.schemas.events import (
@@ -23,6 +31,7 @@ from counterpoint.schemas.events import (
     Subject,
     Ticket,
     TriageDecision,
+    Usage,
 )
 from counterpoint.topics.registry import (
     INTAKE_ALERTS,
@@ -62,25 +71,31 @@ def build(ctx: AgentContext) -> Agent:
         subject = Subject(kind="ticket", source_id=ticket.id,
                           title=ticket.subject or ticket.body[:80], text=ticket.body,
                           customer_id=ticket.customer_id)
-        answer: LLMResponse[TicketAssessment] = await ctx.provider.generate(LLMRequest(
+        limit = request_limit(ticket, ctx.request_budget_usd)
+        answer = await generate_within(ctx.provider, LLMRequest(
             task="triage.ticket", system=SYSTEM_TICKET, output=TicketAssessment,
             content=quote("ticket", f"Subject: {subject.title}\n\n{subject.text}"),
-            context={"subject": subject}), model=model)
+            context={"subject": subject}), model=model, limit_usd=limit)
+        if isinstance(answer, BudgetExhausted):
+            return _unassessed(event, subject, answer, limit, ctx)
         a = answer.output
         plan = [INTENT_PLAN[i] for i in a.intents if i in INTENT_PLAN]
         # Help articles are worth citing in any reply.
         plan.append(("knowledge", "help articles for " + "+".join(a.intents)))
         return _fan_out(event, subject, plan, category=a.category, intents=list(a.intents),
                         priority=a.priority, severity=None, rationale=a.rationale,
-                        answer=answer, ctx=ctx)
+                        answer=answer, ctx=ctx, limit=limit)
 
     @agent.handles(INTAKE_ALERTS)
     async def on_alert(event: Incoming[Alert]) -> list[Emit]:
         subject = alert_subject(event.data)
-        answer: LLMResponse[AlertAssessment] = await ctx.provider.generate(LLMRequest(
+        limit = request_limit(event.data, ctx.request_budget_usd)
+        answer = await generate_within(ctx.provider, LLMRequest(
             task="triage.alert", system=SYSTEM_ALERT, output=AlertAssessment,
             content=quote("alert", f"{subject.title}\n{subject.text}"),
-            context={"subject": subject}), model=model)
+            context={"subject": subject}), model=model, limit_usd=limit)
+        if isinstance(answer, BudgetExhausted):
+            return _unassessed(event, subject, answer, limit, ctx)
         a = answer.output
         resolved = subject.labels.get("status") == "resolved"
         plan: list[tuple[Skill, str]] = [] if resolved else [
@@ -88,32 +103,47 @@ def build(ctx: AgentContext) -> Agent:
         return _fan_out(event, subject, plan, category="resolved" if resolved else a.category,
                         intents=["incident"], severity=a.severity,
                         priority="urgent" if a.severity == "critical" else "high",
-                        rationale=a.rationale, answer=answer, ctx=ctx)
+                        rationale=a.rationale, answer=answer, ctx=ctx, limit=limit)
 
     return agent
 
 
+def _unassessed(event: Incoming[Any], subject: Subject, exc: BudgetExhausted,
+                limit: float | None, ctx: AgentContext) -> list[Emit]:
+    """Triage could not afford its model call: a plan with no investigations, saying why."""
+    return _fan_out(event, subject, [], category="unassessed",
+                    intents=["incident"] if subject.kind == "alert" else [],
+                    priority="normal", severity=None, rationale=f"Not triaged: {exc}",
+                    answer=LLMResponse(None, Usage(), NO_CALL), ctx=ctx, limit=limit,
+                    ran_out=["triage"])
+
+
 def _fan_out(event: Incoming[Any], subject: Subject, plan: list[tuple[Skill, str]], *,
              category: str, intents: list[str], priority: str, severity: str | None,
-             rationale: str, answer: LLMResponse[Any], ctx: AgentContext) -> list[Emit]:
+             rationale: str, answer: LLMResponse[Any], ctx: AgentContext,
+             limit: float | None = None, ran_out: list[str] | None = None) -> list[Emit]:
     request_id = event.request_id
     investigations = [
         PlannedInvestigation(task_id=derive_event_id(request_id, "task", skill, focus),
                              skill=skill, focus=focus)
         for skill, focus in plan
     ]
+    budget, task_budget = after_triage(limit, answer.usage.cost_usd, len(investigations),
+                                       ran_out or [])
     decision = TriageDecision(
         request_id=request_id, subject=subject, category=category, intents=intents,
         priority=priority, severity=severity, investigations=investigations,
         deadline_at=now() + ctx.synthesis_deadline, rationale=rationale,
-        generation=answer.generation, usage=answer.usage,
+        generation=answer.generation, usage=answer.usage, budget=budget,
     )
     emits = [Emit(TRIAGE_DECISIONS, decision, key=request_id, tag="decision",
                   subject=subject.source_id)]
     for inv in investigations:
         task = InvestigationTask(task_id=inv.task_id, request_id=request_id, skill=inv.skill,
-                                 focus=inv.focus, subject=subject)
-        emits.append(Emit(TASKS[inv.skill], task, key=inv.task_id, tag=inv.task_id,
+                                 focus=inv.focus, subject=subject, budget=task_budget)
+        # Keyed by content: identical tasks meet in one process, which runs one (reuse.py).
+        emits.append(Emit(TASKS[inv.skill], task,
+                          key=task_cache_key(inv.skill, inv.focus, subject), tag=inv.task_id,
                           subject=subject.source_id))
     return emits
 

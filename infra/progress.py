@@ -21,6 +21,7 @@ from rich.text import Text
 
 from counterpoint.bus.decode import RawRecord
 from counterpoint.bus.kafka import KafkaConfig, tail
+from counterpoint.infra.costview import cost_line, history_text, steps_table
 from counterpoint.schemas.envelope import Envelope
 from counterpoint.schemas.events import Finding, Result, TriageDecision
 from counterpoint.topics.registry import (
@@ -152,6 +153,9 @@ def render_result(result: Result) -> RenderableType:
     u = result.usage
     head.add_row("tokens", f"in {u.input_tokens} / out {u.output_tokens} over {u.calls} calls"
                  + (" (estimated)" if u.estimated else ""))
+    head.add_row("cost", cost_line(result))
+    if result.history:
+        head.add_row("remembered", history_text(result))
     if result.customer:
         c = result.customer
         head.add_row("customer", f"{c.get('name')} — {c.get('tier')} tier, {c.get('tenure')}")
@@ -160,8 +164,10 @@ def render_result(result: Result) -> RenderableType:
     findings.add_column("agent")
     findings.add_column("summary", overflow="fold")
     for f in result.findings:
-        findings.add_row(f"{f.skill}/{f.focus}", f.agent, f.summary)
+        findings.add_row(f"{f.skill}/{f.focus}", f.agent, f.summary + (
+            f" (reused from request {f.reused_from.request_id})" if f.reused_from else ""))
     title = f"{result.kind} for {result.source_id}: {result.title}"
-    return Panel(Group(head, Text(""), Text(result.text), Text(""), findings), title=title,
+    return Panel(Group(head, Text(""), Text(result.text), Text(""), findings, Text(""),
+                       steps_table(result)), title=title,
                  title_align="left", border_style="green" if result.status == "complete"
                  else "magenta")

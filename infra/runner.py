@@ -10,6 +10,8 @@ import signal
 
 from counterpoint.agents import catalog
 from counterpoint.agents.context import AgentContext
+from counterpoint.agents.cost import PriceTable
+from counterpoint.agents.outcomes import OutcomeStore
 from counterpoint.agents.tools.business import BusinessStore, default_db_path
 from counterpoint.bus.kafka import run_agent
 from counterpoint.infra.admin import create_topics
@@ -42,6 +44,10 @@ async def run_agent_process(name: str, settings: Settings) -> None:
             synthesis_deadline=settings.synthesis_deadline,
             models=settings.models(),
             approvals=settings.approval_policy(),
+            prices=PriceTable.configured(settings.prices),
+            request_budget_usd=settings.request_budget_usd,
+            reuse_window=settings.reuse_window,
+            outcomes=OutcomeStore.open(settings.memory_path),
         )
         agent = catalog.build(name, ctx)  # fails here, at start-up, on a declaration mismatch
         if settings.embedded:

@@ -27,6 +27,10 @@
                                      escalates (3600)
     COUNTERPOINT_ACTION_RISK         risk per action kind over the defaults, as a JSON object
                                      ({"restart_service": "high"}) or the path of a JSON file
+    COUNTERPOINT_PRICES              model prices, JSON or a JSON file (agents/cost.py)
+    COUNTERPOINT_REQUEST_BUDGET_USD  default budget per request (unset = no limit)
+    COUNTERPOINT_REUSE_WINDOW_S      identical investigations within it run once (600)
+    COUNTERPOINT_MEMORY_DB           past outcomes' SQLite file ($COUNTERPOINT_HOME/memory.db)
 """
 
 from __future__ import annotations
@@ -84,6 +88,10 @@ class Settings(BaseSettings):
             return None
         parse_risk_table(v)  # a bad table fails at start-up, naming the problem
         return v
+    prices: str | None = None
+    request_budget_usd: float | None = Field(default=None, ge=0)
+    reuse_window_s: float = Field(default=600.0, ge=0)
+    memory_db: Path | None = None
 
     @field_validator("kafka_bootstrap_servers", "anthropic_api_key", "anthropic_base_url",
                      "fallback_model")
@@ -115,6 +123,14 @@ class Settings(BaseSettings):
 
     def limits(self) -> InputLimits:
         return InputLimits(max_bytes=self.max_message_bytes, max_depth=self.max_json_depth)
+
+    @property
+    def memory_path(self) -> Path:
+        return self.memory_db or self.home / "memory.db"
+
+    @property
+    def reuse_window(self) -> timedelta:
+        return timedelta(seconds=self.reuse_window_s)
 
     @property
     def synthesis_deadline(self) -> timedelta:

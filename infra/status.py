@@ -24,7 +24,7 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from counterpoint.agents import approvals, executor, synthesis, triage
+from counterpoint.agents import approvals, executor, memory, synthesis, triage
 from counterpoint.agents.catalog import AGENT_NAMES
 from counterpoint.bus.admin import PartitionLag, group_lag
 from counterpoint.topics.registry import TASKS, Topic
@@ -40,6 +40,8 @@ def consumed_topics(agent: str) -> tuple[Topic[Any], ...]:
         return approvals.CONSUMES
     if agent == "executor":
         return executor.CONSUMES
+    if agent == "memory":
+        return memory.CONSUMES
     for skill, topic in TASKS.items():
         if skill == agent:
             return (topic,)

@@ -35,6 +35,8 @@ class Ticket(_Intake):
     customer_id: str | None = None
     subject: str | None = None
     channel: str | None = None
+    # What this request may spend on model calls; unset = COUNTERPOINT_REQUEST_BUDGET_USD.
+    budget_usd: Annotated[float, Field(ge=0)] | None = None
 
 
 class AlertmanagerAlert(_Intake):
@@ -60,6 +62,7 @@ class AlertmanagerWebhook(_Intake):
     commonAnnotations: dict[str, str] = Field(default_factory=dict)
     externalURL: str | None = None
     truncatedAlerts: int = 0
+    budget_usd: Annotated[float, Field(ge=0)] | None = None
 
 
 class SimpleAlert(_Intake):
@@ -70,6 +73,7 @@ class SimpleAlert(_Intake):
     severity: str = "warning"
     summary: Annotated[str, Field(min_length=1)]
     starts_at: datetime | None = None
+    budget_usd: Annotated[float, Field(ge=0)] | None = None
 
 
 Alert = AlertmanagerWebhook | SimpleAlert
@@ -83,12 +87,20 @@ RequestKind = Literal["ticket", "alert"]
 
 
 class Usage(_Internal):
-    """Token usage of one or more model calls. `estimated` is true when no model counted them."""
+    """Token usage of one or more model calls. `estimated` is true when no model counted them.
+
+    `input_tokens` counts every input token; `cache_read_tokens` and `cache_write_tokens` are
+    the parts of it read from or written to the prompt cache (priced differently).
+    `cost_usd` is what the calls cost at the configured prices (agents/cost.py).
+    """
 
     input_tokens: int = 0
     output_tokens: int = 0
     calls: int = 0
     estimated: bool = False
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
+    cost_usd: float = 0.0
 
     def __add__(self, other: Usage) -> Usage:
         return Usage(
@@ -96,7 +108,41 @@ class Usage(_Internal):
             output_tokens=self.output_tokens + other.output_tokens,
             calls=self.calls + other.calls,
             estimated=self.estimated or other.estimated,
+            cache_read_tokens=self.cache_read_tokens + other.cache_read_tokens,
+            cache_write_tokens=self.cache_write_tokens + other.cache_write_tokens,
+            cost_usd=self.cost_usd + other.cost_usd,
         )
+
+
+class Budget(_Internal):
+    """A request's spending limit on model calls, travelling with the request's events."""
+
+    limit_usd: float | None = None  # None: no limit
+    spent_usd: float = 0.0  # spent by the steps before the event carrying this
+    allowance_usd: float | None = None  # what the step receiving this event may spend
+    ran_out: list[str] = Field(default_factory=list)  # steps that skipped the model for it
+
+
+class Reused(_Internal):
+    """The investigation whose finding a duplicate task reused instead of investigating again."""
+
+    task_id: str
+    request_id: str
+    at: datetime  # when that investigation finished
+
+
+class PastOutcome(_Internal):
+    """A finished request remembered for the same customer or service (agents/outcomes.py)."""
+
+    request_id: str
+    source_id: str
+    kind: str
+    title: str
+    summary: str
+    status: str
+    completed_at: datetime
+    customer_id: str | None = None
+    service: str | None = None
 
 
 class Generation(_Internal):
@@ -141,6 +187,7 @@ class TriageDecision(_Internal):
     rationale: str
     generation: Generation
     usage: Usage
+    budget: Budget | None = None
 
 
 class InvestigationTask(_Internal):
@@ -149,6 +196,7 @@ class InvestigationTask(_Internal):
     skill: Skill
     focus: str
     subject: Subject
+    budget: Budget | None = None
 
 
 class Fact(_Internal):
@@ -169,6 +217,8 @@ class Finding(_Internal):
     recommended_actions: list[str] = Field(default_factory=list)
     generation: Generation
     usage: Usage
+    reused_from: Reused | None = None
+    budget_ran_out: bool = False
 
 
 class FindingRef(_Internal):
@@ -178,6 +228,7 @@ class FindingRef(_Internal):
     agent: str
     summary: str
     facts: list[Fact]
+    reused_from: Reused | None = None
 
 
 class ProposedAction(_Internal):
@@ -207,3 +258,8 @@ class Result(_Internal):
     usage: Usage
     usage_by_step: dict[str, Usage] = Field(default_factory=dict)
     completed_at: datetime
+    models_by_step: dict[str, str] = Field(default_factory=dict)  # which model answered each
+    budget: Budget | None = None
+    history: list[PastOutcome] = Field(default_factory=list)  # earlier requests offered
+    customer_id: str | None = None
+    service: str | None = None

@@ -41,7 +41,7 @@ class Topic(Generic[E]):
     name: str
     ce_type: str
     event_type: Any = field(repr=False)
-    key: Literal["request_id", "task_id", "source"]
+    key: Literal["request_id", "task_id", "source", "cache_key"]
     partitions: int = 4
     # Intake topics take raw JSON from any Kafka client; the bus wraps it in an envelope.
     raw_intake: bool = False
@@ -104,12 +104,15 @@ ACTIONS_EXECUTED: Final[Topic[ActionExecuted]] = _topic(
 
 SKILLS: Final[tuple[Skill, ...]] = ("billing", "account", "infrastructure", "knowledge")
 
-# One task topic per skill, keyed by task id: each skill scales as its own consumer group and
-# the tasks of one request spread over partitions, so they run in parallel.
+# One task topic per skill: each skill scales as its own consumer group. Keyed by the task's
+# cache key (skill, focus and what the request is about; agents/reuse.py), so the tasks of one
+# request spread over partitions and run in parallel, while identical tasks of an alert storm
+# queue behind each other in one process, which investigates once and reuses the finding.
 TASKS: Final[dict[Skill, Topic[InvestigationTask]]] = {
     skill: _topic(
         f"investigation.tasks.{skill}", f"counterpoint.investigation.task.{skill}",
-        InvestigationTask, key="task_id", description=f"Investigation tasks for the {skill} skill",
+        InvestigationTask, key="cache_key",
+        description=f"Investigation tasks for the {skill} skill",
     )
     for skill in SKILLS
 }

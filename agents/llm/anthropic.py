@@ -286,9 +286,10 @@ def snake(name: str) -> str:
 def usage_of(message: Message) -> Usage:
     """One answer's tokens; cache reads and writes count as input."""
     u = message.usage
-    return Usage(input_tokens=u.input_tokens + (u.cache_read_input_tokens or 0)
-                 + (u.cache_creation_input_tokens or 0),
-                 output_tokens=u.output_tokens, calls=1, estimated=False)
+    read, written = u.cache_read_input_tokens or 0, u.cache_creation_input_tokens or 0
+    return Usage(input_tokens=u.input_tokens + read + written,
+                 output_tokens=u.output_tokens, calls=1, estimated=False,
+                 cache_read_tokens=read, cache_write_tokens=written)
 
 
 def describe(exc: ValidationError) -> str:

@@ -14,6 +14,7 @@ from counterpoint.agents.llm.outputs import (
     InvestigationSummary,
     TicketAssessment,
 )
+from counterpoint.agents.outcomes import memory_lines
 from counterpoint.schemas.events import Fact, Finding, ProposedAction, Subject
 
 INTENT_WORDS: Final[dict[Intent, tuple[str, ...]]] = {
@@ -172,6 +173,7 @@ def compose_reply(ctx: Mapping[str, Any]) -> Composition:
         parts.append(f"\nMore help: {articles[0].facts[0].text}")
     if missing:
         parts.append(f"\nWe are still checking: {', '.join(missing)}. We'll follow up.")
+    parts += memory_lines(ctx)
     parts += ["", closing, "", OFFLINE_NOTE_TEXT]
     return Composition(text="\n".join(parts), priority=_priority(ctx.get("priority", "normal"),
                                                                    customer),
@@ -200,6 +202,7 @@ def compose_runbook(ctx: Mapping[str, Any]) -> Composition:
         lines.append(" (no action is clearly indicated by the evidence)")
     if missing:
         lines += ["", f"Missing evidence (deadline passed): {', '.join(missing)}"]
+    lines += memory_lines(ctx)
     lines += ["", OFFLINE_NOTE_TEXT]
     priority = "urgent" if subject.severity == "critical" else "high"
     return Composition(text="\n".join(lines), priority=priority,

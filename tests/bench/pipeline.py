@@ -111,7 +111,11 @@ class TicketPublisher:
 
     async def send(self) -> asyncio.Future[Any]:
         self._n += 1
-        raw = orjson.dumps({**self.template, "id": f"T-bench-{self.run_id}-{self._n}"})
+        tid = f"T-bench-{self.run_id}-{self._n}"
+        # A distinct text per ticket: identical tickets would share their investigations
+        # (agents/reuse.py), and the bench would measure the cache instead of the pipeline.
+        raw = orjson.dumps({**self.template, "id": tid,
+                            "body": f"{self.template['body']} (ref {tid})"})
         event = validate("ticket", raw, "bench")
         event_id = new_event_id()
         sid = source_id(event)

@@ -47,8 +47,10 @@ async def test_two_processes_of_one_investigator_share_the_work(two_billing: Age
     assert len(billing) == 2 and billing[0].popen.pid != billing[1].popen.pid
 
     ids = [f"T-scale-{uuid.uuid4().hex[:8]}" for _ in range(REQUESTS)]
+    # Distinct texts: identical tickets would share one task key and be investigated once
+    # (agents/reuse.py), all in one process.
     receipts = [await publish(config(two_billing.bootstrap), "ticket", orjson.dumps(
-        {"id": tid, "customer_id": "C-42", "body": "Why was my invoice charged twice?"}),
+        {"id": tid, "customer_id": "C-42", "body": f"Why was my invoice charged twice? ({tid})"}),
         "test") for tid in ids]
     wanted = {r.request_id for r in receipts}
 

@@ -17,6 +17,7 @@ import pytest
 from counterpoint.agents.catalog import AGENT_NAMES, UnknownAgent, build
 from counterpoint.agents.context import AgentContext
 from counterpoint.agents.llm.offline import OFFLINE_NOTE, OfflineProvider
+from counterpoint.agents.reuse import task_cache_key
 from counterpoint.agents.tools.business import BusinessStore
 from counterpoint.bus.agent import Agent
 from counterpoint.bus.decode import RawRecord
@@ -86,7 +87,7 @@ async def _replay(bus: MemoryBus, records: list[RawRecord]) -> None:
 
 def test_catalog_names_every_agent_and_rejects_others(ctx: AgentContext) -> None:
     assert set(AGENT_NAMES) == {"triage", "billing", "account", "infrastructure", "knowledge",
-                                "synthesis", "approvals", "executor"}
+                                "synthesis", "approvals", "executor", "memory"}
     assert {name: build(name, ctx).name for name in AGENT_NAMES} == {n: n for n in AGENT_NAMES}
     with pytest.raises(UnknownAgent, match="triage"):
         build("auditor", ctx)
@@ -152,11 +153,13 @@ async def test_every_event_of_the_request_shares_its_request_id(ctx: AgentContex
     envelopes = [Envelope.from_headers(r.headers) for r in records]
     assert {e.request_id for e in envelopes if e} == {decision.request_id}
     assert all(e is not None and e.subject == "T-1001" for e in envelopes)
-    # Keys: the join topics by request id, the task topics by task id.
+    # Keys: the join topics by request id, the task topics by their cache key (reuse.py).
     for record in bus.records(INVESTIGATION_FINDINGS.name):
         assert record.key == decision.request_id.encode()
-    task_ids = {inv.task_id.encode() for inv in decision.investigations}
-    assert {r.key for t in TASKS.values() for r in bus.records(t.name)} == task_ids
+    cache_keys = {task_cache_key(inv.skill, inv.focus, decision.subject).encode()
+                  for inv in decision.investigations}
+    assert {r.key for t in TASKS.values() for r in bus.records(t.name)} == cache_keys
+    assert len(cache_keys) == 3
     # Each finding is caused by its task.
     task_event_ids = {_ce_id(r) for t in TASKS.values() for r in bus.records(t.name)}
     finding_causes = {dict(r.headers)["ce_causationid"]

@@ -1,0 +1,134 @@
+"""Memory of past outcomes: what earlier requests of a customer or a service came to.
+
+The `memory` agent records every result from `synthesis.results` here; synthesis reads the
+latest few for the same customer (tickets) or service (alerts) and offers them to the model as
+context. It is a SQLite file, `$COUNTERPOINT_HOME/memory.db`, shared by the processes of one
+host (WAL mode, so readers never wait for the writer). On several hosts each would remember
+only what its own memory agent recorded; a shared database would replace this module.
+
+Recording is idempotent (one row per request id), so a redelivered result changes nothing.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Final
+
+from counterpoint.schemas.events import Finding, PastOutcome, Result
+
+SUMMARY_CHARS: Final = 240
+RECALLED: Final = 3  # how many past outcomes are offered as context
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS outcomes (
+    request_id   TEXT PRIMARY KEY,
+    source_id    TEXT NOT NULL,
+    kind         TEXT NOT NULL,
+    title        TEXT NOT NULL,
+    summary      TEXT NOT NULL,
+    status       TEXT NOT NULL,
+    completed_at TEXT NOT NULL,
+    customer_id  TEXT,
+    service      TEXT
+);
+CREATE INDEX IF NOT EXISTS outcomes_customer ON outcomes (customer_id, completed_at);
+CREATE INDEX IF NOT EXISTS outcomes_service ON outcomes (service, completed_at);
+"""
+
+
+def default_memory_path(home: Path) -> Path:
+    return home / "memory.db"
+
+
+def summarize(result: Result) -> str:
+    """One line: what the findings said, else the start of the text."""
+    said = [f"{f.skill}: {f.summary}" for f in result.findings if f.skill != "knowledge"]
+    line = "; ".join(said) or " ".join(result.text.split())
+    return line if len(line) <= SUMMARY_CHARS else line[:SUMMARY_CHARS - 1] + "…"
+
+
+class OutcomeStore:
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+        self._lock = threading.Lock()  # one connection, used from worker threads
+
+    @classmethod
+    def open(cls, path: Path | str) -> OutcomeStore:
+        if str(path) != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(str(path), check_same_thread=False, timeout=30.0,
+                               isolation_level=None)
+        if str(path) != ":memory:":
+            conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA busy_timeout=30000")
+        conn.executescript(_SCHEMA)
+        return cls(conn)
+
+    @classmethod
+    def in_memory(cls) -> OutcomeStore:
+        return cls.open(":memory:")
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    def record(self, result: Result, customer_id: str | None, service: str | None) -> None:
+        with self._lock:
+            self._conn.execute(
+                "INSERT OR REPLACE INTO outcomes VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (result.request_id, result.source_id, result.kind, result.title,
+                 summarize(result), result.status, result.completed_at.isoformat(),
+                 customer_id, service))
+
+    def recall(self, *, customer_id: str | None, service: str | None, exclude: str,
+               limit: int = RECALLED) -> list[PastOutcome]:
+        """The latest outcomes for the customer, else the service; never `exclude` itself."""
+        if customer_id is not None:
+            where, value = "customer_id = ?", customer_id
+        elif service is not None:
+            where, value = "service = ?", service
+        else:
+            return []
+        with self._lock:
+            rows = self._conn.execute(
+                f"SELECT request_id, source_id, kind, title, summary, status, completed_at, "
+                f"customer_id, service FROM outcomes WHERE {where} AND request_id != ? "
+                f"ORDER BY completed_at DESC LIMIT ?", (value, exclude, limit)).fetchall()
+        return [PastOutcome(request_id=r[0], source_id=r[1], kind=r[2], title=r[3],
+                            summary=r[4], status=r[5],
+                            completed_at=datetime.fromisoformat(r[6]), customer_id=r[7],
+                            service=r[8]) for r in rows]
+
+    def count(self) -> int:
+        with self._lock:
+            (n,) = self._conn.execute("SELECT COUNT(*) FROM outcomes").fetchone()
+        return int(n)
+
+
+def history_lines(history: list[PastOutcome]) -> list[str]:
+    """How a reply or runbook mentions earlier requests."""
+    return [f"Previous request {h.request_id} on {h.completed_at.date().isoformat()} "
+            f"({h.source_id}, {h.status}): {h.summary}" for h in history]
+
+
+def reuse_lines(findings: Sequence[Finding]) -> list[str]:
+    """How a reply or runbook says which findings came from an earlier investigation."""
+    by_origin: dict[tuple[str, datetime], list[str]] = {}
+    for f in findings:
+        if f.reused_from is not None:
+            origin = (f.reused_from.request_id, f.reused_from.at)
+            by_origin.setdefault(origin, []).append(f"{f.skill}/{f.focus}")
+    return [f"Reused, not investigated again: {', '.join(steps)} from request {request_id} "
+            f"(investigated {at:%Y-%m-%d %H:%M} UTC)."
+            for (request_id, at), steps in by_origin.items()]
+
+
+def memory_lines(context: Mapping[str, Any]) -> list[str]:
+    """The lines an offline composition adds for reused findings and earlier requests."""
+    lines = reuse_lines(context.get("findings", ()))
+    lines += history_lines(list(context.get("history", ())))
+    return ["", *lines] if lines else []
