@@ -9,6 +9,8 @@ from typing import Final
 
 from counterpoint.agents.llm.provider import LLMProvider
 from counterpoint.agents.tools.business import BusinessStore
+from counterpoint.agents.tools.catalog import CATALOG
+from counterpoint.agents.tools.registry import DEFAULT_MAX_TURNS, Registry
 
 # Claude models per agent once the anthropic provider lands; the offline provider ignores them.
 DEFAULT_MODELS: Final[Mapping[str, str]] = {
@@ -28,6 +30,10 @@ class AgentContext:
     # restart replays its findings before the deadline can fire.
     synthesis_replay_grace: timedelta = timedelta(seconds=2)
     models: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_MODELS))
+    # The tools agents may be given (each agent only its allowlist) and how many model turns
+    # of one investigation may ask for tools before it must answer.
+    tools: Registry = CATALOG
+    max_tool_turns: int = DEFAULT_MAX_TURNS
 
     def model_for(self, agent: str) -> str:
         return self.models.get(agent, DEFAULT_MODEL)

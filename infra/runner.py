@@ -41,6 +41,7 @@ async def run_agent_process(name: str, settings: Settings) -> None:
             provider=make_provider(settings),
             synthesis_deadline=settings.synthesis_deadline,
             models=settings.models(),
+            max_tool_turns=settings.max_tool_turns,
         )
         agent = catalog.build(name, ctx)  # fails here, at start-up, on a declaration mismatch
         if settings.embedded:

@@ -21,6 +21,8 @@
     COUNTERPOINT_FALLBACK_MODEL      model asked when an agent's model is overloaded; unset =
                                      haiku and sonnet stand in for each other; `none` = none
     COUNTERPOINT_LLM_TIMEOUT_S       seconds one Claude call may take (60)
+    COUNTERPOINT_MAX_TOOL_TURNS      model turns of one investigation that may call tools
+                                     before it must answer (4; 0 = no tools)
 """
 
 from __future__ import annotations
@@ -61,6 +63,7 @@ class Settings(BaseSettings):
     anthropic_base_url: str | None = Field(default=None, validation_alias="ANTHROPIC_BASE_URL")
     fallback_model: str | None = None
     llm_timeout_s: float = Field(default=60.0, gt=0, le=600)
+    max_tool_turns: int = Field(default=4, ge=0, le=16)
 
     @field_validator("kafka_bootstrap_servers", "anthropic_api_key", "anthropic_base_url",
                      "fallback_model")
