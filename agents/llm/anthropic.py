@@ -6,6 +6,13 @@ with pydantic. An input that fails validation is sent back once as an error `too
 naming what was wrong; a second failure is `InvalidOutput` (final: asking again the same way is
 not a fix).
 
+Tools (the agentic loop): when the request carries the agent's tools (`LLMRequest.tools`, see
+agents/llm/tooluse.py), they are offered with the output tool last. For up to `max_turns` turns
+`tool_choice` is `auto`: each `tool_use` Claude asks for goes to the tool layer — which refuses
+a tool off the agent's allowlist or invalid input without running it — and comes back as a
+`tool_result` (`is_error` with the reason when refused or failed). The turn after that, or
+after a reply with text only, forces the output tool. Usage is summed over every turn.
+
 Failures map onto the provider errors (agents/llm/errors.py), so the bus decides what to retry:
 
     429                          RateLimited (retry_after from the Retry-After header)

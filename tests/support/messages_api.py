@@ -322,7 +322,8 @@ class MessagesAPI:
                 "request_id": headers["request-id"]}
         tool = _forced_tool(body)
         if reply is not None and reply.tool_uses:
-            content = [{"type": "text", "text": reply.text}] if reply.text else []
+            content: list[dict[str, Any]] = (
+                [{"type": "text", "text": reply.text}] if reply.text else [])
             for k, (name, arguments) in enumerate(reply.tool_uses):
                 content.append({"type": "tool_use", "id": f"toolu_fake_{n:06d}_{k}",
                                 "name": name, "input": copy.deepcopy(dict(arguments))})
