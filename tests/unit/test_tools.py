@@ -15,6 +15,7 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from pydantic import ValidationError
 
 from counterpoint.agents.catalog import AGENT_NAMES, build
 from counterpoint.agents.context import AgentContext
@@ -26,6 +27,7 @@ from counterpoint.agents.tools.business import BusinessStore
 from counterpoint.agents.tools.catalog import ALLOWLISTS, CATALOG, TOOLS, CustomerQuery, allowlist
 from counterpoint.agents.tools.registry import Registry, Tool, ToolSession
 from counterpoint.bus.memory import MemoryBus
+from counterpoint.infra.settings import Settings
 from counterpoint.schemas.events import Fact, Finding, Subject
 from counterpoint.topics.registry import INTAKE_TICKETS, INVESTIGATION_FINDINGS
 
@@ -328,3 +330,29 @@ async def test_an_injected_instruction_does_not_steer_the_offline_tools(
 def _findings(bus: MemoryBus) -> list[Finding]:
     return [INVESTIGATION_FINDINGS.decode(r.value or b"")
             for r in bus.records(INVESTIGATION_FINDINGS.name)]
+
+
+def test_the_turn_bound_is_a_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("COUNTERPOINT_MAX_TOOL_TURNS", raising=False)
+    assert Settings().max_tool_turns == 4
+    monkeypatch.setenv("COUNTERPOINT_MAX_TOOL_TURNS", "2")
+    assert Settings().max_tool_turns == 2
+    monkeypatch.setenv("COUNTERPOINT_MAX_TOOL_TURNS", "-1")
+    with pytest.raises(ValidationError, match="max_tool_turns"):
+        Settings()
+
+
+async def test_investigators_pass_the_turn_bound_to_their_tools(
+        store: BusinessStore, spans: InMemorySpanExporter) -> None:
+    ctx = AgentContext(store=store, provider=OfflineProvider(), max_tool_turns=0)
+    bus = MemoryBus()
+    for name in AGENT_NAMES:
+        bus.add(build(name, ctx))
+    await bus.publish(INTAKE_TICKETS.name, (EXAMPLES / "ticket_dual_intent.json").read_bytes(),
+                      key=b"T-1001")
+    await bus.run_until_idle()
+
+    assert _tool_spans(spans) == []
+    billing = next(f for f in _findings(bus) if f.skill == "billing")
+    assert [f.text for f in billing.facts] == ["The billing investigation read no business "
+                                               "records."]
