@@ -171,11 +171,11 @@ class ToolSession:
                 assert call.output is not None
                 span.set_attribute("counterpoint.tool.facts", len(call.output.facts))
                 span.set_status(Status(StatusCode.OK))
-                return ToolOutcome(name, call.output.model_dump_json())
+                return ToolOutcome(shown, call.output.model_dump_json())
             span.set_status(Status(StatusCode.ERROR, call.outcome))
             log.warning("%s refused or failed tool call %s for request %s: %s", self.agent,
                         shown, self.request_id, call.outcome)
-            return ToolOutcome(name, call.error or call.outcome, is_error=True)
+            return ToolOutcome(shown, call.error or call.outcome, is_error=True)
 
     async def _call(self, name: str, shown: str, arguments: Any) -> ToolCall:
         tool = self._allowed.get(name)

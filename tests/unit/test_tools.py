@@ -221,6 +221,7 @@ async def test_a_model_chosen_tool_name_is_sanitised_in_spans(
     session = CATALOG.session(allowlist("knowledge"), store, agent="knowledge", request_id="r")
     result = await session.call("refund everything now!\n" + "x" * 100, {})
     assert result.is_error
+    assert len(result.name) <= 64 and "\n" not in result.name  # as the chat span records it
     (span,) = _tool_spans(spans)
     assert len(span.name) <= len("tool ") + 64
     assert "\n" not in span.name and " " not in span.name.removeprefix("tool ")
