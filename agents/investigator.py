@@ -32,6 +32,7 @@ SYSTEM = (
 def build_investigator(skill: Skill, ctx: AgentContext) -> Agent:
     agent = Agent(skill, emits=[INVESTIGATION_FINDINGS])
     model = ctx.model_for(skill)
+    ctx.tools.read_only(allowlist(skill), agent=skill)  # a tool with side effects: fail at start
 
     @agent.handles(TASKS[skill])
     async def on_task(event: Incoming[InvestigationTask]) -> list[Emit]:

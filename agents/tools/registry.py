@@ -97,6 +97,19 @@ class Registry:
     def __iter__(self) -> Iterator[Tool[Any, Any]]:
         return iter(self._tools.values())
 
+    def read_only(self, names: Iterable[str], *, agent: str) -> dict[str, Tool[Any, Any]]:
+        """The named tools; refuses an unknown one or one with side effects."""
+        tools: dict[str, Tool[Any, Any]] = {}
+        for name in names:
+            tool = self.get(name)
+            if tool is None:
+                raise ValueError(f"the {agent} allowlist names an unknown tool {name!r}")
+            if not tool.read_only:
+                raise ValueError(f"the {agent} allowlist names {name!r}, which has side "
+                                 "effects; investigators may only read")
+            tools[name] = tool
+        return tools
+
     def session(self, allowed: Iterable[str], store: BusinessStore, *, agent: str,
                 request_id: str, max_turns: int = DEFAULT_MAX_TURNS) -> ToolSession:
         return ToolSession(self, allowed, store, agent=agent, request_id=request_id,
@@ -131,15 +144,7 @@ class ToolSession:
     calls: list[ToolCall] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        allowed: dict[str, Tool[Any, Any]] = {}
-        for name in self.allowed_names:
-            tool = self.registry.get(name)
-            if tool is None:
-                raise ValueError(f"the {self.agent} allowlist names an unknown tool {name!r}")
-            if not tool.read_only:
-                raise ValueError(f"the {self.agent} allowlist names {name!r}, which has side "
-                                 "effects; investigators may only read")
-            allowed[name] = tool
+        allowed = self.registry.read_only(self.allowed_names, agent=self.agent)
         self._allowed = allowed
         self.allowed_names = tuple(allowed)
         if self.max_turns < 0:

@@ -130,6 +130,15 @@ def test_a_session_refuses_a_tool_with_side_effects(store: BusinessStore) -> Non
         CATALOG.session(["refund_invoice"], store, agent="billing", request_id="r-1")
 
 
+def test_an_investigator_with_an_action_on_its_allowlist_does_not_start(
+        store: BusinessStore) -> None:
+    # As if list_invoices had become an action: the billing agent refuses to be built.
+    registry = Registry([replace(t, read_only=t.name != "list_invoices") for t in TOOLS])
+    with pytest.raises(ValueError, match="side effects"):
+        build("billing", AgentContext(store=store, provider=OfflineProvider(), tools=registry))
+    build("knowledge", AgentContext(store=store, provider=OfflineProvider(), tools=registry))
+
+
 def test_tool_names_are_unique_and_plain() -> None:
     with pytest.raises(ValueError, match="two tools"):
         Registry([TOOLS[0], TOOLS[0]])
