@@ -225,10 +225,13 @@ class AnthropicProvider:
                             provider=PROVIDER_NAME, model=message.model, offline=False))
                     assert session is not None  # tools are only offered with a session
                     if not uses:
-                        # Text without a tool call while tools were allowed: ask for the answer.
-                        messages += [_assistant(message), {"role": "user", "content": [{
-                            "type": "text", "text": f"Now call {tool['name']} with your "
-                                                    "answer."}]}]
+                        # Text without a tool call while tools were allowed: ask for the answer
+                        # (an empty turn is not sent back; the forced choice is enough).
+                        said = _assistant(message)
+                        if said["content"]:
+                            messages += [said, {"role": "user", "content": [{
+                                "type": "text", "text": f"Now call {tool['name']} with your "
+                                                        "answer."}]}]
                         turns_used = tool_turns
                         continue
                     outcomes = [await session.call(b.name, b.input) for b in uses]
