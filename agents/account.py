@@ -8,9 +8,8 @@ from __future__ import annotations
 
 from counterpoint.agents.context import AgentContext
 from counterpoint.agents.investigator import build_investigator
-from counterpoint.agents.tools.facts import account_facts
 from counterpoint.bus.agent import Agent
 
 
 def build(ctx: AgentContext) -> Agent:
-    return build_investigator("account", account_facts, ctx)
+    return build_investigator("account", ctx)

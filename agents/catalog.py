@@ -26,12 +26,9 @@ BUILDERS: Final[dict[str, Callable[[AgentContext], Agent]]] = {
     "infrastructure": infrastructure.build,
     "knowledge": knowledge.build,
     "synthesis": synthesis.build,
-    approvals,
-    billing,
-    executor,
-    infrastructure,
-    knowledge,
-    memory,
+    "approvals": approvals.build,
+    "executor": executor.build,
+    "memory": memory.build,
 }
 AGENT_NAMES: Final = tuple(BUILDERS)
 

@@ -14,6 +14,8 @@ from counterpoint.agents.llm.provider import LLMProvider
 from counterpoint.agents.outcomes import OutcomeStore
 from counterpoint.agents.reuse import DEFAULT_WINDOW
 from counterpoint.agents.tools.business import BusinessStore
+from counterpoint.agents.tools.catalog import CATALOG
+from counterpoint.agents.tools.registry import DEFAULT_MAX_TURNS, Registry
 
 # Claude models per agent once the anthropic provider lands; the offline provider ignores them.
 DEFAULT_MODELS: Final[Mapping[str, str]] = {
@@ -46,6 +48,10 @@ class AgentContext:
     def __post_init__(self) -> None:
         # Every agent's calls are priced, and checked against the step's budget.
         self.provider = metered(self.provider, self.prices)
+    # The tools agents may be given (each agent only its allowlist) and how many model turns
+    # of one investigation may ask for tools before it must answer.
+    tools: Registry = CATALOG
+    max_tool_turns: int = DEFAULT_MAX_TURNS
 
     def model_for(self, agent: str) -> str:
         return self.models.get(agent, DEFAULT_MODEL)

@@ -48,6 +48,7 @@ async def run_agent_process(name: str, settings: Settings) -> None:
             request_budget_usd=settings.request_budget_usd,
             reuse_window=settings.reuse_window,
             outcomes=OutcomeStore.open(settings.memory_path),
+            max_tool_turns=settings.max_tool_turns,
         )
         agent = catalog.build(name, ctx)  # fails here, at start-up, on a declaration mismatch
         if settings.embedded:

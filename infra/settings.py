@@ -31,6 +31,8 @@
     COUNTERPOINT_REQUEST_BUDGET_USD  default budget per request (unset = no limit)
     COUNTERPOINT_REUSE_WINDOW_S      identical investigations within it run once (600)
     COUNTERPOINT_MEMORY_DB           past outcomes' SQLite file ($COUNTERPOINT_HOME/memory.db)
+    COUNTERPOINT_MAX_TOOL_TURNS      model turns of one investigation that may call tools
+                                     before it must answer (4; 0 = no tools)
 """
 
 from __future__ import annotations
@@ -92,6 +94,7 @@ class Settings(BaseSettings):
     request_budget_usd: float | None = Field(default=None, ge=0)
     reuse_window_s: float = Field(default=600.0, ge=0)
     memory_db: Path | None = None
+    max_tool_turns: int = Field(default=4, ge=0, le=16)
 
     @field_validator("kafka_bootstrap_servers", "anthropic_api_key", "anthropic_base_url",
                      "fallback_model")

@@ -6,6 +6,13 @@ with pydantic. An input that fails validation is sent back once as an error `too
 naming what was wrong; a second failure is `InvalidOutput` (final: asking again the same way is
 not a fix).
 
+Tools (the agentic loop): when the request carries the agent's tools (`LLMRequest.tools`, see
+agents/llm/tooluse.py), they are offered with the output tool last. For up to `max_turns` turns
+`tool_choice` is `auto`: each `tool_use` Claude asks for goes to the tool layer — which refuses
+a tool off the agent's allowlist or invalid input without running it — and comes back as a
+`tool_result` (`is_error` with the reason when refused or failed). The turn after that, or
+after a reply with text only, forces the output tool. Usage is summed over every turn.
+
 Failures map onto the provider errors (agents/llm/errors.py), so the bus decides what to retry:
 
     429                          RateLimited (retry_after from the Retry-After header)
@@ -64,7 +71,7 @@ if TYPE_CHECKING:
         Message,
         MessageParam,
         TextBlockParam,
-        ToolChoiceToolParam,
+        ToolChoiceParam,
         ToolParam,
         UserMessageParam,
     )
@@ -155,10 +162,16 @@ class AnthropicProvider:
     async def generate(self, request: LLMRequest[T], *, model: str) -> LLMResponse[T]:
         client = await self.client()
         tool = tool_for(request.output)
+        session = request.tools
+        offered = offered_tools(request, tool)
+        # Turns in which the model may ask for tools; the turn after them must answer.
+        tool_turns = session.max_turns if session is not None and len(offered) > 1 else 0
         ask: UserMessageParam = {"role": "user", "content": self._user_content(request)}
         messages: list[MessageParam] = [ask]
         usage = Usage(estimated=False)
         asking = model  # the model asked now: `model`, or its fallback after an overload
+        turns_used = 0
+        retried = False
         with self._tracer.start_as_current_span(f"chat {model}", kind=SpanKind.CLIENT,
                                                 attributes={
                                                     "gen_ai.operation.name": "chat",
@@ -169,38 +182,65 @@ class AnthropicProvider:
                                                     "counterpoint.llm.task": request.task,
                                                 }) as span:
             try:
-                for turn in (1, 2):
-                    message, asking = await self._ask(client, request, tool, messages, asking,
-                                                      first=model, span=span)
+                while True:
+                    forced = turns_used >= tool_turns
+                    choice: ToolChoiceParam = (
+                        {"type": "tool", "name": tool["name"], "disable_parallel_tool_use": True}
+                        if forced else {"type": "auto"})
+                    message, asking = await self._ask(client, request, offered, choice,
+                                                      messages, asking, first=model, span=span)
                     usage += usage_of(message)
                     span.set_attribute("gen_ai.response.model", message.model)
-                    block = _tool_use(message, tool["name"])
-                    try:
-                        output = request.output.model_validate(block.input)
-                    except ValidationError as exc:
-                        problems = describe(exc)
-                        if turn == 2:
-                            raise InvalidOutput(
-                                f"{message.model} answered {request.task} twice with input "
-                                f"that does not fit {request.output.__name__}: {problems}"
-                            ) from exc
-                        log.warning("%s: %s's %s input did not validate; asking once more (%s)",
-                                 request.task, message.model, tool["name"], problems)
-                        span.add_event("invalid output", {"counterpoint.llm.problems":
-                                                          problems[:500]})
-                        called: AssistantMessageParam = {"role": "assistant", "content": [{
-                            "type": "tool_use", "id": block.id, "name": block.name,
-                            "input": block.input}]}
-                        refused: UserMessageParam = {"role": "user", "content": [{
-                            "type": "tool_result", "tool_use_id": block.id, "is_error": True,
-                            "content": f"Invalid input for {tool['name']}: {problems}. Call "
-                                       f"{tool['name']} again with input that fits its "
-                                       "schema."}]}
-                        messages += [called, refused]
+                    uses = [b for b in message.content if b.type == "tool_use"]
+                    block = next((b for b in uses if b.name == tool["name"]), None)
+                    if block is None and forced:
+                        raise InvalidOutput(
+                            f"{message.model} did not call {tool['name']} (stop reason "
+                            f"{message.stop_reason}): no structured answer to use")
+                    if block is not None:
+                        try:
+                            output = request.output.model_validate(block.input)
+                        except ValidationError as exc:
+                            problems = describe(exc)
+                            if retried:
+                                raise InvalidOutput(
+                                    f"{message.model} answered {request.task} twice with input "
+                                    f"that does not fit {request.output.__name__}: {problems}"
+                                ) from exc
+                            retried = True
+                            log.warning("%s: %s's %s input did not validate; asking once more "
+                                        "(%s)", request.task, message.model, tool["name"],
+                                        problems)
+                            span.add_event("invalid output", {"counterpoint.llm.problems":
+                                                              problems[:500]})
+                            refusal = (f"Invalid input for {tool['name']}: {problems}. Call "
+                                       f"{tool['name']} again with input that fits its schema.")
+                            messages += [_assistant(message), _results(uses, {
+                                block.id: refusal}, unrun=f"Not run: answer with {tool['name']} "
+                                                          "now.")]
+                            turns_used = tool_turns  # the next turn must answer
+                            continue
+                        span.set_attribute("counterpoint.llm.turns", usage.calls)
+                        return LLMResponse(output, usage, Generation(
+                            provider=PROVIDER_NAME, model=message.model, offline=False))
+                    assert session is not None  # tools are only offered with a session
+                    if not uses:
+                        # Text without a tool call while tools were allowed: ask for the answer
+                        # (an empty turn is not sent back; the forced choice is enough).
+                        said = _assistant(message)
+                        if said["content"]:
+                            messages += [said, {"role": "user", "content": [{
+                                "type": "text", "text": f"Now call {tool['name']} with your "
+                                                        "answer."}]}]
+                        turns_used = tool_turns
                         continue
-                    return LLMResponse(output, usage, Generation(
-                        provider=PROVIDER_NAME, model=message.model, offline=False))
-                raise AssertionError("unreachable")  # pragma: no cover
+                    outcomes = [await session.call(b.name, b.input) for b in uses]
+                    span.add_event("tool calls", {"counterpoint.llm.tools": [
+                        o.name for o in outcomes]})
+                    messages += [_assistant(message), {"role": "user", "content": [
+                        {"type": "tool_result", "tool_use_id": b.id, "content": o.content,
+                         "is_error": o.is_error} for b, o in zip(uses, outcomes, strict=True)]}]
+                    turns_used += 1
             except ProviderError as exc:
                 span.set_attribute("error.type", exc.reason)
                 raise
@@ -209,13 +249,14 @@ class AnthropicProvider:
                 span.set_attribute("gen_ai.usage.output_tokens", usage.output_tokens)
                 span.set_attribute("counterpoint.llm.calls", usage.calls)
 
-    async def _ask(self, client: AsyncAnthropic, request: LLMRequest[Any], tool: ToolParam,
+    async def _ask(self, client: AsyncAnthropic, request: LLMRequest[Any],
+                   tools: list[ToolParam], choice: ToolChoiceParam,
                    messages: list[MessageParam], asking: str, *, first: str,
                    span: Span) -> tuple[Message, str]:
         """One turn. If `asking` is overloaded and is still the model first asked, its fallback
         is asked instead, once per request; returns the answer and the model now asked."""
         try:
-            return await self._create(client, request, tool, messages, asking), asking
+            return await self._create(client, request, tools, choice, messages, asking), asking
         except Overloaded as exc:
             stand_in = fallback_for(asking, self.fallback) if asking == first else None
             if stand_in is None:
@@ -226,22 +267,22 @@ class AnthropicProvider:
                                         "counterpoint.llm.fallback_model": stand_in})
             span.set_attribute("counterpoint.llm.fallback_model", stand_in)
             try:
-                return await self._create(client, request, tool, messages, stand_in), stand_in
+                return (await self._create(client, request, tools, choice, messages, stand_in),
+                        stand_in)
             except Overloaded as again:
                 raise Overloaded(f"{asking} and its fallback {stand_in} are both overloaded "
                                  f"({again})") from again
 
-    async def _create(self, client: AsyncAnthropic, request: LLMRequest[Any], tool: ToolParam,
+    async def _create(self, client: AsyncAnthropic, request: LLMRequest[Any],
+                      tools: list[ToolParam], choice: ToolChoiceParam,
                       messages: list[MessageParam], model: str) -> Message:
         """One Messages API call, its failures mapped onto the provider errors."""
         sdk = self._sdk
         assert sdk is not None
-        choice: ToolChoiceToolParam = {"type": "tool", "name": tool["name"],
-                                       "disable_parallel_tool_use": True}
         try:
             return await client.messages.create(
                 model=model, max_tokens=request.max_tokens, system=request.system,
-                messages=messages, tools=[tool], tool_choice=choice)
+                messages=messages, tools=tools, tool_choice=choice)
         except sdk.RateLimitError as exc:
             raise RateLimited(f"{model}: rate limited (429): {_api_message(exc)}",
                               retry_after=retry_after(exc.response.headers)) from exc
@@ -323,12 +364,36 @@ def context_json(context: Mapping[str, Any]) -> str:
                       ensure_ascii=False, separators=(",", ":"))
 
 
-def _tool_use(message: Message, name: str) -> Any:
+def offered_tools(request: LLMRequest[Any], output_tool: ToolParam) -> list[ToolParam]:
+    """The request's business tools, then the output tool (always last, always offered)."""
+    if request.tools is None:
+        return [output_tool]
+    tools: list[ToolParam] = []
+    for spec in request.tools.specs():
+        if spec.name == output_tool["name"]:
+            raise ValueError(f"a tool may not be named like the output tool {spec.name!r}")
+        tools.append({"name": spec.name, "description": spec.description,
+                      "input_schema": dict(spec.input_schema)})
+    return [*tools, output_tool]
+
+
+def _assistant(message: Message) -> AssistantMessageParam:
+    """The model's turn as it must be sent back: its text and tool calls, in order."""
+    content: list[Any] = []
     for block in message.content:
-        if block.type == "tool_use" and block.name == name:
-            return block
-    raise InvalidOutput(f"{message.model} did not call {name} (stop reason "
-                        f"{message.stop_reason}): no structured answer to use")
+        if block.type == "text" and block.text:
+            content.append({"type": "text", "text": block.text})
+        elif block.type == "tool_use":
+            content.append({"type": "tool_use", "id": block.id, "name": block.name,
+                            "input": block.input})
+    return {"role": "assistant", "content": content}
+
+
+def _results(uses: list[Any], errors: Mapping[str, str], *, unrun: str) -> UserMessageParam:
+    """An error `tool_result` for every call of a turn: each call needs an answer."""
+    return {"role": "user", "content": [
+        {"type": "tool_result", "tool_use_id": b.id, "is_error": True,
+         "content": errors.get(b.id, unrun)} for b in uses]}
 
 
 def _api_message(exc: Exception) -> str:

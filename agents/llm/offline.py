@@ -9,8 +9,10 @@ Rules, per task:
 - triage.ticket: keyword families pick intents (billing, account, technical); urgency words and
   lockouts raise priority.
 - triage.alert: the alert's severity label; critical alerts gather logs, metrics and deploys.
-- investigate: the gathered facts, most specific first, become the summary; each skill maps
-  fact patterns to recommended actions.
+- investigate: given the agent's tools, it calls the ones its skill needs by rule
+  (offline_tools.py) through the same tool layer a model uses; the facts those calls return,
+  most specific first, become the summary; each skill maps fact patterns to recommended
+  actions.
 - synthesis.reply / synthesis.runbook: templates over the findings, with tone set by the
   customer's tier and tenure.
 """
@@ -23,7 +25,7 @@ from typing import Any, Final, TypeVar
 
 from pydantic import BaseModel
 
-from counterpoint.agents.llm import offline_rules
+from counterpoint.agents.llm import offline_rules, offline_tools
 from counterpoint.agents.llm.provider import LLMRequest, LLMResponse
 from counterpoint.schemas.events import Generation, Usage
 
@@ -57,12 +59,23 @@ class OfflineProvider:
         rule = RULES.get(request.task)
         if rule is None:
             raise UnknownOfflineTask(f"the offline provider has no rule for task {request.task!r}")
-        produced = rule(request.context)
+        context, results = request.context, ""
+        if request.tools is not None:
+            # Tools by rule, through the same layer (allowlist, validation, spans) as a model's.
+            allowed = {spec.name for spec in request.tools.specs()}
+            calls = (offline_tools.plan(request.task, context, allowed)
+                     if request.tools.max_turns >= 1 else [])
+            outcomes = [await request.tools.call(name, args) for name, args in calls]
+            context = {**context, "facts": offline_tools.facts_of(outcomes)
+                       or offline_tools.unchecked(context)}
+            results = "".join(o.content for o in outcomes)
+        produced = rule(context)
         # Round-trip through the requested model: the same validation a model's answer gets.
         output = request.output.model_validate(produced.model_dump())
         out_text = output.model_dump_json()
         usage = Usage(
-            input_tokens=_estimate_tokens(request.system) + _estimate_tokens(request.content),
+            input_tokens=_estimate_tokens(request.system) + _estimate_tokens(request.content)
+            + (_estimate_tokens(results) if results else 0),
             output_tokens=_estimate_tokens(out_text),
             calls=1,
             estimated=True,

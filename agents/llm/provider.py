@@ -15,6 +15,7 @@ from typing import Any, Generic, Protocol, TypeVar
 
 from pydantic import BaseModel
 
+from counterpoint.agents.llm.tooluse import ToolUse
 from counterpoint.schemas.events import Generation, Usage
 
 T = TypeVar("T", bound=BaseModel)
@@ -28,6 +29,8 @@ class LLMRequest(Generic[T]):
     output: type[T]
     context: Mapping[str, Any] = field(default_factory=dict)
     max_tokens: int = 1024
+    # Tools the model may call before answering (agents/llm/tooluse.py); None = answer at once.
+    tools: ToolUse | None = None
 
 
 @dataclass(frozen=True)

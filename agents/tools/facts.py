@@ -15,6 +15,7 @@ from datetime import date, datetime, timedelta
 from decimal import Decimal
 
 from counterpoint.agents.tools.business import (
+    Article,
     BusinessStore,
     Deploy,
     Invoice,
@@ -74,9 +75,13 @@ def _customer_gate(store: BusinessStore, subject: Subject, table: str) -> list[F
     if not subject.customer_id:
         return [Fact(text=f"The request names no customer, so {table} was not checked.",
                      source=table)]
-    if store.customer(subject.customer_id) is None:
-        return [Fact(text=f"No customer {subject.customer_id} exists; {table} has no records "
-                          "to check.", source=f"crm.customers/{subject.customer_id}")]
+    return _known_customer_gate(store, subject.customer_id, table)
+
+
+def _known_customer_gate(store: BusinessStore, customer_id: str, table: str) -> list[Fact]:
+    if store.customer(customer_id) is None:
+        return [Fact(text=f"No customer {customer_id} exists; {table} has no records "
+                          "to check.", source=f"crm.customers/{customer_id}")]
     return []
 
 
@@ -86,7 +91,13 @@ def _customer_gate(store: BusinessStore, subject: Subject, table: str) -> list[F
 def billing_facts(store: BusinessStore, subject: Subject, focus: str = "") -> list[Fact]:
     if gate := _customer_gate(store, subject, "billing.invoices"):
         return gate
-    customer_id = subject.customer_id or ""
+    return invoice_facts(store, subject.customer_id or "")
+
+
+def invoice_facts(store: BusinessStore, customer_id: str) -> list[Fact]:
+    """Duplicate, mismatched, unpaid and failed payments of one customer's invoices."""
+    if gate := _known_customer_gate(store, customer_id, "billing.invoices"):
+        return gate
     invoices = store.invoices(customer_id)
     if not invoices:
         return [Fact(text=f"Customer {customer_id} has no invoices.",
@@ -167,6 +178,13 @@ def account_facts(store: BusinessStore, subject: Subject, focus: str = "") -> li
     if gate := _customer_gate(store, subject, "auth.accounts"):
         return gate
     customer_id = subject.customer_id or ""
+    return account_status_facts(store, customer_id) + login_facts(store, customer_id)
+
+
+def account_status_facts(store: BusinessStore, customer_id: str) -> list[Fact]:
+    """Whether the login account is active or locked (since when, why), MFA, password reset."""
+    if gate := _known_customer_gate(store, customer_id, "auth.accounts"):
+        return gate
     source = f"auth.accounts/{customer_id}"
     status = store.account_status(customer_id)
     facts: list[Fact] = []
@@ -187,8 +205,14 @@ def account_facts(store: BusinessStore, subject: Subject, focus: str = "") -> li
             text=f"MFA is {'enabled' if status.mfa_enabled else 'not enabled'}; {reset}.",
             source=source,
         ))
-    facts.extend(_login_facts(customer_id, store.login_events(customer_id)))
     return facts
+
+
+def login_facts(store: BusinessStore, customer_id: str) -> list[Fact]:
+    """Failed logins since the last success (how many, why, from where) and the last success."""
+    if gate := _known_customer_gate(store, customer_id, "auth.login_events"):
+        return gate
+    return _login_facts(customer_id, store.login_events(customer_id))
 
 
 def _login_facts(customer_id: str, events: list[LoginEvent]) -> list[Fact]:
@@ -246,16 +270,24 @@ def infrastructure_facts(store: BusinessStore, subject: Subject, focus: str) -> 
     if not service:
         return [Fact(text=f"The request names no service, so no {focus} were checked.",
                      source="monitoring.services")]
+    reported_by = "alert" if subject.kind == "alert" else "customer"
+    return service_facts(store, service, focus, subject.started_at, reported_by)
+
+
+def service_facts(store: BusinessStore, service: str, focus: str,
+                  started_at: datetime | None = None, reported_by: str = "alert") -> list[Fact]:
+    """Logs, metrics and/or deploys of `service` (by `focus`) around `started_at`, which an
+    alert or a customer (`reported_by`) gave; without it, around the service's newest data."""
     if service not in store.services():
         return [Fact(text=f"No service named {service} is monitored "
                           f"(known: {', '.join(store.services())}); no {focus} to check.",
                      source="monitoring.services")]
-    anchor = subject.started_at or store.latest_observation(service)
+    anchor = started_at or store.latest_observation(service)
     if anchor is None:
         return [Fact(text=f"No logs or metrics are recorded for {service}.",
                      source=f"monitoring.services/{service}")]
-    label = ("the alert started" if subject.started_at and subject.kind == "alert"
-             else "the reported start" if subject.started_at else "the newest data")
+    label = ("the alert started" if started_at and reported_by == "alert"
+             else "the reported start" if started_at else "the newest data")
     wanted = focus.lower()
     parts = [p for p in ("log", "metric", "deploy") if p in wanted] or ["log", "metric", "deploy"]
     facts: list[Fact] = []
@@ -359,21 +391,53 @@ def _deploy_facts(deploys: list[Deploy], service: str, anchor: datetime, label: 
 def knowledge_facts(store: BusinessStore, subject: Subject, focus: str) -> list[Fact]:
     # The focus ranks first, so two investigations of one ticket do not cite the same articles;
     # the whole request fills the remaining places.
-    focused = store.search_articles(" ".join(p for p in (focus, subject.service) if p))
+    focused = " ".join(p for p in (focus, subject.service) if p)
     broad = " ".join(p for p in (focus, subject.title, subject.text, subject.service) if p)
-    articles = list({a.id: a for a in focused + store.search_articles(broad)}.values())[:3]
+    articles = find_articles(store, [focused, broad])
     if not articles:
         return [Fact(text=f"No knowledge-base article matches {focus or subject.title!r}.",
                      source="kb.articles")]
+    return article_facts(articles)
+
+
+def find_articles(store: BusinessStore, queries: list[str], limit: int = 3) -> list[Article]:
+    """Articles matching any query; an earlier query's matches rank before a later one's."""
+    found: dict[str, Article] = {}
+    for query in queries:
+        for article in store.search_articles(query) if query.strip() else []:
+            found.setdefault(article.id, article)
+    return list(found.values())[:limit]
+
+
+def article_facts(articles: list[Article]) -> list[Fact]:
     return [
         Fact(text=f"{a.id} \"{a.title}\": {_first_sentences(a.body, 2)}", source=f"kb/{a.id}")
         for a in articles
     ]
 
 
+def article_excerpt(article: Article) -> str:
+    return _first_sentences(article.body, 2)
+
+
 def _first_sentences(text: str, count: int) -> str:
     sentences = re.split(r"(?<=[.!?])\s+", text.strip())
     return " ".join(sentences[:count])
+
+
+# --- when no tool ran -----------------------------------------------------------------------
+
+
+def nothing_checked(skill: str, subject: Subject, focus: str) -> Fact:
+    """Why an investigation has no facts: what the request lacked, else that nothing was read."""
+    if skill in ("billing", "account") and not subject.customer_id:
+        table = "billing.invoices" if skill == "billing" else "auth.accounts"
+        return Fact(text=f"The request names no customer, so {table} was not checked.",
+                    source=table)
+    if skill == "infrastructure" and not (subject.service or subject.labels.get("service")):
+        return Fact(text=f"The request names no service, so no {focus} were checked.",
+                    source="monitoring.services")
+    return Fact(text=f"The {skill} investigation read no business records.", source="tools")
 
 
 # --- customer context -----------------------------------------------------------------------

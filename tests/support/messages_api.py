@@ -17,6 +17,17 @@ What the tool input is, in order:
    valid answers for Counterpoint's four outputs (a dual-intent ticket: billing and account);
 4. an instance built from the input schema (`example_from_schema`).
 
+Multi-turn tool use (the agentic loop): `tool_calls(("list_invoices", {...}), ...)` answers with
+those `tool_use` blocks (`stop_reason: "tool_use"`), whatever tool was asked for; `text(...)`
+answers with text only. `replier(request_body)` — consulted when no scripted reply is queued —
+may return a `Reply` per request, so concurrent conversations can be scripted by content;
+`tools_then_answer(pick)` builds one that calls the tools `pick` chooses on a conversation's
+first tool turn and answers afterwards. When tools are offered with `tool_choice` `auto` or
+`any` and nothing is scripted, the reply calls the output tool (the one named `record_*`), as
+a model that answers at once would. `Recorded` exposes what was offered (`tools_offered`,
+`tool_choice`), the `tool_result` blocks sent back (`tool_results`) and what the reply called
+(`called`).
+
 A model listed in `overloaded_models` always answers 529. Usage is `usage(request_body,
 tool_input)` (default: grows with the request and answer sizes, so sums are checkable);
 `reported_usage()` sums what every successful reply reported.
@@ -46,6 +57,7 @@ from types import TracebackType
 from typing import Any
 
 Responder = Callable[[str, Mapping[str, Any], Mapping[str, Any]], Mapping[str, Any]]
+ToolCallSpec = tuple[str, Mapping[str, Any]]
 UsageOf = Callable[[Mapping[str, Any], Mapping[str, Any]], tuple[int, int]]
 
 # Valid answers for Counterpoint's outputs (agents/llm/outputs.py), by schema title.
@@ -80,6 +92,9 @@ class Reply:
     headers: Mapping[str, str] = field(default_factory=dict)
     call_tool: bool = True
     delay_s: float = 0.0
+    # Call these tools (name, input) instead of the requested one: a tool-use turn.
+    tool_uses: tuple[ToolCallSpec, ...] = ()
+    text: str | None = None
 
 
 def rate_limited(retry_after: float | None = 2.0) -> Reply:
@@ -117,6 +132,45 @@ def no_tool_call() -> Reply:
     return Reply(call_tool=False)
 
 
+def tool_calls(*calls: ToolCallSpec, text: str | None = None) -> Reply:
+    """A turn that asks for these tools (in one message), optionally after some text."""
+    return Reply(tool_uses=tuple((name, dict(arguments)) for name, arguments in calls),
+                 text=text)
+
+
+def text(words: str) -> Reply:
+    """A 200 with only this text (`stop_reason: "end_turn"`)."""
+    return Reply(call_tool=False, text=words)
+
+
+Replier = Callable[[Mapping[str, Any]], "Reply | None"]
+
+
+def tools_then_answer(pick: Callable[[Mapping[str, Any]], list[ToolCallSpec]]) -> Replier:
+    """A model that, on a conversation's first turn with tools it may choose (not forced),
+    calls what `pick(request_body)` returns (nothing: it answers at once); once tool results
+    came back, it answers."""
+
+    def reply(body: Mapping[str, Any]) -> Reply | None:
+        choice = body.get("tool_choice") or {}
+        if choice.get("type") == "tool" or tool_results_in(body):
+            return None
+        calls = pick(body)
+        return tool_calls(*calls) if calls else None
+
+    return reply
+
+
+def tool_results_in(body: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The tool_result blocks of a request's last message."""
+    messages = body.get("messages") or []
+    last = messages[-1] if messages else {}
+    content = last.get("content") if isinstance(last, dict) else None
+    if not isinstance(content, list):
+        return []
+    return [b for b in content if isinstance(b, dict) and b.get("type") == "tool_result"]
+
+
 @dataclass(frozen=True)
 class Recorded:
     """One request the server received, and what it answered."""
@@ -132,8 +186,32 @@ class Recorded:
 
     @property
     def tool_name(self) -> str | None:
+        """The tool the request forced; when none was forced, the first one the reply called."""
         choice = self.body.get("tool_choice") or {}
-        return choice.get("name") if isinstance(choice, dict) else None
+        if isinstance(choice, dict) and choice.get("type") == "tool":
+            return choice.get("name")
+        called = self.called
+        return called[0] if called else None
+
+    @property
+    def tool_choice(self) -> dict[str, Any]:
+        choice = self.body.get("tool_choice") or {}
+        return dict(choice) if isinstance(choice, dict) else {}
+
+    @property
+    def tools_offered(self) -> list[str]:
+        return [str(t.get("name")) for t in self.body.get("tools") or [] if isinstance(t, dict)]
+
+    @property
+    def tool_results(self) -> list[dict[str, Any]]:
+        """The tool_result blocks this request sent back (in its last message)."""
+        return tool_results_in(self.body)
+
+    @property
+    def called(self) -> list[str]:
+        """The tools the reply asked for, in order."""
+        return [str(b.get("name")) for b in self.response.get("content") or []
+                if isinstance(b, dict) and b.get("type") == "tool_use"]
 
     @property
     def usage(self) -> tuple[int, int]:
@@ -149,11 +227,12 @@ def default_usage(body: Mapping[str, Any], tool_input: Mapping[str, Any]) -> tup
 class MessagesAPI:
     def __init__(self, *, answers: Mapping[str, Mapping[str, Any]] | None = None,
                  responder: Responder | None = None, usage: UsageOf = default_usage,
-                 overloaded_models: Iterable[str] = (), host: str = "127.0.0.1",
-                 port: int = 0) -> None:
+                 overloaded_models: Iterable[str] = (), replier: Replier | None = None,
+                 host: str = "127.0.0.1", port: int = 0) -> None:
         self.answers: dict[str, Mapping[str, Any]] = dict(
             DEFAULT_ANSWERS if answers is None else answers)
         self.responder = responder
+        self.replier = replier
         self.usage = usage
         self.overloaded_models = set(overloaded_models)
         self.requests: list[Recorded] = []
@@ -220,6 +299,7 @@ class MessagesAPI:
         with self._lock:
             self.requests.clear()
             self._scripted.clear()
+        self.replier = None
 
     # --- answering -----------------------------------------------------------------------------
 
@@ -227,7 +307,10 @@ class MessagesAPI:
         with self._lock:
             if body.get("model") in self.overloaded_models:
                 return overloaded()
-            return self._scripted.popleft() if self._scripted else None
+            if self._scripted:
+                return self._scripted.popleft()
+            replier = self.replier
+        return replier(body) if replier is not None else None
 
     def _answer(self, body: Mapping[str, Any], reply: Reply | None
                 ) -> tuple[int, dict[str, str], dict[str, Any]]:
@@ -238,10 +321,19 @@ class MessagesAPI:
                 "type": "error", "error": {"type": reply.error_type, "message": reply.message},
                 "request_id": headers["request-id"]}
         tool = _forced_tool(body)
-        if tool is None or (reply is not None and not reply.call_tool):
-            text = "I will not call a tool." if tool is not None else "Hello from the fake API."
-            content: list[dict[str, Any]] = [{"type": "text", "text": text}]
-            tool_input: Mapping[str, Any] = {"text": text}
+        if reply is not None and reply.tool_uses:
+            content: list[dict[str, Any]] = (
+                [{"type": "text", "text": reply.text}] if reply.text else [])
+            for k, (name, arguments) in enumerate(reply.tool_uses):
+                content.append({"type": "tool_use", "id": f"toolu_fake_{n:06d}_{k}",
+                                "name": name, "input": copy.deepcopy(dict(arguments))})
+            tool_input: Mapping[str, Any] = {"tool_uses": [dict(a) for _, a in reply.tool_uses]}
+            stop = "tool_use"
+        elif tool is None or (reply is not None and not reply.call_tool):
+            words = (reply.text if reply is not None and reply.text else
+                     "I will not call a tool." if tool is not None else "Hello from the fake API.")
+            content = [{"type": "text", "text": words}]
+            tool_input = {"text": words}
             stop = "end_turn"
         else:
             name, schema = str(tool["name"]), tool.get("input_schema") or {}
@@ -272,12 +364,16 @@ class MessagesAPI:
 
 
 def _forced_tool(body: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """The tool the reply calls by default: the forced one; under `auto`/`any`, the output tool
+    (`record_*`; under `any`, else the first)."""
     tools = [t for t in body.get("tools") or [] if isinstance(t, dict)]
     choice = body.get("tool_choice") or {}
-    if isinstance(choice, dict) and choice.get("type") == "tool":
+    kind = choice.get("type") if isinstance(choice, dict) else None
+    if kind == "tool":
         return next((t for t in tools if t.get("name") == choice.get("name")), None)
-    if isinstance(choice, dict) and choice.get("type") == "any" and tools:
-        return tools[0]
+    if kind in ("auto", "any"):
+        output = next((t for t in tools if str(t.get("name", "")).startswith("record_")), None)
+        return output or (tools[0] if kind == "any" and tools else None)
     return None
 
 
