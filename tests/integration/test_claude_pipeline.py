@@ -110,6 +110,8 @@ async def test_investigators_call_their_tools_and_the_trace_shows_each_call(
         claude_stack: AgentStack, api: MessagesAPI) -> None:
     body = orjson.loads(example("ticket_dual_intent.json"))
     body["id"] = f"T-tools-{uuid.uuid4().hex[:8]}"
+    # A ticket identical to the other test's would reuse its findings (agents/reuse.py).
+    body["body"] += f" (ref {body['id']})"
     before = len(api.requests)
     api.replier = tools_then_answer(_investigator_picks)
     try:

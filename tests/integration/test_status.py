@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,20 @@ from tests.integration.helpers import config, send_raw, wait_results
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
 EXE = str(Path(sys.executable).with_name("counterpoint"))
+
+
+@pytest.fixture(scope="module")
+def pipeline(bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[AgentStack]:
+    """One process per agent. No action waits for a person here: the approval desk holds a
+    waiting approval uncommitted on purpose, which `status` rightly shows as lag."""
+    stack = AgentStack(bootstrap, tmp_path_factory.mktemp("home"),
+                       dict.fromkeys(AGENT_NAMES, 1),
+                       extra_env={"COUNTERPOINT_APPROVAL_THRESHOLD": "high"})
+    try:
+        stack.wait_joined()
+        yield stack
+    finally:
+        stack.stop()
 
 
 async def status(env: dict[str, str]) -> dict[str, Any]:
