@@ -2,6 +2,7 @@
 
 Consumes: triage.decisions (TriageDecision) — the plan: which investigations to wait for
           investigation.findings (Finding) — one per investigation (fan-in)
+          triage.closures (AlertResolved) — the request's alert resolved: close it now
 Emits:    synthesis.results (Result) — `complete`, or `partial` naming what is missing when
           the plan's deadline passes first
 
@@ -24,21 +25,30 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from counterpoint.agents.closure import closing_emit, resolved_during_investigation
 from counterpoint.agents.context import AgentContext
 from counterpoint.agents.llm.outputs import Composition
 from counterpoint.agents.llm.provider import LLMRequest, quote
 from counterpoint.agents.tools.facts import customer_context
 from counterpoint.bus.agent import Agent, Cause, Emit, Hold, Incoming, Publisher
 from counterpoint.schemas.envelope import now
-from counterpoint.schemas.events import Finding, FindingRef, Result, TriageDecision, Usage
+from counterpoint.schemas.events import (
+    AlertResolved,
+    Finding,
+    FindingRef,
+    Result,
+    TriageDecision,
+    Usage,
+)
 from counterpoint.topics.registry import (
     INVESTIGATION_FINDINGS,
     SYNTHESIS_RESULTS,
+    TRIAGE_CLOSURES,
     TRIAGE_DECISIONS,
     Topic,
 )
 
-CONSUMES: tuple[Topic[Any], ...] = (TRIAGE_DECISIONS, INVESTIGATION_FINDINGS)
+CONSUMES: tuple[Topic[Any], ...] = (TRIAGE_DECISIONS, INVESTIGATION_FINDINGS, TRIAGE_CLOSURES)
 EMITS: tuple[Topic[Any], ...] = (SYNTHESIS_RESULTS,)
 
 SYSTEM = (
@@ -60,6 +70,8 @@ class Pending:
     holds: list[Hold] = field(default_factory=list)
     due: datetime | None = None
     composing: bool = False
+    closure: AlertResolved | None = None  # the alert resolved: compose now, marked resolved
+    closure_id: str | None = None
 
 
 class Join:
@@ -77,6 +89,8 @@ class Join:
     def ready(self, p: Pending) -> bool:
         if p.decision is None or p.composing:
             return False
+        if p.closure is not None:
+            return True  # nothing more is worth waiting for
         wanted = {inv.task_id for inv in p.decision.investigations}
         return wanted <= p.findings.keys()
 
@@ -109,7 +123,11 @@ def build(ctx: AgentContext) -> Agent:
     model = ctx.model_for("synthesis")
 
     async def compose(p: Pending) -> list[Emit]:
-        assert p.decision is not None
+        if p.decision is None:
+            # A closure whose plan never came within the grace: its result is out already
+            # (published by this or another process) or the alert was never investigated.
+            assert p.closure is not None and p.closure_id is not None
+            return [closing_emit(p.closure_id, p.closure)]
         d = p.decision
         findings = [p.findings[i.task_id] for i in d.investigations if i.task_id in p.findings]
         missing = [f"{i.skill} ({i.focus})" for i in d.investigations
@@ -136,21 +154,28 @@ def build(ctx: AgentContext) -> Agent:
             proposed_actions=answer.output.proposed_actions, customer=customer,
             generation=answer.generation, usage=sum(by_step.values(), Usage()),
             usage_by_step=by_step, completed_at=datetime.now(UTC),
+            callback_url=d.subject.callback_url, origin=d.subject.origin,
         )
         assert p.cause is not None
+        if p.closure is not None:
+            # A different id from the unresolved result's: were that one published already
+            # (before a crash), consumers that dedupe by id must still see this one.
+            result = resolved_during_investigation(result, p.closure)
+            return [Emit(SYNTHESIS_RESULTS, result, key=d.request_id, tag="result+resolved",
+                         derive_from=p.cause.event_id, subject=d.subject.source_id)]
         return [Emit(SYNTHESIS_RESULTS, result, key=d.request_id, tag="result",
                      derive_from=p.cause.event_id, subject=d.subject.source_id)]
 
     async def complete(p: Pending, event: Incoming[Any]) -> list[Emit]:
         """Compose, then release every held input once the result is acknowledged."""
-        assert p.decision is not None
+        assert p.decision is not None or p.closure is not None
         p.composing = True  # arrivals meanwhile are held too, and released with the result
         try:
             emits = await compose(p)
         except BaseException:
             p.composing = False  # the handler is retried or dead-lettered; the join stays
             raise
-        join.finish(p.decision.request_id)
+        join.finish(event.request_id if p.decision is None else p.decision.request_id)
         event.release_after_ack(p.holds)
         return emits
 
@@ -174,13 +199,28 @@ def build(ctx: AgentContext) -> Agent:
         p.findings[event.data.task_id] = event.data  # keyed by task: redelivery is harmless
         return await complete(p, event) if join.ready(p) else []
 
+    @agent.handles(TRIAGE_CLOSURES)
+    async def on_closure(event: Incoming[AlertResolved]) -> list[Emit]:
+        rid = event.data.request_id
+        if rid in join.done:
+            return [closing_emit(event.envelope.id, event.data)]  # its result is out: close it
+        p = join.track(rid, event)
+        p.closure, p.closure_id = event.data, event.envelope.id
+        if p.decision is not None:
+            return await complete(p, event)
+        # No plan here (yet): it may still be on its way, so wait briefly before closing alone.
+        p.cause = p.cause or event.cause()
+        p.due = now() + ctx.synthesis_replay_grace
+        return []
+
     @agent.every(1.0)
     async def deadlines(publisher: Publisher) -> None:
         for p in join.overdue(now()):
-            assert p.cause is not None and p.decision is not None
-            rid = p.decision.request_id
-            log.info("request %s passed its deadline with %d/%d findings", rid,
-                     len(p.findings), len(p.decision.investigations))
+            assert p.cause is not None and (p.decision is not None or p.closure is not None)
+            rid = p.decision.request_id if p.decision is not None else p.cause.request_id
+            if p.decision is not None:
+                log.info("request %s passed its deadline with %d/%d findings", rid,
+                         len(p.findings), len(p.decision.investigations))
             p.composing = True
             try:
                 emits = await compose(p)

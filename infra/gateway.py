@@ -270,10 +270,11 @@ def create_app(config: KafkaConfig, *, token: str | None = None,
                                     event_id=event_id, ce_type=ce_type, time=time)
         except BrokerUnavailable as exc:
             raise ApiError(503, f"not published: {exc}; retry later") from exc
-        index.accepted(event_id, sent.source_id)
-        receipt = Accepted(request_id=event_id, source_id=sent.source_id, topic=sent.topic,
+        rid = sent.request_id  # an Alertmanager alert's own id, not the event's (see identity)
+        index.accepted(rid, sent.source_id)
+        receipt = Accepted(request_id=rid, source_id=sent.source_id, topic=sent.topic,
                            partition=sent.partition, offset=sent.offset,
-                           status_url=str(request.url_for("get_request", request_id=event_id)))
+                           status_url=str(request.url_for("get_request", request_id=rid)))
         return JSONResponse(receipt.model_dump(), status_code=202,
                             headers={"Location": receipt.status_url})
 

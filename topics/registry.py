@@ -15,12 +15,14 @@ from pydantic import TypeAdapter
 
 from counterpoint.schemas.events import (
     Alert,
+    AlertResolved,
     Finding,
     InvestigationTask,
     Result,
     Skill,
     Ticket,
     TriageDecision,
+    WebhookDelivery,
 )
 
 E = TypeVar("E")
@@ -76,6 +78,17 @@ SYNTHESIS_RESULTS: Final[Topic[Result]] = _topic(
     description="Final reply or runbook per request",
 )
 
+# Keyed by request id with the same partition count as triage.decisions, so a closure meets
+# its request's plan in the synthesis process that owns it.
+TRIAGE_CLOSURES: Final[Topic[AlertResolved]] = _topic(
+    "triage.closures", "counterpoint.triage.alert_resolved", AlertResolved, key="request_id",
+    description="Alerts Alertmanager reports resolved: close the request opened for them",
+)
+WEBHOOK_DELIVERIES: Final[Topic[WebhookDelivery]] = _topic(
+    "webhooks.deliveries", "counterpoint.webhooks.delivered", WebhookDelivery,
+    key="request_id", description="Results POSTed to a webhook and acknowledged by it",
+)
+
 SKILLS: Final[tuple[Skill, ...]] = ("billing", "account", "infrastructure", "knowledge")
 
 # One task topic per skill, keyed by task id: each skill scales as its own consumer group and
@@ -95,6 +108,8 @@ ALL_TOPICS: Final[tuple[Topic[Any], ...]] = (
     *TASKS.values(),
     INVESTIGATION_FINDINGS,
     SYNTHESIS_RESULTS,
+    TRIAGE_CLOSURES,
+    WEBHOOK_DELIVERIES,
 )
 
 # The dead-letter topic holds original bytes of any topic, so it has no event type.
