@@ -44,7 +44,13 @@ from counterpoint.infra.gateway_state import (
 )
 from counterpoint.infra.publishing import TOPICS, Kind, send_event
 from counterpoint.schemas.envelope import new_event_id
-from counterpoint.schemas.events import AlertmanagerWebhook, Result, SimpleAlert, Ticket
+from counterpoint.schemas.events import (
+    AlertmanagerWebhook,
+    Resolution,
+    Result,
+    SimpleAlert,
+    Ticket,
+)
 
 GATEWAY_SOURCE = "/counterpoint/gateway"
 BEARER = HTTPBearer(auto_error=False, description="COUNTERPOINT_API_TOKEN, when it is set")
@@ -74,7 +80,7 @@ class Accepted(BaseModel):
 
 
 class Step(BaseModel):
-    step: Literal["triage", "investigation", "synthesis"]
+    step: Literal["triage", "investigation", "synthesis", "resolution"]
     done: bool
     agent: str | None = None
     task_id: str | None = None
@@ -88,6 +94,7 @@ class RequestStatus(BaseModel):
     status: Status
     steps: list[Step]
     result: Result | None
+    resolution: Resolution | None = None  # set when the alert resolved: the request is closed
 
 
 class CloudEvent(BaseModel):
@@ -337,7 +344,7 @@ def create_app(config: KafkaConfig, *, token: str | None = None,
                            [FieldProblem(field="request_id", problem="unknown")])
         return RequestStatus(request_id=request_id, status=status_of(progress),
                              steps=[Step(**s) for s in steps_of(progress)],
-                             result=progress.result)
+                             result=progress.result, resolution=progress.resolution)
 
     @app.get("/healthz", summary="Liveness, and whether the progress reader reaches the broker")
     async def healthz() -> dict[str, Any]:

@@ -26,7 +26,7 @@ from counterpoint.schemas.envelope import Envelope
 
 log = logging.getLogger(__name__)
 
-Status = Literal["accepted", "triaged", "investigating", "complete", "partial"]
+Status = Literal["accepted", "triaged", "investigating", "complete", "partial", "resolved"]
 
 
 class BrokerUnavailable(RuntimeError):
@@ -115,6 +115,8 @@ class RequestIndex:
 
 
 def status_of(progress: Progress) -> Status:
+    if progress.resolution is not None:
+        return "resolved"  # closed: its alert resolved (see agents/closure.py)
     if progress.result is not None:
         return progress.result.status
     if progress.findings:
@@ -146,6 +148,11 @@ def steps_of(progress: Progress) -> list[dict[str, Any]]:
     r = progress.result
     steps.append({"step": "synthesis", "done": r is not None, "agent": "synthesis" if r else None,
                   "summary": f"{r.kind} ({r.status})" if r else None})
+    if progress.resolution is not None:
+        when = progress.resolution.resolved_at
+        steps.append({"step": "resolution", "done": True, "agent": "synthesis",
+                      "summary": "alert resolved" + (f" at {when.isoformat()}" if when else "")
+                      + "; request closed"})
     return steps
 
 
