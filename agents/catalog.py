@@ -5,7 +5,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Final
 
-from counterpoint.agents import account, billing, infrastructure, knowledge, synthesis, triage
+from counterpoint.agents import (
+    account,
+    billing,
+    infrastructure,
+    knowledge,
+    synthesis,
+    triage,
+    webhooks,
+)
 from counterpoint.agents.context import AgentContext
 from counterpoint.bus.agent import Agent
 
@@ -16,6 +24,7 @@ BUILDERS: Final[dict[str, Callable[[AgentContext], Agent]]] = {
     "infrastructure": infrastructure.build,
     "knowledge": knowledge.build,
     "synthesis": synthesis.build,
+    "webhooks": webhooks.build,
 }
 AGENT_NAMES: Final = tuple(BUILDERS)
 

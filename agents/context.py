@@ -28,6 +28,11 @@ class AgentContext:
     # restart replays its findings before the deadline can fire.
     synthesis_replay_grace: timedelta = timedelta(seconds=2)
     models: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_MODELS))
+    # Result webhooks (agents/webhooks.py): source or kind -> URL, the HMAC secret, the
+    # seconds one POST may take.
+    webhook_targets: Mapping[str, str] = field(default_factory=dict)
+    webhook_secret: str | None = None
+    webhook_timeout_s: float = 10.0
 
     def model_for(self, agent: str) -> str:
         return self.models.get(agent, DEFAULT_MODEL)

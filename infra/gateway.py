@@ -43,6 +43,7 @@ from counterpoint.infra.gateway_state import (
     steps_of,
 )
 from counterpoint.infra.publishing import TOPICS, Kind, send_event
+from counterpoint.infra.webhook_status import DeliveryInfo
 from counterpoint.schemas.envelope import new_event_id
 from counterpoint.schemas.events import (
     AlertmanagerWebhook,
@@ -95,6 +96,7 @@ class RequestStatus(BaseModel):
     steps: list[Step]
     result: Result | None
     resolution: Resolution | None = None  # set when the alert resolved: the request is closed
+    delivery: DeliveryInfo | None = None  # the result's webhook delivery, when it has one
 
 
 class CloudEvent(BaseModel):
@@ -344,7 +346,8 @@ def create_app(config: KafkaConfig, *, token: str | None = None,
                            [FieldProblem(field="request_id", problem="unknown")])
         return RequestStatus(request_id=request_id, status=status_of(progress),
                              steps=[Step(**s) for s in steps_of(progress)],
-                             result=progress.result, resolution=progress.resolution)
+                             result=progress.result, resolution=progress.resolution,
+                             delivery=progress.delivery)
 
     @app.get("/healthz", summary="Liveness, and whether the progress reader reaches the broker")
     async def healthz() -> dict[str, Any]:

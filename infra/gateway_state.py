@@ -22,6 +22,7 @@ from counterpoint.bus.admin import broker_reachable
 from counterpoint.bus.decode import RawRecord
 from counterpoint.bus.kafka import KafkaConfig, Producer, is_kafka_error, tail
 from counterpoint.infra.progress import WATCHED, Progress
+from counterpoint.infra.webhook_status import DELIVERY_TOPICS, delivery_of
 from counterpoint.schemas.envelope import Envelope
 
 log = logging.getLogger(__name__)
@@ -102,6 +103,11 @@ class RequestIndex:
 
     def apply(self, record: RawRecord) -> None:
         try:
+            if record.topic in DELIVERY_TOPICS:
+                found = delivery_of(record)
+                if found is not None:
+                    self._entry(found[0], "").delivery = found[1]
+                return
             envelope = Envelope.from_headers(record.headers)
             if envelope is None or record.value is None:
                 return
@@ -181,7 +187,8 @@ class Tracker:
             # Probe first: a reader that fails to start would leave its consumer unclosed.
             if await broker_reachable(self.config.bootstrap_servers, timeout_s=2.0):
                 try:
-                    async with aclosing(tail(self.config, [t.name for t in WATCHED],
+                    topics = [*(t.name for t in WATCHED), *DELIVERY_TOPICS]
+                    async with aclosing(tail(self.config, topics,
                                              follow=True, idle_timeout_s=0.5)) as stream:
                         self.connected = True
                         backoff = 0.5

@@ -21,6 +21,7 @@ from rich.text import Text
 
 from counterpoint.bus.decode import RawRecord
 from counterpoint.bus.kafka import KafkaConfig, tail
+from counterpoint.infra.webhook_status import DeliveryInfo
 from counterpoint.schemas.envelope import Envelope
 from counterpoint.schemas.events import Finding, Resolution, Result, TriageDecision
 from counterpoint.topics.registry import (
@@ -44,6 +45,7 @@ class Progress:
     result_id: str | None = None
     finished: float | None = None
     resolution: Resolution | None = None  # the alert resolved: the request is closed
+    delivery: DeliveryInfo | None = None  # its result's webhook delivery, if it has one
 
     def apply(self, record: RawRecord) -> bool:
         """Fold one record in; True when it belonged to this request."""

@@ -41,6 +41,9 @@ async def run_agent_process(name: str, settings: Settings) -> None:
             provider=make_provider(settings),
             synthesis_deadline=settings.synthesis_deadline,
             models=settings.models(),
+            webhook_targets=settings.webhooks,
+            webhook_secret=settings.webhook_secret,
+            webhook_timeout_s=settings.webhook_timeout_s,
         )
         agent = catalog.build(name, ctx)  # fails here, at start-up, on a declaration mismatch
         if settings.embedded:

@@ -21,6 +21,11 @@
     COUNTERPOINT_FALLBACK_MODEL      model asked when an agent's model is overloaded; unset =
                                      haiku and sonnet stand in for each other; `none` = none
     COUNTERPOINT_LLM_TIMEOUT_S       seconds one Claude call may take (60)
+    COUNTERPOINT_WEBHOOKS            JSON: where results are POSTed, by request source, kind
+                                     or "*", e.g. {"alert": "https://ops.example/hook"} ({})
+    COUNTERPOINT_WEBHOOK_SECRET      HMAC-SHA256 key signing webhook deliveries (unset =
+                                     unsigned, with a warning)
+    COUNTERPOINT_WEBHOOK_TIMEOUT_S   seconds one webhook POST may take (10)
 """
 
 from __future__ import annotations
@@ -28,9 +33,11 @@ from __future__ import annotations
 import os
 from datetime import timedelta
 from pathlib import Path
+from typing import Annotated, Any
 
+import orjson
 from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from counterpoint.bus.decode import InputLimits
 from counterpoint.bus.delivery import RetryPolicy
@@ -61,13 +68,31 @@ class Settings(BaseSettings):
     anthropic_base_url: str | None = Field(default=None, validation_alias="ANTHROPIC_BASE_URL")
     fallback_model: str | None = None
     llm_timeout_s: float = Field(default=60.0, gt=0, le=600)
+    webhooks: Annotated[dict[str, str], NoDecode] = Field(default_factory=dict)
+    webhook_secret: str | None = None
+    webhook_timeout_s: float = Field(default=10.0, gt=0, le=300)
 
     @field_validator("kafka_bootstrap_servers", "anthropic_api_key", "anthropic_base_url",
-                     "fallback_model")
+                     "fallback_model", "webhook_secret")
     @classmethod
     def _empty_is_unset(cls, v: str | None) -> str | None:
         # docker compose passes `${VAR:-}` as an empty string when VAR is unset.
         return v.strip() or None if v is not None else None
+
+    @field_validator("webhooks", mode="before")
+    @classmethod
+    def _webhooks_json(cls, v: Any) -> Any:
+        # Decoded here rather than by pydantic-settings, so an empty value (docker compose's
+        # `${VAR:-}`) means none and bad JSON gets a message naming the setting.
+        if not isinstance(v, str):
+            return v
+        if not v.strip():
+            return {}
+        try:
+            return orjson.loads(v)
+        except orjson.JSONDecodeError as exc:
+            raise ValueError(f"COUNTERPOINT_WEBHOOKS is not JSON: {exc}; expected e.g. "
+                             '{"alert": "https://ops.example/hook"}') from exc
 
     @property
     def embedded(self) -> bool:

@@ -24,7 +24,7 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from counterpoint.agents import synthesis, triage
+from counterpoint.agents import synthesis, triage, webhooks
 from counterpoint.agents.catalog import AGENT_NAMES
 from counterpoint.bus.admin import PartitionLag, group_lag
 from counterpoint.topics.registry import TASKS, Topic
@@ -36,6 +36,8 @@ def consumed_topics(agent: str) -> tuple[Topic[Any], ...]:
         return triage.CONSUMES
     if agent == "synthesis":
         return synthesis.CONSUMES
+    if agent == "webhooks":
+        return webhooks.CONSUMES
     for skill, topic in TASKS.items():
         if skill == agent:
             return (topic,)

@@ -86,7 +86,7 @@ async def _replay(bus: MemoryBus, records: list[RawRecord]) -> None:
 
 def test_catalog_names_every_agent_and_rejects_others(ctx: AgentContext) -> None:
     assert set(AGENT_NAMES) == {"triage", "billing", "account", "infrastructure", "knowledge",
-                                "synthesis"}
+                                "synthesis", "webhooks"}
     assert {name: build(name, ctx).name for name in AGENT_NAMES} == {n: n for n in AGENT_NAMES}
     with pytest.raises(UnknownAgent, match="triage"):
         build("auditor", ctx)

@@ -24,7 +24,8 @@ COMPOSE_FILE = REPO / "docker-compose.yml"
 DOCKERFILE = REPO / "Dockerfile"
 
 # Written out on purpose; test_compose_names_every_agent_in_catalog cross-checks the project.
-AGENT_NAMES = ("triage", "billing", "account", "infrastructure", "knowledge", "synthesis")
+AGENT_NAMES = ("triage", "billing", "account", "infrastructure", "knowledge", "synthesis",
+               "webhooks")
 KAFKA_SERVICE = "kafka"
 COLLECTOR_SERVICE = "otel-collector"
 
