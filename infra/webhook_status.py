@@ -8,12 +8,14 @@ delivered shows as delivered.
 
 from __future__ import annotations
 
+from contextlib import aclosing
 from typing import Final, Literal
 
 from pydantic import BaseModel
 
 from counterpoint.bus.deadletter import DeadLetter
 from counterpoint.bus.decode import RawRecord
+from counterpoint.bus.kafka import KafkaConfig, tail
 from counterpoint.schemas.envelope import Envelope
 from counterpoint.topics.registry import DEADLETTER_NAME, WEBHOOK_DELIVERIES
 
@@ -42,10 +44,31 @@ def delivery_of(record: RawRecord) -> tuple[str, DeliveryInfo] | None:
                                           status_code=d.status_code)
     if record.topic == DEADLETTER_NAME:
         letter = DeadLetter.from_record(record)
+        if letter.agent != WEBHOOKS_AGENT:
+            return None  # checked first: other letters' headers may be anything
         envelope = Envelope.from_headers(record.headers)
-        if letter.agent != WEBHOOKS_AGENT or envelope is None:
+        if envelope is None:
             return None
         return envelope.request_id, DeliveryInfo(state="failed", attempts=letter.attempts,
                                                  result_id=envelope.id, reason=letter.reason,
                                                  error=letter.message)
     return None
+
+
+async def failed_deliveries(config: KafkaConfig) -> dict[str, DeliveryInfo]:
+    """Request id -> its failed delivery, for requests whose latest delivery word is failure.
+
+    Reads `webhooks.deliveries` and `deadletter` to their ends without a consumer group.
+    """
+    latest: dict[str, tuple[int, DeliveryInfo]] = {}
+    async with aclosing(tail(config, list(DELIVERY_TOPICS), idle_timeout_s=0.5)) as stream:
+        async for record in stream:
+            try:
+                found = delivery_of(record)
+            except ValueError:
+                continue
+            if found is not None:
+                rid, info = found
+                if rid not in latest or latest[rid][0] <= record.timestamp_ms:
+                    latest[rid] = (record.timestamp_ms, info)
+    return {rid: info for rid, (_, info) in latest.items() if info.state == "failed"}

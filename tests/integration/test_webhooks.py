@@ -4,9 +4,12 @@ the test broker, and real local HTTP receivers that check the signature."""
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -27,6 +30,7 @@ from tests.support.webhook_receiver import Receiver
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
+EXE = str(Path(sys.executable).with_name("counterpoint"))
 SECRET = "integration-webhook-secret"
 ATTEMPTS = 4
 
@@ -116,7 +120,7 @@ async def test_a_receiver_failing_twice_gets_it_on_the_third_attempt(
 
 
 async def test_a_receiver_that_always_fails_shows_as_failed(
-        gateway: Gateway, receiver: Receiver) -> None:
+        gateway: Gateway, receiver: Receiver, stack: AgentStack) -> None:
     async with httpx.AsyncClient(base_url=gateway.url, timeout=10) as http:
         receipt = await post_ticket(http, receiver.url + "/down")
         record = await delivery_state(http, receipt["status_url"])
@@ -125,6 +129,11 @@ async def test_a_receiver_that_always_fails_shows_as_failed(
     assert delivery["state"] == "failed" and delivery["attempts"] == ATTEMPTS
     assert delivery["reason"] == "webhook-failed" and "HTTP 503" in delivery["error"]
     assert record["status"] == "complete"  # the result itself is fine; only delivery failed
+    # `counterpoint status` counts it too.
+    done = subprocess.run([EXE, "status", "--json"], env=stack.env, capture_output=True,
+                          timeout=120, check=False)
+    assert done.returncode == 0, done.stderr.decode()[-2000:]
+    assert orjson.loads(done.stdout)["webhook_deliveries_failed"] >= 1
 
 
 async def test_alerts_go_to_the_url_configured_for_their_kind(
