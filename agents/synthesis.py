@@ -206,6 +206,8 @@ def build(ctx: AgentContext) -> Agent:
             return [closing_emit(event.envelope.id, event.data)]  # its result is out: close it
         p = join.track(rid, event)
         p.closure, p.closure_id = event.data, event.envelope.id
+        if p.composing:
+            return []  # the result being composed reads `closure` once its text is written
         if p.decision is not None:
             return await complete(p, event)
         # No plan here (yet): it may still be on its way, so wait briefly before closing alone.
