@@ -168,14 +168,14 @@ def build(ctx: AgentContext) -> Agent:
 
     async def complete(p: Pending, event: Incoming[Any]) -> list[Emit]:
         """Compose, then release every held input once the result is acknowledged."""
-        assert p.decision is not None or p.closure is not None
+        assert p.decision is not None
         p.composing = True  # arrivals meanwhile are held too, and released with the result
         try:
             emits = await compose(p)
         except BaseException:
             p.composing = False  # the handler is retried or dead-lettered; the join stays
             raise
-        join.finish(event.request_id if p.decision is None else p.decision.request_id)
+        join.finish(p.decision.request_id)
         event.release_after_ack(p.holds)
         return emits
 

@@ -95,11 +95,9 @@ def build(ctx: AgentContext) -> Agent:
             content=quote("alert", f"{subject.title}\n{subject.text}"),
             context={"subject": subject}), model=model)
         a = answer.output
-        resolved = subject.labels.get("status") == "resolved"
-        plan: list[tuple[Skill, str]] = [] if resolved else [
+        plan: list[tuple[Skill, str]] = [
             *(("infrastructure", f) for f in a.focuses), ("knowledge", "runbooks")]
-        return [*_fan_out(event, subject, plan,
-                          category="resolved" if resolved else a.category,
+        return [*_fan_out(event, subject, plan, category=a.category,
                           intents=["incident"], severity=a.severity,
                           priority="urgent" if a.severity == "critical" else "high",
                           rationale=a.rationale, answer=answer, ctx=ctx,
