@@ -318,7 +318,8 @@ def create_app(config: KafkaConfig, *, token: str | None = None,
               dependencies=secured, openapi_extra=_body("CloudEvent"),
               summary="Publish a CloudEvent (structured JSON) carrying a ticket or an alert",
               description=(event_kind.__doc__ or "") + "\nThe event's id becomes the request "
-              "id, so posting the same event again is the same request.")
+              "id (an Alertmanager body's is derived from its alert), so posting the same "
+              "event again is the same request.")
     async def post_event(request: Request) -> JSONResponse:
         ctype = request.headers.get("content-type", "").lower()
         if "cloudevents-batch" in ctype:

@@ -20,13 +20,14 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 
 from counterpoint.infra.broker import free_port
 from counterpoint.schemas.events import AlertmanagerAlert
 from counterpoint.schemas.identity import alert_request_id
 from tests.integration.conftest import AgentStack
-from tests.integration.test_gateway import Gateway
+from tests.integration.test_gateway import Gateway, example
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
@@ -194,3 +195,31 @@ async def test_alert_through_alertmanager_gets_a_runbook_then_closes_when_resolv
     # Alertmanager really sent both notifications to the gateway, not just one.
     log = alertmanager.log.read_text()
     assert "Notify success" in log or "notify success" in log.lower(), log[-3000:]
+
+
+async def test_firing_via_the_gateway_and_resolved_from_a_raw_kafka_client_meet(
+        gateway: Gateway, pipeline: AgentStack) -> None:
+    """Two ways in, no shared state: the firing body through the gateway, the resolved one
+    straight onto intake.alerts from confluent-kafka (no envelope) right after, typically
+    while the first is still being investigated. The request ends resolved either way."""
+    from confluent_kafka import Producer
+
+    from counterpoint.topics.registry import INTAKE_ALERTS
+
+    firing = example("alert_alertmanager.json")
+    fingerprint = uuid.uuid4().hex[:16]
+    firing["alerts"][0]["fingerprint"] = fingerprint
+    resolved = orjson.loads(orjson.dumps(firing))
+    resolved["status"] = "resolved"
+    resolved["alerts"][0].update(status="resolved", endsAt=_ms(datetime.now(UTC)))
+    async with httpx.AsyncClient(base_url=gateway.url, timeout=10) as http:
+        r = await http.post("/v1/alerts/alertmanager", json=firing)
+        assert r.status_code == 202, r.text
+        receipt = r.json()
+        producer = Producer({"bootstrap.servers": pipeline.bootstrap})
+        producer.produce(INTAKE_ALERTS.name, key=fingerprint, value=orjson.dumps(resolved))
+        assert producer.flush(15) == 0
+        closed = await poll_until(http, receipt["status_url"], {"resolved"})
+    assert closed["request_id"] == receipt["request_id"]
+    assert closed["resolution"]["during"] in ("investigation", "after")
+    assert closed["result"]["kind"] == "runbook" and closed["result"]["source_id"] == fingerprint
