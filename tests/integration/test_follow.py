@@ -69,11 +69,12 @@ async def test_follow_prints_results_under_a_live_status_line(pipeline: AgentSta
         ticket = dict(example("ticket_dual_intent.json"), id=f"T-follow-{uuid.uuid4().hex[:8]}")
         receipt = await publish(config(pipeline.bootstrap), "ticket", orjson.dumps(ticket),
                                 "test")
-        seen = read_until(primary, proc, [f"reply for {ticket['id']}".encode()], 120)
+        seen = read_until(primary, proc, [f"reply for {ticket['id']}".encode(),
+                                          "in progress 0 · done 1".encode()], 120)
         # The status line counted the request; once answered it is not pending any more.
-        assert re.search(rb"requests \d+ \xc2\xb7 in progress \d+ \xc2\xb7 done \d+", seen)
-        tail = read_until(primary, proc, [b"in progress 0"], 30)
-        assert receipt.request_id[:8].encode() not in tail.rsplit(b"in progress 0", 1)[1]
+        after = seen.rsplit(f"reply for {ticket['id']}".encode(), 1)[1]
+        assert "requests 1 · in progress 0 · done 1".encode() in after
+        assert receipt.request_id[:8].encode() not in after.rsplit(b"in progress 0", 1)[1]
     finally:
         stop(proc)
         os.close(primary)
