@@ -15,6 +15,7 @@ from counterpoint.agents import (
     memory,
     synthesis,
     triage,
+    webhooks,
 )
 from counterpoint.agents.context import AgentContext
 from counterpoint.bus.agent import Agent
@@ -29,6 +30,7 @@ BUILDERS: Final[dict[str, Callable[[AgentContext], Agent]]] = {
     "approvals": approvals.build,
     "executor": executor.build,
     "memory": memory.build,
+    "webhooks": webhooks.build,
 }
 AGENT_NAMES: Final = tuple(BUILDERS)
 

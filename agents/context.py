@@ -52,6 +52,11 @@ class AgentContext:
     # of one investigation may ask for tools before it must answer.
     tools: Registry = CATALOG
     max_tool_turns: int = DEFAULT_MAX_TURNS
+    # Result webhooks (agents/webhooks.py): source or kind -> URL, the HMAC secret, the
+    # seconds one POST may take.
+    webhook_targets: Mapping[str, str] = field(default_factory=dict)
+    webhook_secret: str | None = None
+    webhook_timeout_s: float = 10.0
 
     def model_for(self, agent: str) -> str:
         return self.models.get(agent, DEFAULT_MODEL)

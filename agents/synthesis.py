@@ -2,6 +2,7 @@
 
 Consumes: triage.decisions (TriageDecision) — the plan: which investigations to wait for
           investigation.findings (Finding) — one per investigation (fan-in)
+          triage.closures (AlertResolved) — the request's alert resolved: close it now
 Emits:    synthesis.results (Result) — `complete`, or `partial` naming what is missing when
           the plan's deadline passes first
           approvals.requested / approvals.decided — with the result: each proposed action
@@ -28,21 +29,29 @@ from typing import Any
 
 from counterpoint.agents import approval_policy
 from counterpoint.agents.accounting import account, compose_within_budget
+from counterpoint.agents.closure import closing_emit, resolved_during_investigation
 from counterpoint.agents.context import AgentContext
 from counterpoint.agents.llm.outputs import Composition
 from counterpoint.agents.llm.provider import LLMRequest, quote
 from counterpoint.agents.tools.facts import customer_context
 from counterpoint.bus.agent import Agent, Cause, Emit, Hold, Incoming, Publisher
 from counterpoint.schemas.envelope import now
-from counterpoint.schemas.events import Finding, FindingRef, Result, TriageDecision
+from counterpoint.schemas.events import (
+    AlertResolved,
+    Finding,
+    FindingRef,
+    Result,
+    TriageDecision,
+)
 from counterpoint.topics.registry import (
     INVESTIGATION_FINDINGS,
     SYNTHESIS_RESULTS,
+    TRIAGE_CLOSURES,
     TRIAGE_DECISIONS,
     Topic,
 )
 
-CONSUMES: tuple[Topic[Any], ...] = (TRIAGE_DECISIONS, INVESTIGATION_FINDINGS)
+CONSUMES: tuple[Topic[Any], ...] = (TRIAGE_DECISIONS, INVESTIGATION_FINDINGS, TRIAGE_CLOSURES)
 EMITS: tuple[Topic[Any], ...] = (SYNTHESIS_RESULTS, *approval_policy.EMITS)
 
 SYSTEM = (
@@ -64,6 +73,8 @@ class Pending:
     holds: list[Hold] = field(default_factory=list)
     due: datetime | None = None
     composing: bool = False
+    closure: AlertResolved | None = None  # the alert resolved: compose now, marked resolved
+    closure_id: str | None = None
 
 
 class Join:
@@ -81,6 +92,8 @@ class Join:
     def ready(self, p: Pending) -> bool:
         if p.decision is None or p.composing:
             return False
+        if p.closure is not None:
+            return True  # nothing more is worth waiting for
         wanted = {inv.task_id for inv in p.decision.investigations}
         return wanted <= p.findings.keys()
 
@@ -113,7 +126,11 @@ def build(ctx: AgentContext) -> Agent:
     model = ctx.model_for("synthesis")
 
     async def compose(p: Pending) -> list[Emit]:
-        assert p.decision is not None
+        if p.decision is None:
+            # A closure whose plan never came within the grace: its result is out already
+            # (published by this or another process) or the alert was never investigated.
+            assert p.closure is not None and p.closure_id is not None
+            return [closing_emit(p.closure_id, p.closure)]
         d = p.decision
         findings = [p.findings[i.task_id] for i in d.investigations if i.task_id in p.findings]
         missing = [f"{i.skill} ({i.focus})" for i in d.investigations
@@ -150,8 +167,15 @@ def build(ctx: AgentContext) -> Agent:
             models_by_step=spend.models_by_step, budget=spend.budget, history=history,
             customer_id=d.subject.customer_id,
             service=d.subject.service,
+            callback_url=d.subject.callback_url, origin=d.subject.origin,
         )
         assert p.cause is not None
+        if p.closure is not None:
+            # A different id from the unresolved result's: were that one published already
+            # (before a crash), consumers that dedupe by id must still see this one.
+            result = resolved_during_investigation(result, p.closure)
+            return [Emit(SYNTHESIS_RESULTS, result, key=d.request_id, tag="result+resolved",
+                         derive_from=p.cause.event_id, subject=d.subject.source_id)]
         return [Emit(SYNTHESIS_RESULTS, result, key=d.request_id, tag="result",
                      derive_from=p.cause.event_id, subject=d.subject.source_id),
                 *ctx.approvals.emits(result, derive_from=p.cause.event_id)]
@@ -189,13 +213,30 @@ def build(ctx: AgentContext) -> Agent:
         p.findings[event.data.task_id] = event.data  # keyed by task: redelivery is harmless
         return await complete(p, event) if join.ready(p) else []
 
+    @agent.handles(TRIAGE_CLOSURES)
+    async def on_closure(event: Incoming[AlertResolved]) -> list[Emit]:
+        rid = event.data.request_id
+        if rid in join.done:
+            return [closing_emit(event.envelope.id, event.data)]  # its result is out: close it
+        p = join.track(rid, event)
+        p.closure, p.closure_id = event.data, event.envelope.id
+        if p.composing:
+            return []  # the result being composed reads `closure` once its text is written
+        if p.decision is not None:
+            return await complete(p, event)
+        # No plan here (yet): it may still be on its way, so wait briefly before closing alone.
+        p.cause = p.cause or event.cause()
+        p.due = now() + ctx.synthesis_replay_grace
+        return []
+
     @agent.every(1.0)
     async def deadlines(publisher: Publisher) -> None:
         for p in join.overdue(now()):
-            assert p.cause is not None and p.decision is not None
-            rid = p.decision.request_id
-            log.info("request %s passed its deadline with %d/%d findings", rid,
-                     len(p.findings), len(p.decision.investigations))
+            assert p.cause is not None and (p.decision is not None or p.closure is not None)
+            rid = p.decision.request_id if p.decision is not None else p.cause.request_id
+            if p.decision is not None:
+                log.info("request %s passed its deadline with %d/%d findings", rid,
+                         len(p.findings), len(p.decision.investigations))
             p.composing = True
             try:
                 emits = await compose(p)

@@ -118,6 +118,9 @@ class Emit:
     # Derive the id from this event id instead of the input's: an output that several inputs
     # may produce (synthesis's result) keeps one id whichever input triggered it.
     derive_from: str | None = None
+    # The request this event belongs to, when not the input's: triage files an Alertmanager
+    # notification under the request id its alert identity gives (schemas/identity.py).
+    request_id: str | None = None
 
 
 Handler = Callable[[Incoming[Any]], Awaitable[Sequence[Emit]]]

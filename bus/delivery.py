@@ -164,18 +164,19 @@ class Delivery:
         parent = tracing.extract(cause.trace_headers) if cause.trace_headers else None
         acks: list[Ack] = []
         for item in emits:
+            request_id = item.request_id or cause.request_id
             envelope = Envelope(
                 id=derive_event_id(item.derive_from or cause.event_id, self.agent.name,
                                    item.topic.name, item.tag),
                 source=self.SOURCE_PREFIX + self.agent.name,
                 type=item.topic.ce_type,
                 time=now(),
-                request_id=cause.request_id,
+                request_id=request_id,
                 causation_id=cause.event_id,
                 subject=item.subject or cause.subject,
             )
             headers = envelope.to_headers()
-            with tracing.send_span(item.topic.name, parent=parent, request_id=cause.request_id,
+            with tracing.send_span(item.topic.name, parent=parent, request_id=request_id,
                                    event_id=envelope.id):
                 tracing.inject(headers)
                 value = orjson.dumps(item.data.model_dump(mode="json"))

@@ -33,6 +33,7 @@ from counterpoint.infra.publishing import InputError, Kind, Receipt, send_event,
 from counterpoint.infra.settings import Settings
 from counterpoint.schemas.envelope import Envelope, new_event_id
 from counterpoint.schemas.events import AlertmanagerWebhook, Result, SimpleAlert, Ticket
+from counterpoint.schemas.identity import request_id_for
 from counterpoint.topics.registry import SYNTHESIS_RESULTS
 
 __all__ = ["Counterpoint", "Event", "InputError", "Receipt", "RequestTimeout", "ResultFilter"]
@@ -203,14 +204,15 @@ class Counterpoint:
         """
         resolved = _kind_of(event, kind)
         raw, parsed = self._validated(resolved, event)
-        request_id = new_event_id()
+        event_id = new_event_id()
+        request_id = request_id_for(parsed, event_id)  # an Alertmanager alert has its own
         # Registered before publishing, and the shared reader reads from the beginning of
         # the topic, so the result cannot slip past between publishing and listening.
         future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
         self._waiting[request_id] = future
         try:
             self._ensure_reader()
-            await self._send(resolved, raw, parsed, request_id)
+            await self._send(resolved, raw, parsed, event_id)
             return await self._await(future, request_id, timeout)
         finally:
             self._waiting.pop(request_id, None)

@@ -187,6 +187,11 @@ async def cmd_results(args: argparse.Namespace) -> int:
 
     settings = _settings()
     await _require_broker(settings)
+    if args.follow and not args.json:  # a person watching: results under a live status line
+        from counterpoint.infra.follow import follow_with_status
+
+        await follow_with_status(console, settings.kafka(), args.request)
+        return 0
     seen: set[str] = set()
     async for record in tail(settings.kafka(), [SYNTHESIS_RESULTS.name], follow=args.follow):
         envelope = Envelope.from_headers(record.headers)
@@ -454,7 +459,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_publish)
 
     s = sub.add_parser("results", help="print final results from synthesis.results")
-    s.add_argument("--follow", "-f", action="store_true", help="keep printing new results")
+    s.add_argument("--follow", "-f", action="store_true", help="keep printing new results, "
+                   "under a live status line of the requests in progress (not with --json)")
     s.add_argument("--json", action="store_true", help="one JSON object per line")
     s.add_argument("--request", metavar="REQUEST_ID", help="only this request")
     s.set_defaults(func=cmd_results)

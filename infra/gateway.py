@@ -46,8 +46,15 @@ from counterpoint.infra.gateway_state import (
     steps_of,
 )
 from counterpoint.infra.publishing import TOPICS, Kind, send_event
+from counterpoint.infra.webhook_status import DeliveryInfo
 from counterpoint.schemas.envelope import new_event_id
-from counterpoint.schemas.events import AlertmanagerWebhook, Result, SimpleAlert, Ticket
+from counterpoint.schemas.events import (
+    AlertmanagerWebhook,
+    Resolution,
+    Result,
+    SimpleAlert,
+    Ticket,
+)
 
 GATEWAY_SOURCE = "/counterpoint/gateway"
 BEARER = HTTPBearer(auto_error=False, description="COUNTERPOINT_API_TOKEN, when it is set")
@@ -77,7 +84,7 @@ class Accepted(BaseModel):
 
 
 class Step(BaseModel):
-    step: Literal["triage", "investigation", "synthesis"]
+    step: Literal["triage", "investigation", "synthesis", "resolution"]
     done: bool
     agent: str | None = None
     task_id: str | None = None
@@ -92,6 +99,8 @@ class RequestStatus(BaseModel):
     steps: list[Step]
     result: Result | None
     actions: list[ActionView] = Field(default_factory=list)
+    resolution: Resolution | None = None  # set when the alert resolved: the request is closed
+    delivery: DeliveryInfo | None = None  # the result's webhook delivery, when it has one
 
 
 class CloudEvent(BaseModel):
@@ -274,10 +283,11 @@ def create_app(config: KafkaConfig, *, token: str | None = None,
                                     event_id=event_id, ce_type=ce_type, time=time)
         except BrokerUnavailable as exc:
             raise ApiError(503, f"not published: {exc}; retry later") from exc
-        index.accepted(event_id, sent.source_id)
-        receipt = Accepted(request_id=event_id, source_id=sent.source_id, topic=sent.topic,
+        rid = sent.request_id  # an Alertmanager alert's own id, not the event's (see identity)
+        index.accepted(rid, sent.source_id)
+        receipt = Accepted(request_id=rid, source_id=sent.source_id, topic=sent.topic,
                            partition=sent.partition, offset=sent.offset,
-                           status_url=str(request.url_for("get_request", request_id=event_id)))
+                           status_url=str(request.url_for("get_request", request_id=rid)))
         return JSONResponse(receipt.model_dump(), status_code=202,
                             headers={"Location": receipt.status_url})
 
@@ -312,7 +322,8 @@ def create_app(config: KafkaConfig, *, token: str | None = None,
               dependencies=secured, openapi_extra=_body("CloudEvent"),
               summary="Publish a CloudEvent (structured JSON) carrying a ticket or an alert",
               description=(event_kind.__doc__ or "") + "\nThe event's id becomes the request "
-              "id, so posting the same event again is the same request.")
+              "id (an Alertmanager body's is derived from its alert), so posting the same "
+              "event again is the same request.")
     async def post_event(request: Request) -> JSONResponse:
         ctype = request.headers.get("content-type", "").lower()
         if "cloudevents-batch" in ctype:
@@ -340,7 +351,8 @@ def create_app(config: KafkaConfig, *, token: str | None = None,
                            [FieldProblem(field="request_id", problem="unknown")])
         return RequestStatus(request_id=request_id, status=status_of(progress),
                              steps=[Step(**s) for s in steps_of(progress)],
-                             result=progress.result,
+                             result=progress.result, resolution=progress.resolution,
+                             delivery=progress.delivery,
                              actions=[ActionView.of(a) for a in index.book.for_request(request_id)])
 
     from counterpoint.infra.gateway_approvals import add_approval_routes

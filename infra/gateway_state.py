@@ -23,11 +23,12 @@ from counterpoint.bus.decode import RawRecord
 from counterpoint.bus.kafka import KafkaConfig, Producer, is_kafka_error, tail
 from counterpoint.infra.approvals import APPROVAL_TOPICS, ApprovalBook
 from counterpoint.infra.progress import WATCHED, Progress
+from counterpoint.infra.webhook_status import DELIVERY_TOPICS, delivery_of
 from counterpoint.schemas.envelope import Envelope
 
 log = logging.getLogger(__name__)
 
-Status = Literal["accepted", "triaged", "investigating", "complete", "partial"]
+Status = Literal["accepted", "triaged", "investigating", "complete", "partial", "resolved"]
 
 
 class BrokerUnavailable(RuntimeError):
@@ -104,6 +105,11 @@ class RequestIndex:
 
     def apply(self, record: RawRecord) -> None:
         try:
+            if record.topic in DELIVERY_TOPICS:
+                found = delivery_of(record)
+                if found is not None:
+                    self._entry(found[0], "").delivery = found[1]
+                return
             envelope = Envelope.from_headers(record.headers)
             if envelope is None or record.value is None:
                 return
@@ -120,6 +126,8 @@ class RequestIndex:
 
 
 def status_of(progress: Progress) -> Status:
+    if progress.resolution is not None:
+        return "resolved"  # closed: its alert resolved (see agents/closure.py)
     if progress.result is not None:
         return progress.result.status
     if progress.findings:
@@ -151,6 +159,11 @@ def steps_of(progress: Progress) -> list[dict[str, Any]]:
     r = progress.result
     steps.append({"step": "synthesis", "done": r is not None, "agent": "synthesis" if r else None,
                   "summary": f"{r.kind} ({r.status})" if r else None})
+    if progress.resolution is not None:
+        when = progress.resolution.resolved_at
+        steps.append({"step": "resolution", "done": True, "agent": "synthesis",
+                      "summary": "alert resolved" + (f" at {when.isoformat()}" if when else "")
+                      + "; request closed"})
     return steps
 
 
@@ -179,8 +192,9 @@ class Tracker:
             # Probe first: a reader that fails to start would leave its consumer unclosed.
             if await broker_reachable(self.config.bootstrap_servers, timeout_s=2.0):
                 try:
-                    async with aclosing(tail(self.config,
-                                             [t.name for t in (*WATCHED, *APPROVAL_TOPICS)],
+                    topics = [*(t.name for t in (*WATCHED, *APPROVAL_TOPICS)),
+                              *DELIVERY_TOPICS]
+                    async with aclosing(tail(self.config, topics,
                                              follow=True, idle_timeout_s=0.5)) as stream:
                         self.connected = True
                         backoff = 0.5

@@ -22,8 +22,9 @@ from rich.text import Text
 from counterpoint.bus.decode import RawRecord
 from counterpoint.bus.kafka import KafkaConfig, tail
 from counterpoint.infra.costview import cost_line, history_text, steps_table
+from counterpoint.infra.webhook_status import DeliveryInfo
 from counterpoint.schemas.envelope import Envelope
-from counterpoint.schemas.events import Finding, Result, TriageDecision
+from counterpoint.schemas.events import Finding, Resolution, Result, TriageDecision
 from counterpoint.topics.registry import (
     INVESTIGATION_FINDINGS,
     SYNTHESIS_RESULTS,
@@ -44,6 +45,8 @@ class Progress:
     result: Result | None = None
     result_id: str | None = None
     finished: float | None = None
+    resolution: Resolution | None = None  # the alert resolved: the request is closed
+    delivery: DeliveryInfo | None = None  # its result's webhook delivery, if it has one
 
     def apply(self, record: RawRecord) -> bool:
         """Fold one record in; True when it belonged to this request."""
@@ -56,9 +59,12 @@ class Progress:
             self.decision = event
         elif isinstance(event, Finding):
             self.findings[event.task_id] = event
-        elif isinstance(event, Result) and self.result is None:
-            self.result, self.result_id = event, envelope.id
-            self.finished = time.monotonic()
+        elif isinstance(event, Result):
+            self.resolution = event.resolution or self.resolution
+            # A closing result (no findings) does not replace the runbook published before.
+            if self.result is None or (event.resolution is not None and event.findings):
+                self.result, self.result_id = event, envelope.id
+                self.finished = self.finished or time.monotonic()
         return True
 
     @property
@@ -146,6 +152,10 @@ def render_result(result: Result) -> RenderableType:
     head.add_row("status", result.status + (f" — missing: {', '.join(result.missing)}"
                                             if result.missing else ""))
     head.add_row("priority", result.priority)
+    if result.resolution is not None:
+        r = result.resolution
+        head.add_row("resolved", (r.resolved_at.isoformat() if r.resolved_at else "yes")
+                     + (" (during the investigation)" if r.during == "investigation" else ""))
     gen = result.generation
     who = (f"{gen.provider} ({gen.model}) — OFFLINE, no language model" if gen.offline
            else f"{gen.provider} {gen.model}")

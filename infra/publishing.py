@@ -20,6 +20,7 @@ from counterpoint.bus.decode import describe_validation_error
 from counterpoint.bus.kafka import KafkaConfig, Producer
 from counterpoint.schemas.envelope import Envelope, new_event_id, now
 from counterpoint.schemas.events import AlertmanagerWebhook, SimpleAlert, Ticket
+from counterpoint.schemas.identity import lead_alert, request_id_for
 from counterpoint.topics.registry import INTAKE_ALERTS, INTAKE_TICKETS, Topic
 
 Kind = Literal["ticket", "alert"]
@@ -71,7 +72,7 @@ def source_id(event: Any) -> str:
     if isinstance(event, Ticket | SimpleAlert):
         return event.id
     if isinstance(event, AlertmanagerWebhook):
-        return event.alerts[0].fingerprint or event.groupKey
+        return lead_alert(event).fingerprint or event.groupKey
     raise TypeError(type(event))
 
 
@@ -90,18 +91,21 @@ async def send_event(sender: Sender, kind: Kind, raw: bytes, event: Any, *, sour
 
     `event_id` (the request id) is given when the caller must know it before publishing,
     or when it comes from an outside CloudEvent, so a retried delivery is the same request.
+    An Alertmanager body's request id is derived from its alert instead (`request_id_for`),
+    so its resolved notification closes the same request.
     """
     topic = TOPICS[kind]
     event_id = event_id or new_event_id()
+    request_id = request_id_for(event, event_id)
     sid = source_id(event)
     envelope = Envelope(id=event_id, source=source, type=ce_type or topic.ce_type,
-                        time=time or now(), request_id=event_id, subject=sid)
+                        time=time or now(), request_id=request_id, subject=sid)
     headers = envelope.to_headers()
-    with tracing.send_span(topic.name, request_id=event_id, event_id=event_id):
+    with tracing.send_span(topic.name, request_id=request_id, event_id=event_id):
         tracing.inject(headers)
         partition, offset = await sender.send(topic.name, raw, key=sid.encode(),
                                               headers=headers)
-    return Receipt(event_id, sid, topic.name, partition, offset)
+    return Receipt(request_id, sid, topic.name, partition, offset)
 
 
 async def publish(config: KafkaConfig, kind: Kind, raw: bytes, origin: str,

@@ -49,6 +49,9 @@ async def run_agent_process(name: str, settings: Settings) -> None:
             reuse_window=settings.reuse_window,
             outcomes=OutcomeStore.open(settings.memory_path),
             max_tool_turns=settings.max_tool_turns,
+            webhook_targets=settings.webhooks,
+            webhook_secret=settings.webhook_secret,
+            webhook_timeout_s=settings.webhook_timeout_s,
         )
         agent = catalog.build(name, ctx)  # fails here, at start-up, on a declaration mismatch
         if settings.embedded:

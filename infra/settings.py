@@ -33,6 +33,11 @@
     COUNTERPOINT_MEMORY_DB           past outcomes' SQLite file ($COUNTERPOINT_HOME/memory.db)
     COUNTERPOINT_MAX_TOOL_TURNS      model turns of one investigation that may call tools
                                      before it must answer (4; 0 = no tools)
+    COUNTERPOINT_WEBHOOKS            JSON: where results are POSTed, by request source, kind
+                                     or "*", e.g. {"alert": "https://ops.example/hook"} ({})
+    COUNTERPOINT_WEBHOOK_SECRET      HMAC-SHA256 key signing webhook deliveries (unset =
+                                     unsigned, with a warning)
+    COUNTERPOINT_WEBHOOK_TIMEOUT_S   seconds one webhook POST may take (10)
 """
 
 from __future__ import annotations
@@ -40,10 +45,11 @@ from __future__ import annotations
 import os
 from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
+import orjson
 from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from counterpoint.bus.decode import InputLimits
 from counterpoint.bus.delivery import RetryPolicy
@@ -95,13 +101,31 @@ class Settings(BaseSettings):
     reuse_window_s: float = Field(default=600.0, ge=0)
     memory_db: Path | None = None
     max_tool_turns: int = Field(default=4, ge=0, le=16)
+    webhooks: Annotated[dict[str, str], NoDecode] = Field(default_factory=dict)
+    webhook_secret: str | None = None
+    webhook_timeout_s: float = Field(default=10.0, gt=0, le=300)
 
     @field_validator("kafka_bootstrap_servers", "anthropic_api_key", "anthropic_base_url",
-                     "fallback_model")
+                     "fallback_model", "webhook_secret")
     @classmethod
     def _empty_is_unset(cls, v: str | None) -> str | None:
         # docker compose passes `${VAR:-}` as an empty string when VAR is unset.
         return v.strip() or None if v is not None else None
+
+    @field_validator("webhooks", mode="before")
+    @classmethod
+    def _webhooks_json(cls, v: Any) -> Any:
+        # Decoded here rather than by pydantic-settings, so an empty value (docker compose's
+        # `${VAR:-}`) means none and bad JSON gets a message naming the setting.
+        if not isinstance(v, str):
+            return v
+        if not v.strip():
+            return {}
+        try:
+            return orjson.loads(v)
+        except orjson.JSONDecodeError as exc:
+            raise ValueError(f"COUNTERPOINT_WEBHOOKS is not JSON: {exc}; expected e.g. "
+                             '{"alert": "https://ops.example/hook"}') from exc
 
     @property
     def embedded(self) -> bool:

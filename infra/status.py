@@ -24,9 +24,11 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from counterpoint.agents import approvals, executor, memory, synthesis, triage
+from counterpoint.agents import approvals, executor, memory, synthesis, triage, webhooks
 from counterpoint.agents.catalog import AGENT_NAMES
 from counterpoint.bus.admin import PartitionLag, group_lag
+from counterpoint.bus.kafka import KafkaConfig
+from counterpoint.infra.webhook_status import failed_deliveries
 from counterpoint.topics.registry import TASKS, Topic
 
 
@@ -42,6 +44,8 @@ def consumed_topics(agent: str) -> tuple[Topic[Any], ...]:
         return executor.CONSUMES
     if agent == "memory":
         return memory.CONSUMES
+    if agent == "webhooks":
+        return webhooks.CONSUMES
     for skill, topic in TASKS.items():
         if skill == agent:
             return (topic,)
@@ -186,6 +190,8 @@ class Status:
     logs_dir: Path
     agents: list[AgentStatus]
     taken_at: float = field(default_factory=time.time)
+    # Requests whose result webhook failed (infra/webhook_status.py); None = not looked up.
+    webhook_failures: int | None = None
 
 
 def assemble(bootstrap_servers: str, logs_dir: Path,
@@ -206,8 +212,10 @@ async def collect_status(bootstrap_servers: str, logs_dir: Path,
     lags = await asyncio.gather(*(
         group_lag(bootstrap_servers, group_of(name), [t.name for t in consumed_topics(name)])
         for name in AGENT_NAMES))
-    return assemble(bootstrap_servers, logs_dir, dict(zip(AGENT_NAMES, lags, strict=True)),
-                    scan_processes(proc), read_assignments(logs_dir))
+    status = assemble(bootstrap_servers, logs_dir, dict(zip(AGENT_NAMES, lags, strict=True)),
+                      scan_processes(proc), read_assignments(logs_dir))
+    status.webhook_failures = len(await failed_deliveries(KafkaConfig(bootstrap_servers)))
+    return status
 
 
 def status_json(status: Status) -> dict[str, Any]:
@@ -217,6 +225,7 @@ def status_json(status: Status) -> dict[str, Any]:
         "processes_scope": f"local: OS processes on this machine ({status.host}) only",
         "host": status.host,
         "assignments_source": f"agent logs in {status.logs_dir} (best effort)",
+        "webhook_deliveries_failed": status.webhook_failures,
         "agents": [{
             "name": a.name,
             "group": a.group,
@@ -294,4 +303,10 @@ def render_status(status: Status) -> RenderableType:
         f"agents' logs in {status.logs_dir} (best effort, as of the last rebalance). "
         "Committed '-' means the group never committed there; its lag counts from the start.",
         style="dim")
+    if status.webhook_failures:
+        failed = Text(f"webhook deliveries failed: {status.webhook_failures} request(s) — "
+                      "`counterpoint deadletter list --reason webhook-failed` (or "
+                      "webhook-rejected) shows why; `deadletter redrive` sends them again",
+                      style="bold red")
+        return Group(table, failed, note)
     return Group(table, note)

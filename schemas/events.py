@@ -26,6 +26,10 @@ class _Internal(BaseModel):
 
 # --- intake ---------------------------------------------------------------------------------
 
+# Where a request's result is POSTed when it is ready (see agents/webhooks.py); optional on
+# every intake shape, so a business system can ask for a callback per request.
+CallbackUrl = Annotated[str, Field(pattern=r"^https?://[^\s]+$", max_length=2000)]
+
 
 class Ticket(_Intake):
     """A help-desk ticket as any business system publishes it on `intake.tickets`."""
@@ -37,6 +41,7 @@ class Ticket(_Intake):
     channel: str | None = None
     # What this request may spend on model calls; unset = COUNTERPOINT_REQUEST_BUDGET_USD.
     budget_usd: Annotated[float, Field(ge=0)] | None = None
+    callback_url: CallbackUrl | None = None
 
 
 class AlertmanagerAlert(_Intake):
@@ -63,6 +68,7 @@ class AlertmanagerWebhook(_Intake):
     externalURL: str | None = None
     truncatedAlerts: int = 0
     budget_usd: Annotated[float, Field(ge=0)] | None = None
+    callback_url: CallbackUrl | None = None
 
 
 class SimpleAlert(_Intake):
@@ -74,6 +80,7 @@ class SimpleAlert(_Intake):
     summary: Annotated[str, Field(min_length=1)]
     starts_at: datetime | None = None
     budget_usd: Annotated[float, Field(ge=0)] | None = None
+    callback_url: CallbackUrl | None = None
 
 
 Alert = AlertmanagerWebhook | SimpleAlert
@@ -165,6 +172,10 @@ class Subject(_Internal):
     severity: str | None = None
     started_at: datetime | None = None
     labels: dict[str, str] = Field(default_factory=dict)
+    # Where the result goes besides synthesis.results (agents/webhooks.py), and the intake
+    # event's CloudEvents source, which per-source webhook configuration matches on.
+    callback_url: str | None = None
+    origin: str | None = None
 
 
 class PlannedInvestigation(_Internal):
@@ -240,6 +251,42 @@ class ProposedAction(_Internal):
     status: Literal["proposed"] = "proposed"
 
 
+class AlertResolved(_Internal):
+    """Alertmanager says an alert stopped firing: close the request opened for it.
+
+    Published by triage on `triage.closures` under the request id of the alert's firing
+    notification (see schemas/identity.py), so it meets that request's plan in synthesis.
+    """
+
+    request_id: str
+    source_id: str
+    title: str
+    resolved_at: datetime | None = None
+    labels: dict[str, str] = Field(default_factory=dict)
+    callback_url: str | None = None
+    origin: str | None = None
+
+
+class Resolution(_Internal):
+    """How a request was closed. `during` says whether its investigation was still running
+    (`investigation`), had already produced a result (`after`), or was never seen (`unseen`)."""
+
+    state: Literal["resolved"] = "resolved"
+    resolved_at: datetime | None = None
+    during: Literal["investigation", "after", "unseen"]
+
+
+class WebhookDelivery(_Internal):
+    """A result POSTed to a webhook and acknowledged (2xx) by the receiver."""
+
+    request_id: str
+    result_id: str
+    url: str  # scheme, host and path only: a query string may carry a receiver's secret
+    attempts: int
+    status_code: int
+    delivered_at: datetime
+
+
 class Result(_Internal):
     """The final answer for one request, published on `synthesis.results`."""
 
@@ -263,3 +310,7 @@ class Result(_Internal):
     history: list[PastOutcome] = Field(default_factory=list)  # earlier requests offered
     customer_id: str | None = None
     service: str | None = None
+    # Set when the alert behind the request resolved: the request is closed.
+    resolution: Resolution | None = None
+    callback_url: str | None = None
+    origin: str | None = None

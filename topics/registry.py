@@ -21,12 +21,14 @@ from counterpoint.schemas.approvals import (
 )
 from counterpoint.schemas.events import (
     Alert,
+    AlertResolved,
     Finding,
     InvestigationTask,
     Result,
     Skill,
     Ticket,
     TriageDecision,
+    WebhookDelivery,
 )
 
 E = TypeVar("E")
@@ -101,6 +103,16 @@ ACTIONS_EXECUTED: Final[Topic[ActionExecuted]] = _topic(
     "actions.executed", "counterpoint.action.executed", ActionExecuted, key="request_id",
     description="What the executor did with each decided action, and the outcome",
 )
+# Keyed by request id with the same partition count as triage.decisions, so a closure meets
+# its request's plan in the synthesis process that owns it.
+TRIAGE_CLOSURES: Final[Topic[AlertResolved]] = _topic(
+    "triage.closures", "counterpoint.triage.alert_resolved", AlertResolved, key="request_id",
+    description="Alerts Alertmanager reports resolved: close the request opened for them",
+)
+WEBHOOK_DELIVERIES: Final[Topic[WebhookDelivery]] = _topic(
+    "webhooks.deliveries", "counterpoint.webhooks.delivered", WebhookDelivery,
+    key="request_id", description="Results POSTed to a webhook and acknowledged by it",
+)
 
 SKILLS: Final[tuple[Skill, ...]] = ("billing", "account", "infrastructure", "knowledge")
 
@@ -128,6 +140,8 @@ ALL_TOPICS: Final[tuple[Topic[Any], ...]] = (
     APPROVALS_DECIDED,
     APPROVALS_ESCALATED,
     ACTIONS_EXECUTED,
+    TRIAGE_CLOSURES,
+    WEBHOOK_DELIVERIES,
 )
 
 # The dead-letter topic holds original bytes of any topic, so it has no event type.

@@ -47,7 +47,8 @@ DESCRIPTION = (
     "spans. Per request: 9 records, 4 hops in sequence (intake.tickets → triage → "
     "investigation.tasks.{billing,account,knowledge} → 3 investigators in parallel → "
     "investigation.findings (+ triage.decisions) → synthesis → synthesis.results), 5 of the "
-    "6 processes involved (infrastructure serves alerts). Latency = publish → result seen."
+    f"{len(AGENT_NAMES)} processes involved (infrastructure serves alerts; webhooks only reads "
+    "results, and POSTs nothing without a configured URL). Latency = publish → result seen."
 )
 
 

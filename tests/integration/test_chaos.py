@@ -29,6 +29,7 @@ from counterpoint.infra.processes import Supervisor
 from counterpoint.infra.status import consumed_topics, group_of
 from counterpoint.schemas.envelope import Envelope, new_event_id, now
 from counterpoint.schemas.events import TriageDecision
+from counterpoint.schemas.identity import request_id_for
 from counterpoint.topics.registry import (
     DEADLETTER_NAME,
     INTAKE_ALERTS,
@@ -83,8 +84,11 @@ async def _publish(bootstrap: str, inputs: list[tuple[str, bytes, str]]) -> set[
     pause = PUBLISH_SECONDS / len(inputs)
     async with Producer(config(bootstrap), client_id="chaos") as producer:
         for topic, value, sid in inputs:
-            rid = new_event_id()
-            envelope = Envelope(id=rid, source="/tests/chaos", type="test", time=now(),
+            event_id = new_event_id()
+            # An Alertmanager alert's request id is its own (schemas/identity.py).
+            rid = (request_id_for(INTAKE_ALERTS.decode(value), event_id)
+                   if topic == INTAKE_ALERTS.name else event_id)
+            envelope = Envelope(id=event_id, source="/tests/chaos", type="test", time=now(),
                                 request_id=rid, subject=sid)
             await producer.send(topic, value, key=sid.encode(), headers=envelope.to_headers())
             request_ids.add(rid)

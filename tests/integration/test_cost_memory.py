@@ -78,9 +78,13 @@ async def test_an_alert_storm_runs_one_investigation_and_fifty_results_cite_it(
         stack: AgentStack) -> None:
     alert = orjson.loads(example("alert_alertmanager.json"))
     alert["alerts"][0]["fingerprint"] = f"storm-{uuid.uuid4().hex[:8]}"
-    raw = orjson.dumps(alert)
-    receipts = [await publish(config(stack.bootstrap), "alert", raw, "test")
-                for _ in range(STORM)]
+    receipts = []
+    for n in range(STORM):
+        # A flapping alert: the same fingerprint firing again, each time a new startsAt and so
+        # a new request (schemas/identity.py).
+        alert["alerts"][0]["startsAt"] = f"2026-11-21T13:45:{n:02d}Z"
+        receipts.append(await publish(config(stack.bootstrap), "alert", orjson.dumps(alert),
+                                      "test"))
     wanted = {r.request_id for r in receipts}
 
     results = await wait_results(stack.bootstrap, lambda r: r.request_id in wanted,

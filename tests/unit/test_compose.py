@@ -25,7 +25,7 @@ DOCKERFILE = REPO / "Dockerfile"
 
 # Written out on purpose; test_compose_names_every_agent_in_catalog cross-checks the project.
 AGENT_NAMES = ("triage", "billing", "account", "infrastructure", "knowledge", "synthesis",
-               "approvals", "executor", "memory")
+               "approvals", "executor", "memory", "webhooks")
 KAFKA_SERVICE = "kafka"
 COLLECTOR_SERVICE = "otel-collector"
 

@@ -257,3 +257,62 @@ def test_index_follows_a_request_through_its_steps() -> None:
     index.accepted("r2", "T-2")
     index.accepted("r3", "T-3")
     assert index.get("r1") is None and len(index) == 2
+
+
+def test_index_shows_a_resolved_request_and_its_webhook_delivery() -> None:
+    from counterpoint.schemas.events import (
+        Generation,
+        Resolution,
+        Result,
+        Usage,
+        WebhookDelivery,
+    )
+    from counterpoint.topics.registry import (
+        DEADLETTER_NAME,
+        SYNTHESIS_RESULTS,
+        WEBHOOK_DELIVERIES,
+    )
+
+    def result(rid: str, findings: bool, resolution: Resolution | None) -> Result:
+        from counterpoint.schemas.events import FindingRef
+
+        refs = [FindingRef(task_id="t", skill="knowledge", focus="runbooks", agent="knowledge",
+                           summary="s", facts=[])] if findings else []
+        return Result(request_id=rid, source_id="fp", kind="runbook", title="t", text="x",
+                      priority="high", status="complete", findings=refs,
+                      generation=Generation(provider="offline", model="m", offline=True),
+                      usage=Usage(), completed_at=now(), resolution=resolution)
+
+    def record(topic: str, offset: int, event_id: str, value: bytes,
+               extra: tuple[tuple[str, bytes], ...] = ()) -> RawRecord:
+        env = Envelope(id=event_id, source="/t", type="x", time=now(), request_id="r1")
+        return RawRecord(topic, 0, offset, None, value, (*env.to_headers(), *extra), offset)
+
+    index = RequestIndex()
+    index.accepted("r1", "fp")
+    runbook = result("r1", True, None)
+    index.apply(record(SYNTHESIS_RESULTS.name, 0, "res-1",
+                       orjson.dumps(runbook.model_dump(mode="json"))))
+    progress = index.get("r1")
+    assert progress is not None and status_of(progress) == "complete"
+    closing = result("r1", False, Resolution(resolved_at=now(), during="after"))
+    index.apply(record(SYNTHESIS_RESULTS.name, 1, "res-2",
+                       orjson.dumps(closing.model_dump(mode="json"))))
+    assert status_of(progress) == "resolved"
+    assert progress.result == runbook  # the closing result does not replace the runbook
+    assert steps_of(progress)[-1]["step"] == "resolution"
+
+    failed = record(DEADLETTER_NAME, 2, "res-1", orjson.dumps(runbook.model_dump(mode="json")),
+                    (("dlq.agent", b"webhooks"), ("dlq.reason", b"webhook-failed"),
+                     ("dlq.attempts", b"5"), ("dlq.error.message", b"POST x: HTTP 500")))
+    index.apply(failed)
+    assert progress.delivery is not None and progress.delivery.state == "failed"
+    assert (progress.delivery.attempts, progress.delivery.error) == (5, "POST x: HTTP 500")
+    delivered = WebhookDelivery(request_id="r1", result_id="res-1", url="http://h/p",
+                                attempts=6, status_code=204, delivered_at=now())
+    index.apply(record(WEBHOOK_DELIVERIES.name, 3, "d-1",
+                       orjson.dumps(delivered.model_dump(mode="json"))))
+    assert progress.delivery.state == "delivered" and progress.delivery.attempts == 6
+    # Another agent's dead letter says nothing about deliveries.
+    index.apply(record(DEADLETTER_NAME, 4, "x", b"{}", (("dlq.agent", b"synthesis"),)))
+    assert progress.delivery.state == "delivered"

@@ -62,9 +62,11 @@ def store(tmp_path: Path) -> Iterator[BusinessStore]:
         yield opened
 
 
-def _alert(fingerprint: str, status: str = "firing") -> bytes:
+def _alert(fingerprint: str, status: str = "firing", fired: int = 0) -> bytes:
+    """`fired`: the alert fired again that many seconds later (a new startsAt, a new request)."""
     alert = orjson.loads(orjson.dumps(ALERT))
     alert["alerts"][0]["fingerprint"] = fingerprint
+    alert["alerts"][0]["startsAt"] = f"2026-11-21T13:45:{fired:02d}Z"
     alert["status"] = alert["alerts"][0]["status"] = status
     return orjson.dumps(alert)
 
@@ -85,7 +87,9 @@ async def _pipeline(store: BusinessStore, inputs: list[tuple[str, bytes]],
 
 async def test_an_alert_storm_runs_one_investigation_and_fifty_results_cite_it(
         store: BusinessStore) -> None:
-    bus, spy = await _pipeline(store, [(INTAKE_ALERTS.name, _alert("fp-storm"))] * STORM)
+    # A flapping alert: the same fingerprint firing again and again, each time a new request.
+    bus, spy = await _pipeline(store, [(INTAKE_ALERTS.name, _alert("fp-storm", fired=n))
+                                       for n in range(STORM)])
 
     decisions = [TRIAGE_DECISIONS.decode(r.value or b"")
                  for r in bus.records(TRIAGE_DECISIONS.name)]
@@ -154,7 +158,8 @@ async def test_a_finding_that_ran_out_of_budget_is_not_reused(store: BusinessSto
     bus = MemoryBus()
     for name in AGENT_NAMES:
         bus.add(build(name, ctx))
-    for _ in range(3):
+    for n in range(3):
+        alert["alerts"][0]["startsAt"] = f"2026-11-21T13:45:{n:02d}Z"  # fired again: new request
         await bus.publish(INTAKE_ALERTS.name, orjson.dumps(alert), key=b"k")
     await bus.run_until_idle(max_rounds=500)
     results = [SYNTHESIS_RESULTS.decode(r.value or b"")
@@ -167,8 +172,8 @@ async def test_a_finding_that_ran_out_of_budget_is_not_reused(store: BusinessSto
 
 
 async def test_after_the_window_the_investigation_runs_again(store: BusinessStore) -> None:
-    _, spy = await _pipeline(store, [(INTAKE_ALERTS.name, _alert("fp-w"))] * 3,
-                             window=timedelta(0))
+    _, spy = await _pipeline(store, [(INTAKE_ALERTS.name, _alert("fp-w", fired=n))
+                                     for n in range(3)], window=timedelta(0))
     assert spy.tasks.count("investigate") == 3 * 4
 
 

@@ -179,3 +179,15 @@ def test_render_status(tmp_path: Path) -> None:
 def test_status_subcommand_parses() -> None:
     args = build_parser().parse_args(["status", "--json"])
     assert args.json and args.func.__name__ == "cmd_status"
+
+
+def test_failed_webhook_deliveries_are_shown_only_when_there_are_some(tmp_path: Path) -> None:
+    status = _status(tmp_path)
+    console = Console(record=True, width=220, color_system=None)
+    console.print(render_status(status))
+    assert "webhook deliveries failed" not in console.export_text()
+    status.webhook_failures = 2
+    console = Console(record=True, width=220, color_system=None)
+    console.print(render_status(status))
+    assert "webhook deliveries failed: 2 request(s)" in console.export_text()
+    assert status_json(status)["webhook_deliveries_failed"] == 2

@@ -1,0 +1,139 @@
+"""Webhooks: POSTs each final result to the URL its request or its source asked for.
+
+Consumes: synthesis.results (Result)
+Emits:    webhooks.deliveries (WebhookDelivery) — one per result a receiver acknowledged (2xx)
+
+Where a result goes: the request's own `callback_url` (a field of the ticket or alert), else
+the first of COUNTERPOINT_WEBHOOKS' entries for the request's CloudEvents source (e.g.
+`/counterpoint/gateway/alertmanager`), its kind (`ticket` or `alert`), or `*`. A result with
+none of these is not delivered anywhere but the topic.
+
+Each POST carries the result JSON, signed (agents/webhook_signing.py) when
+COUNTERPOINT_WEBHOOK_SECRET is set, with the result's event id as the delivery id, so a
+receiver can drop the duplicates that at-least-once delivery brings. A failure that may pass
+(no connection, a timeout, 5xx, 408, 425, 429) is raised as retriable: the bus tries again with
+exponential backoff in this request's own task, bounded by COUNTERPOINT_RETRY_MAX_ATTEMPTS /
+_MAX_SECONDS, and then dead-letters the result with the last error (`dlq.agent` = webhooks),
+which the gateway's request record shows as a failed delivery. Another 4xx is dead-lettered at
+once: sending the same body again will not change the answer.
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+import time
+from collections import OrderedDict
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any, Final
+from urllib.parse import urlsplit, urlunsplit
+
+import httpx
+import orjson
+
+from counterpoint.agents.context import AgentContext
+from counterpoint.agents.webhook_signing import (
+    DELIVERY_HEADER,
+    REQUEST_HEADER,
+    SIGNATURE_HEADER,
+    TIMESTAMP_HEADER,
+    sign,
+)
+from counterpoint.bus.agent import Agent, Emit, Incoming
+from counterpoint.bus.errors import CounterpointError, TransientError
+from counterpoint.schemas.events import Result, WebhookDelivery
+from counterpoint.topics.registry import SYNTHESIS_RESULTS, WEBHOOK_DELIVERIES, Topic
+
+CONSUMES: tuple[Topic[Any], ...] = (SYNTHESIS_RESULTS,)
+EMITS: tuple[Topic[Any], ...] = (WEBHOOK_DELIVERIES,)
+
+RETRIABLE_STATUS: Final = frozenset({408, 425, 429})
+ATTEMPTS_REMEMBERED: Final = 10_000
+
+log = logging.getLogger(__name__)
+
+
+class WebhookFailed(TransientError):
+    """The receiver could not be reached or had a passing problem; trying again may work."""
+
+    reason = "webhook-failed"
+
+
+class WebhookRejected(CounterpointError):
+    """The receiver refused the delivery (4xx): the same body would be refused again."""
+
+    reason = "webhook-rejected"
+
+
+def target_for(result: Result, targets: Mapping[str, str]) -> str | None:
+    if result.callback_url:
+        return result.callback_url
+    kind = "ticket" if result.kind == "reply" else "alert"
+    for key in (result.origin, kind, "*"):
+        if key and key in targets:
+            return targets[key]
+    return None
+
+
+def shown(url: str) -> str:
+    """The URL without credentials or query string, which may hold a receiver's secret."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
+def delivery_headers(result_id: str, request_id: str, body: bytes, secret: str | None,
+                     timestamp: int) -> dict[str, str]:
+    headers = {"Content-Type": "application/json", "User-Agent": "counterpoint-webhooks/1",
+               DELIVERY_HEADER: result_id, REQUEST_HEADER: request_id,
+               TIMESTAMP_HEADER: str(timestamp)}
+    if secret:
+        headers[SIGNATURE_HEADER] = sign(secret, timestamp, body)
+    return headers
+
+
+def build(ctx: AgentContext) -> Agent:
+    agent = Agent("webhooks", emits=EMITS)
+    targets = dict(ctx.webhook_targets)
+    secret = ctx.webhook_secret
+    if not secret:
+        log.warning("COUNTERPOINT_WEBHOOK_SECRET is not set: webhook deliveries are unsigned")
+    attempts: OrderedDict[str, int] = OrderedDict()  # result id -> tries so far, this process
+    # Built once: making a TLS context is the costly part of a client. A client per POST
+    # keeps nothing open between deliveries (the agent has no shutdown hook to close one).
+    tls = ssl.create_default_context()
+
+    @agent.handles(SYNTHESIS_RESULTS)
+    async def on_result(event: Incoming[Result]) -> list[Emit]:
+        result = event.data
+        url = target_for(result, targets)
+        if url is None:
+            return []
+        result_id = event.envelope.id
+        attempt = attempts[result_id] = attempts.get(result_id, 0) + 1
+        while len(attempts) > ATTEMPTS_REMEMBERED:
+            attempts.popitem(last=False)
+        body = orjson.dumps(result.model_dump(mode="json"))
+        headers = delivery_headers(result_id, result.request_id, body, secret, int(time.time()))
+        where = shown(url)
+        try:
+            async with httpx.AsyncClient(timeout=ctx.webhook_timeout_s, verify=tls) as http:
+                response = await http.post(url, content=body, headers=headers)
+        except httpx.HTTPError as exc:
+            raise WebhookFailed(f"POST {where} (attempt {attempt}): "
+                                f"{type(exc).__name__}: {exc}") from exc
+        code = response.status_code
+        if code >= 500 or code in RETRIABLE_STATUS:
+            raise WebhookFailed(f"POST {where} (attempt {attempt}): HTTP {code}")
+        if code >= 300:
+            raise WebhookRejected(f"POST {where} (attempt {attempt}): HTTP {code} "
+                                  f"{response.text[:200]!r}")
+        attempts.pop(result_id, None)
+        delivered = WebhookDelivery(request_id=result.request_id, result_id=result_id,
+                                    url=where, attempts=attempt, status_code=code,
+                                    delivered_at=datetime.now(UTC))
+        return [Emit(WEBHOOK_DELIVERIES, delivered, key=result.request_id, tag="delivered")]
+
+    return agent
