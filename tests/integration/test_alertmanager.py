@@ -28,6 +28,7 @@ from counterpoint.schemas.events import AlertmanagerAlert
 from counterpoint.schemas.identity import alert_request_id
 from tests.integration.conftest import AgentStack
 from tests.integration.test_gateway import Gateway, example
+from tests.support.served import Served
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
@@ -88,30 +89,16 @@ class Alertmanager:
         config.write_text(CONFIG.format(url=gateway_url))
         (home / "data").mkdir()
         self.log = home / "alertmanager.log"
-        with self.log.open("wb") as out:
-            self.proc = subprocess.Popen(
-                [binary, f"--config.file={config}", f"--storage.path={home / 'data'}",
-                 f"--web.listen-address=127.0.0.1:{self.port}", "--cluster.listen-address=",
-                 "--log.level=debug"], stdout=out, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, self.log.read_text()
-            try:
-                if httpx.get(self.url + "/-/ready", timeout=1).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.2)
-        self.stop()
-        raise AssertionError("alertmanager did not come up\n" + self.log.read_text())
+        self.served = Served(
+            "alertmanager",
+            [binary, f"--config.file={config}", f"--storage.path={home / 'data'}",
+             f"--web.listen-address=127.0.0.1:{self.port}", "--cluster.listen-address=",
+             "--log.level=debug"], self.log,
+            lambda: httpx.get(self.url + "/-/ready", timeout=1).status_code == 200)
+        self.proc = self.served.proc
 
     def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        self.served.stop()
 
 
 @pytest.fixture(scope="module")

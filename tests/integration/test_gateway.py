@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import subprocess
 import sys
 import time
 import uuid
@@ -19,6 +18,7 @@ import pytest
 
 from counterpoint.infra.broker import free_port
 from tests.integration.conftest import AgentStack
+from tests.support.served import Served
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 
@@ -42,29 +42,14 @@ class Gateway:
         if token:
             env["COUNTERPOINT_API_TOKEN"] = token
         self.log = home / f"gateway-{self.port}.log"
-        with self.log.open("wb") as out:
-            self.proc = subprocess.Popen([EXE, "gateway", "--port", str(self.port)], env=env,
-                                         stdout=out, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, self.log.read_text()
-            try:
-                health = httpx.get(self.url + "/healthz", timeout=1).json()
-                if health["broker_readable"]:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.2)
-        self.stop()
-        raise AssertionError("gateway did not come up\n" + self.log.read_text())
+        self.served = Served("gateway", [EXE, "gateway", "--port", str(self.port)], self.log,
+                             lambda: bool(httpx.get(self.url + "/healthz",
+                                                    timeout=1).json()["broker_readable"]),
+                             env)
+        self.proc = self.served.proc
 
     def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        self.served.stop()
 
 
 @pytest.fixture(scope="module")
