@@ -40,15 +40,17 @@ JOIN_TIMEOUT_S = 90.0
 DRAIN_S = 60.0
 
 KEY = "pipeline"
-TITLE = "full pipeline (6 agent processes)"
+TITLE = f"full pipeline ({len(AGENT_NAMES)} agent processes)"
 DESCRIPTION = (
     f"all {len(AGENT_NAMES)} agents ({', '.join(AGENT_NAMES)}), one OS process each, started as "
     "`counterpoint agent NAME`; offline LLM provider; agents keep their normal OTel SDK + JSONL "
     "spans. Per request: 9 records, 4 hops in sequence (intake.tickets → triage → "
     "investigation.tasks.{billing,account,knowledge} → 3 investigators in parallel → "
     "investigation.findings (+ triage.decisions) → synthesis → synthesis.results), 5 of the "
-    f"{len(AGENT_NAMES)} processes involved (infrastructure serves alerts; webhooks only reads "
-    "results, and POSTs nothing without a configured URL). Latency = publish → result seen."
+    f"{len(AGENT_NAMES)} processes on the request path (infrastructure serves alerts; memory, "
+    "the approval desk, the executor and webhooks act after the result: memory records it, the "
+    "ticket's proposed actions are approval requests or policy approvals the executor runs, "
+    "and webhooks POSTs nothing without a configured URL). Latency = publish → result seen."
 )
 
 
