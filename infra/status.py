@@ -301,7 +301,10 @@ def render_status(status: Status) -> RenderableType:
         f"Processes are those on this machine ({status.host}) running `counterpoint agent "
         f"NAME`; agents on other machines are not shown. Partitions per process come from the "
         f"agents' logs in {status.logs_dir} (best effort, as of the last rebalance). "
-        "Committed '-' means the group never committed there; its lag counts from the start.",
+        "Committed '-' means the group never committed there; its lag counts from the start. "
+        "Synthesis keeps a request's inputs uncommitted until its result is out, and the "
+        "approvals desk keeps each approval until a person decides or it expires: their lag "
+        "includes that waiting work.",
         style="dim")
     if status.webhook_failures:
         failed = Text(f"webhook deliveries failed: {status.webhook_failures} request(s) — "
