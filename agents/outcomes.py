@@ -11,9 +11,11 @@ Recording is idempotent (one row per request id), so a redelivered result change
 
 from __future__ import annotations
 
+import random
 import sqlite3
 import threading
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Final
@@ -51,6 +53,18 @@ def summarize(result: Result) -> str:
     return line if len(line) <= SUMMARY_CHARS else line[:SUMMARY_CHARS - 1] + "…"
 
 
+def _retry_locked(step: Callable[[], object], timeout_s: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            step()
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() >= deadline:
+                raise
+            time.sleep(random.uniform(0.01, 0.1))
+
+
 class OutcomeStore:
     def __init__(self, conn: sqlite3.Connection) -> None:
         self._conn = conn
@@ -62,10 +76,13 @@ class OutcomeStore:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(str(path), check_same_thread=False, timeout=30.0,
                                isolation_level=None)
-        if str(path) != ":memory:":
-            conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA busy_timeout=30000")
-        conn.executescript(_SCHEMA)
+        if str(path) != ":memory:":
+            # Every agent process opens this file at start-up. Switching a fresh database to
+            # WAL needs an exclusive lock and SQLite answers "database is locked" at once,
+            # without waiting on the busy timeout, while another process holds it.
+            _retry_locked(lambda: conn.execute("PRAGMA journal_mode=WAL"))
+        _retry_locked(lambda: conn.executescript(_SCHEMA))
         return cls(conn)
 
     @classmethod
