@@ -7,7 +7,6 @@ examples produce. The integration tests run the same agents on a real broker.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -39,12 +38,6 @@ TICKET_RAW = (EXAMPLES / "ticket_dual_intent.json").read_bytes()
 ALERT_RAW = (EXAMPLES / "alert_alertmanager.json").read_bytes()
 PASSWORD_TICKET = orjson.dumps({"id": "T-2002", "customer_id": "C-42",
                                 "body": "I forgot my password and cannot log in"})
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[BusinessStore]:
-    with BusinessStore.open(tmp_path / "b.db") as opened:
-        yield opened
 
 
 @pytest.fixture

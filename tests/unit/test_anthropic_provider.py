@@ -100,12 +100,6 @@ async def provider(api: MessagesAPI,
     tracer_provider.shutdown()
 
 
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[BusinessStore]:
-    with BusinessStore.open(tmp_path / "b.db") as opened:
-        yield opened
-
-
 def _request(text: str = TICKET_TEXT) -> LLMRequest[TicketAssessment]:
     subject = Subject(kind="ticket", source_id="T-1", title=text[:40], text=text,
                       customer_id="C-42")

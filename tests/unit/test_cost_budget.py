@@ -8,7 +8,6 @@ budgets bite. Every agent runs on the in-memory bus through the same code as on 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -40,29 +39,10 @@ from counterpoint.schemas.events import (
     Usage,
 )
 from counterpoint.topics.registry import DEADLETTER_NAME, INTAKE_TICKETS, SYNTHESIS_RESULTS
+from tests.support.spy import Spy
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "infra" / "examples"
 PRICED_OFFLINE = json.dumps({OFFLINE_MODEL: {"input": 1000, "output": 1000}})
-
-
-class Spy:
-    """Records which tasks reached the model."""
-
-    name = "offline"
-
-    def __init__(self) -> None:
-        self.inner = OfflineProvider()
-        self.tasks: list[str] = []
-
-    async def generate(self, request: LLMRequest[Any], *, model: str) -> LLMResponse[Any]:
-        self.tasks.append(request.task)
-        return await self.inner.generate(request, model=model)
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[BusinessStore]:
-    with BusinessStore.open(tmp_path / "b.db") as opened:
-        yield opened
 
 
 async def run_ticket(store: BusinessStore, *, budget: float | None = None,

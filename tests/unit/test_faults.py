@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Iterator
 from contextlib import suppress
 from pathlib import Path
 from typing import Any
@@ -195,12 +194,6 @@ def test_bad_fault_seed_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 # --- retries on the in-memory bus ---------------------------------------------------------------
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[BusinessStore]:
-    with BusinessStore.open(tmp_path / "b.db") as opened:
-        yield opened
 
 
 def _faulty_bus(store: BusinessStore, rate: float, seed: int,

@@ -31,12 +31,6 @@ EXAMPLES = Path(__file__).resolve().parents[2] / "infra" / "examples"
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[BusinessStore]:
-    with BusinessStore.open(tmp_path / "b.db") as opened:
-        yield opened
-
-
-@pytest.fixture
 def outcomes(tmp_path: Path) -> Iterator[OutcomeStore]:
     opened = OutcomeStore.open(tmp_path / "home" / "memory.db")
     yield opened

@@ -7,19 +7,15 @@ reached the model; tests/integration/test_cost_memory.py runs the storm on a rea
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import orjson
-import pytest
 
 from counterpoint.agents.catalog import AGENT_NAMES, build
 from counterpoint.agents.context import AgentContext
 from counterpoint.agents.cost import PriceTable
-from counterpoint.agents.llm.offline import OFFLINE_MODEL, OfflineProvider
-from counterpoint.agents.llm.provider import LLMRequest, LLMResponse
+from counterpoint.agents.llm.offline import OFFLINE_MODEL
 from counterpoint.agents.reuse import FindingCache, task_cache_key
 from counterpoint.agents.tools.business import BusinessStore
 from counterpoint.bus.memory import MemoryBus
@@ -38,28 +34,11 @@ from counterpoint.topics.registry import (
     TASKS,
     TRIAGE_DECISIONS,
 )
+from tests.support.spy import Spy
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "infra" / "examples"
 ALERT = orjson.loads((EXAMPLES / "alert_alertmanager.json").read_bytes())
 STORM = 50
-
-
-class Spy:
-    name = "offline"
-
-    def __init__(self) -> None:
-        self.inner = OfflineProvider()
-        self.tasks: list[str] = []
-
-    async def generate(self, request: LLMRequest[Any], *, model: str) -> LLMResponse[Any]:
-        self.tasks.append(request.task)
-        return await self.inner.generate(request, model=model)
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[BusinessStore]:
-    with BusinessStore.open(tmp_path / "b.db") as opened:
-        yield opened
 
 
 def _alert(fingerprint: str, status: str = "firing", fired: int = 0) -> bytes:

@@ -66,12 +66,6 @@ async def provider(api: MessagesAPI) -> AsyncIterator[AnthropicProvider]:
     await made.aclose()
 
 
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[BusinessStore]:
-    with BusinessStore.open(tmp_path / "b.db") as opened:
-        yield opened
-
-
 class Spy:
     def __init__(self, inner: Any) -> None:
         self.inner = inner

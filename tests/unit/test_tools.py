@@ -36,12 +36,6 @@ EXAMPLES = Path(__file__).resolve().parents[2] / "infra" / "examples"
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[BusinessStore]:
-    with BusinessStore.open(tmp_path / "b.db") as opened:
-        yield opened
-
-
-@pytest.fixture
 def spans() -> Iterator[InMemorySpanExporter]:
     """Spans of the process-wide tracer provider (the one the tool layer's tracer resolves to)."""
     if not isinstance(trace.get_tracer_provider(), TracerProvider):
