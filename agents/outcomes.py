@@ -65,33 +65,61 @@ def _retry_locked(step: Callable[[], object], timeout_s: float = 30.0) -> None:
             time.sleep(random.uniform(0.01, 0.1))
 
 
+def _connect(path: Path | str) -> sqlite3.Connection:
+    if str(path) != ":memory:":
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(str(path), check_same_thread=False, timeout=30.0,
+                           isolation_level=None)
+    conn.execute("PRAGMA busy_timeout=30000")
+    if str(path) != ":memory:":
+        # Every process that uses memory opens this file at start-up. Switching a fresh
+        # database to WAL needs an exclusive lock and SQLite answers "database is locked" at
+        # once, without waiting on the busy timeout, while another process holds it.
+        _retry_locked(lambda: conn.execute("PRAGMA journal_mode=WAL"))
+    _retry_locked(lambda: conn.executescript(_SCHEMA))
+    return conn
+
+
 class OutcomeStore:
-    def __init__(self, conn: sqlite3.Connection) -> None:
-        self._conn = conn
+    """The outcome table; the file is opened on first use, so the agents that never read or
+    write memory (all but synthesis and memory) never touch it."""
+
+    def __init__(self, connect: Callable[[], sqlite3.Connection]) -> None:
+        self._connect = connect
+        self._opened: sqlite3.Connection | None = None
         self._lock = threading.Lock()  # one connection, used from worker threads
 
     @classmethod
     def open(cls, path: Path | str) -> OutcomeStore:
-        if str(path) != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(str(path), check_same_thread=False, timeout=30.0,
-                               isolation_level=None)
-        conn.execute("PRAGMA busy_timeout=30000")
-        if str(path) != ":memory:":
-            # Every agent process opens this file at start-up. Switching a fresh database to
-            # WAL needs an exclusive lock and SQLite answers "database is locked" at once,
-            # without waiting on the busy timeout, while another process holds it.
-            _retry_locked(lambda: conn.execute("PRAGMA journal_mode=WAL"))
-        _retry_locked(lambda: conn.executescript(_SCHEMA))
-        return cls(conn)
+        """Open now: a broken path fails here, not at the first request."""
+        store = cls.lazy(path)
+        store._opened = _connect(path)
+        return store
+
+    @classmethod
+    def lazy(cls, path: Path | str) -> OutcomeStore:
+        return cls(lambda: _connect(path))
 
     @classmethod
     def in_memory(cls) -> OutcomeStore:
         return cls.open(":memory:")
 
+    @property
+    def opened(self) -> bool:
+        return self._opened is not None
+
+    @property
+    def _conn(self) -> sqlite3.Connection:
+        """The connection, opened on first use; callers hold `_lock`."""
+        if self._opened is None:
+            self._opened = self._connect()
+        return self._opened
+
     def close(self) -> None:
         with self._lock:
-            self._conn.close()
+            if self._opened is not None:
+                self._opened.close()
+                self._opened = None
 
     def record(self, result: Result, customer_id: str | None, service: str | None) -> None:
         with self._lock:

@@ -47,7 +47,7 @@ async def run_agent_process(name: str, settings: Settings) -> None:
             prices=PriceTable.configured(settings.prices),
             request_budget_usd=settings.request_budget_usd,
             reuse_window=settings.reuse_window,
-            outcomes=OutcomeStore.open(settings.memory_path),
+            outcomes=OutcomeStore.lazy(settings.memory_path),
             max_tool_turns=settings.max_tool_turns,
             webhook_targets=settings.webhooks,
             webhook_secret=settings.webhook_secret,

@@ -1,4 +1,5 @@
-"""Every agent process opens the memory database at start-up, all at once."""
+"""Processes opening one fresh memory database at once (the memory and synthesis agents' first
+requests after `counterpoint up`); and only those that use it open it."""
 
 from __future__ import annotations
 
@@ -25,3 +26,13 @@ def test_many_processes_open_a_fresh_database_at_once(tmp_path: Path) -> None:
         for p in procs:
             p.join(60)
         assert [p.exitcode for p in procs] == [0] * len(procs)
+
+
+def test_the_store_opens_its_file_on_first_use(tmp_path: Path) -> None:
+    path = tmp_path / "home" / "memory.db"
+    store = OutcomeStore.lazy(path)
+    assert not path.exists() and not store.opened
+    assert store.recall(customer_id="C-1", service=None, exclude="r") == []
+    assert path.exists() and store.opened
+    store.close()
+    assert not store.opened
