@@ -15,11 +15,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
-from pathlib import Path
 from typing import Any, Final, Literal
 
-import orjson
-
+from counterpoint.agents.json_setting import json_object_setting
 from counterpoint.bus.agent import Emit
 from counterpoint.schemas.approvals import (
     RISKS,
@@ -52,20 +50,7 @@ POLICY: Final = "policy"
 def parse_risk_table(text: str) -> dict[str, Risk]:
     """COUNTERPOINT_ACTION_RISK: a JSON object `{"refund": "medium", ...}`, or the path of a
     file holding one. Raises ValueError saying what is wrong."""
-    text = text.strip()
-    if not text.startswith("{"):
-        path = Path(text).expanduser()
-        try:
-            text = path.read_text(encoding="utf-8")
-        except OSError as exc:
-            raise ValueError(f"neither a JSON object nor a readable file: {path}: "
-                             f"{exc.strerror}") from exc
-    try:
-        table = orjson.loads(text)
-    except orjson.JSONDecodeError as exc:
-        raise ValueError(f"not valid JSON: {exc}") from exc
-    if not isinstance(table, dict):
-        raise ValueError(f"expected a JSON object of action -> risk, got {type(table).__name__}")
+    table = json_object_setting("COUNTERPOINT_ACTION_RISK", text, "of action -> risk")
     bad = {k: v for k, v in table.items() if v not in RISKS}
     if bad:
         raise ValueError(f"risk must be one of {', '.join(RISKS)}; got "

@@ -17,12 +17,12 @@ import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Final
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic_core import to_jsonable_python
 
+from counterpoint.agents.json_setting import json_object_setting
 from counterpoint.agents.llm.offline import OFFLINE_MODEL
 from counterpoint.agents.llm.provider import LLMRequest
 from counterpoint.schemas.events import Usage
@@ -76,19 +76,10 @@ class PriceTable:
         """The defaults overlaid with `COUNTERPOINT_PRICES` (JSON, or a JSON file's path)."""
         if setting is None or not setting.strip():
             return cls.default()
-        text = setting.strip()
-        if not text.startswith(("{", "[")):
-            try:
-                text = Path(text).read_text(encoding="utf-8")
-            except OSError as exc:
-                raise PriceConfigError(
-                    f"COUNTERPOINT_PRICES: not JSON and not a readable file: {exc}") from exc
         try:
-            raw = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise PriceConfigError(f"COUNTERPOINT_PRICES: invalid JSON: {exc}") from exc
-        if not isinstance(raw, dict):
-            raise PriceConfigError("COUNTERPOINT_PRICES: expected an object of model -> prices")
+            raw = json_object_setting("COUNTERPOINT_PRICES", setting, "of model -> prices")
+        except ValueError as exc:
+            raise PriceConfigError(str(exc)) from exc
         prices = dict(DEFAULT_PRICES)
         for model, value in raw.items():
             try:

@@ -137,7 +137,7 @@ def test_risk_table_setting_is_json_or_a_file_and_errors_name_the_problem(
     assert parse_risk_table(str(path)) == {"unlock_account": "low"}
     with pytest.raises(ValueError, match="refund='urgent'"):
         parse_risk_table('{"refund": "urgent"}')
-    with pytest.raises(ValueError, match="not valid JSON"):
+    with pytest.raises(ValueError, match="invalid JSON"):
         parse_risk_table("{refund")
     with pytest.raises(ValueError, match="readable file"):
         parse_risk_table(str(tmp_path / "missing.json"))
