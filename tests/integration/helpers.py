@@ -43,6 +43,13 @@ async def collect(bootstrap: str, topic: str, done: Callable[[list[RawRecord]], 
     return records
 
 
+async def read_all(bootstrap: str, topic: str) -> list[RawRecord]:
+    """Every record of `topic` up to each partition's end offset when called (its true high
+    watermark, bus/ends.py): complete however slowly the machine reads, unlike a timed follow."""
+    async with aclosing(tail(config(bootstrap), [topic])) as stream:
+        return [record async for record in stream]
+
+
 def results(records: list[RawRecord]) -> list[tuple[Envelope, Result]]:
     out = []
     for r in records:
