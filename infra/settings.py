@@ -7,6 +7,9 @@
                                      embedded broker (10 there, 100 on a real cluster)
     COUNTERPOINT_KAFKA_IDEMPOTENCE   idempotent producer; only where the broker supports
                                      InitProducerId (Apache Kafka: yes; embedded: no)
+    COUNTERPOINT_KAFKA_LEAVE_GROUP   send LeaveGroup when a consumer stops, so its partitions
+                                     move at once (Apache Kafka: worth it; embedded: no,
+                                     it can leave a group stuck; off by default)
     COUNTERPOINT_SESSION_TIMEOUT_MS  consumer group session timeout (6000)
     COUNTERPOINT_MAX_IN_FLIGHT       events one agent process handles at once (64)
     COUNTERPOINT_MAX_MESSAGE_BYTES   larger records are dead-lettered (1 MiB)
@@ -69,6 +72,7 @@ class Settings(BaseSettings):
     home: Path = Path(".counterpoint")
     fetch_max_wait_ms: int | None = Field(default=None, ge=0, le=60_000)
     kafka_idempotence: bool = False
+    kafka_leave_group: bool = False
     session_timeout_ms: int = Field(default=6_000, ge=3_000, le=300_000)
     max_in_flight: int = Field(default=64, ge=1, le=10_000)
     max_message_bytes: int = Field(default=1_048_576, ge=1_024)
@@ -141,6 +145,7 @@ class Settings(BaseSettings):
             wait = 10 if self.embedded else 100
         return KafkaConfig(bootstrap_servers=self.bootstrap_servers, fetch_max_wait_ms=wait,
                            idempotence=self.kafka_idempotence,
+                           leave_group=self.kafka_leave_group,
                            session_timeout_ms=self.session_timeout_ms,
                            max_in_flight=self.max_in_flight)
 
