@@ -69,10 +69,10 @@ def bootstrap(external_bootstrap: str | None,
     """The broker for one test module: the external one when there is one, otherwise a fresh
     embedded broker per module.
 
-    Per module because Tansu has been seen to leave a consumer group unable to take new
-    members for over a minute after several of its members stopped at once (the chaos test's
-    SIGKILLs, the scaling test's two billing processes leaving together); a fresh broker keeps
-    one module's teardown from starving the next.
+    Per module so that no module inherits another's consumer groups: Tansu kept a group
+    unable to form for good when its leader sent LeaveGroup during a rebalance (agents no
+    longer send LeaveGroup, bus/kafka.py `_stay_until_expiry`), and a fresh broker keeps any
+    such broker state from one module's teardown out of the next.
     """
     if external_bootstrap is not None:
         yield external_bootstrap
