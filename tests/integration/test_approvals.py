@@ -15,7 +15,6 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -28,7 +27,6 @@ import pytest
 from counterpoint.agents.catalog import AGENT_NAMES
 from counterpoint.bus.admin import group_lag
 from counterpoint.bus.decode import RawRecord
-from counterpoint.infra.broker import free_port
 from counterpoint.infra.demo import example
 from counterpoint.infra.processes import Supervisor
 from counterpoint.schemas.envelope import Envelope, derive_event_id, new_event_id, now
@@ -41,6 +39,7 @@ from counterpoint.topics.registry import (
 )
 from tests.integration.conftest import AgentStack
 from tests.integration.helpers import collect, send_raw
+from tests.integration.test_gateway import Gateway
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
@@ -217,31 +216,9 @@ async def test_denied_action_never_runs(stack: AgentStack) -> None:
 @pytest.fixture
 def gateway(stack: AgentStack) -> Iterator[str]:
     """`counterpoint gateway` as its own process against the stack's broker."""
-    port = free_port()
-    log = stack.home / f"gateway-{port}.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen([EXE, "gateway", "--port", str(port)],
-                                env={k: v for k, v in stack.env.items()
-                                     if k != "COUNTERPOINT_API_TOKEN"},
-                                stdout=out, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(int(WAIT_S * 5)):
-            assert proc.poll() is None, log.read_text()
-            try:
-                if httpx.get(url + "/healthz", timeout=2).json()["broker_readable"]:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.2)
-        yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    gw = Gateway(stack.bootstrap, stack.home, None)
+    yield gw.url
+    gw.stop()
 
 
 async def test_approved_through_the_gateway_and_its_record_shows_what_ran(
