@@ -379,17 +379,24 @@ async def cmd_gateway(args: argparse.Namespace) -> int:
     import uvicorn
 
     from counterpoint.infra.gateway import create_app
+    from counterpoint.infra.intake import PROVIDERS, configured_secrets
     from counterpoint.infra.telemetry import default_traces_dir, setup_telemetry
 
     settings = _settings()
     token = os.environ.get("COUNTERPOINT_API_TOKEN", "").strip() or None
+    secrets = configured_secrets(os.environ)
     app = create_app(settings.kafka(), token=token, limits=settings.limits(),
-                     publish_timeout_s=args.publish_timeout)
+                     publish_timeout_s=args.publish_timeout, webhook_secrets=secrets,
+                     signature_tolerance_s=settings.signature_tolerance_s)
     telemetry = setup_telemetry("gateway", traces_dir=default_traces_dir(settings.home))
     console.print(f"gateway on [bold]http://{args.host}:{args.port}[/bold] (OpenAPI at "
                   f"/openapi.json, docs at /docs) publishing to {settings.bootstrap_servers}; "
                   + ("bearer token required" if token else "no authentication (set "
                      "COUNTERPOINT_API_TOKEN to require a bearer token)"), highlight=False)
+    for name, provider in PROVIDERS.items():
+        console.print(f"  /v1/webhooks/{name}: " + (
+            "on, checked against its signature" if name in secrets else
+            f"[yellow]refused (503)[/yellow]: {provider.setting} is not set"), highlight=False)
     server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port,
                                            log_level="info", lifespan="on"))
     try:

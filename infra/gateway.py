@@ -6,6 +6,8 @@
     GET  /v1/requests/{request_id}   status, the steps done so far, the result, and each
                                      proposed action: decided by whom, what ran
     POST /v1/approvals/{approval_id} approve or deny an action waiting for a person
+    POST /v1/webhooks/{provider}     Zendesk, Jira, GitHub, PagerDuty and Grafana webhooks as
+                                     those systems send them (see gateway_webhooks.py)
     GET  /healthz, /openapi.json, /docs   always open
 
 Bodies are validated by the same models as the CLI; what is published is the body exactly as
@@ -13,13 +15,13 @@ received (extra fields kept). Every problem comes back as 4xx with
 `{"error": "...", "fields": [{"field": "alerts.0.labels", "problem": "Field required"}, ...]}`,
 every bad field listed. A broker that does not acknowledge within the deadline gives 503.
 With COUNTERPOINT_API_TOKEN set, /v1/* needs `Authorization: Bearer <token>` (compared in
-constant time; 401 otherwise).
+constant time; 401 otherwise); the provider webhooks authenticate by their signature instead.
 """
 
 from __future__ import annotations
 
 import hmac
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Annotated, Any, Literal
@@ -226,8 +228,11 @@ def _check_cloudevent(body: dict[str, Any]) -> CloudEvent:
 
 def create_app(config: KafkaConfig, *, token: str | None = None,
                limits: InputLimits | None = None, publish_timeout_s: float = 5.0,
-               track: bool = True, max_tracked: int = 100_000) -> FastAPI:
-    """The gateway; `token` None or empty means no authentication."""
+               track: bool = True, max_tracked: int = 100_000,
+               webhook_secrets: Mapping[str, bytes] | None = None,
+               signature_tolerance_s: float = 300.0) -> FastAPI:
+    """The gateway; `token` None or empty means no authentication. `webhook_secrets` holds
+    the secret of each provider whose webhooks are accepted (others answer 503)."""
     limits = limits or InputLimits()
     expected = token.encode() if token else None
     publisher = Publisher(config, publish_timeout_s)
@@ -360,6 +365,11 @@ def create_app(config: KafkaConfig, *, token: str | None = None,
     add_approval_routes(app, book=index.book, publisher=publisher, tracker=tracker, track=track,
                         secured=secured, errors=errors, api_error=ApiError,
                         field_problem=FieldProblem)
+
+    from counterpoint.infra.gateway_webhooks import add_webhook_routes
+
+    add_webhook_routes(app, secrets=webhook_secrets or {}, publish=publish, limits=limits,
+                       tolerance_s=signature_tolerance_s, errors=errors)
 
     @app.get("/healthz", summary="Liveness, and whether the progress reader reaches the broker")
     async def healthz() -> dict[str, Any]:

@@ -41,6 +41,11 @@
     COUNTERPOINT_WEBHOOK_SECRET      HMAC-SHA256 key signing webhook deliveries (unset =
                                      unsigned, with a warning)
     COUNTERPOINT_WEBHOOK_TIMEOUT_S   seconds one webhook POST may take (10)
+    COUNTERPOINT_<PROVIDER>_WEBHOOK_SECRET  the gateway's provider webhooks (ZENDESK, JIRA,
+                                     GITHUB, PAGERDUTY, GRAFANA): the secret their signatures
+                                     are checked with; unset = that provider is refused (503)
+    COUNTERPOINT_SIGNATURE_TOLERANCE_S  how far from now a provider's signed timestamp may be
+                                     (Zendesk, Grafana) before it is refused as a replay (300)
 """
 
 from __future__ import annotations
@@ -108,6 +113,7 @@ class Settings(BaseSettings):
     webhooks: Annotated[dict[str, str], NoDecode] = Field(default_factory=dict)
     webhook_secret: str | None = None
     webhook_timeout_s: float = Field(default=10.0, gt=0, le=300)
+    signature_tolerance_s: float = Field(default=300.0, gt=0, le=86_400)
 
     @field_validator("kafka_bootstrap_servers", "anthropic_api_key", "anthropic_base_url",
                      "fallback_model", "webhook_secret")
