@@ -17,13 +17,18 @@ import orjson
 import pytest
 
 from counterpoint.infra.broker import free_port
+from counterpoint.infra.intake import PROVIDERS
 from tests.integration.conftest import AgentStack
+from tests.integration.helpers import read_all
+from tests.support.provider_webhooks import EXAMPLES, signed
+from tests.support.provider_webhooks import example as provider_example
 from tests.support.served import Served
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 
 EXE = str(Path(sys.executable).with_name("counterpoint"))
 TOKEN = "gateway-test-token"
+SECRETS = {"github": "gh-secret", "zendesk": "zd-secret", "pagerduty": "pd-secret"}
 
 
 def example(name: str) -> dict[str, Any]:
@@ -33,7 +38,8 @@ def example(name: str) -> dict[str, Any]:
 
 
 class Gateway:
-    def __init__(self, bootstrap: str, home: Path, token: str | None) -> None:
+    def __init__(self, bootstrap: str, home: Path, token: str | None,
+                 extra_env: dict[str, str] | None = None) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         env = {k: v for k, v in os.environ.items() if k != "COUNTERPOINT_API_TOKEN"}
@@ -41,6 +47,7 @@ class Gateway:
                     "COUNTERPOINT_FETCH_MAX_WAIT_MS": "10"})
         if token:
             env["COUNTERPOINT_API_TOKEN"] = token
+        env.update(extra_env or {})
         self.log = home / f"gateway-{self.port}.log"
         self.served = Served("gateway", [EXE, "gateway", "--port", str(self.port)], self.log,
                              lambda: bool(httpx.get(self.url + "/healthz",
@@ -61,7 +68,9 @@ def gateway(pipeline: AgentStack, tmp_path_factory: pytest.TempPathFactory) -> I
 
 @pytest.fixture(scope="module")
 def secured(pipeline: AgentStack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
-    gw = Gateway(pipeline.bootstrap, tmp_path_factory.mktemp("gw-auth"), TOKEN)
+    # Provider webhooks are on here (all but Jira's), to show they need no bearer token.
+    gw = Gateway(pipeline.bootstrap, tmp_path_factory.mktemp("gw-auth"), TOKEN,
+                 {PROVIDERS[name].setting: secret for name, secret in SECRETS.items()})
     yield gw
     gw.stop()
 
@@ -171,3 +180,87 @@ async def test_validation_errors_over_http_name_the_fields(gateway: Gateway) -> 
         assert r.json()["fields"] == [{"field": "body", "problem": "Field required"}]
         r = await http.get("/v1/requests/never-published")
         assert r.status_code == 404
+
+
+# --- provider webhooks ---------------------------------------------------------------------
+
+
+def provider_post(name: str, body: dict[str, Any], delivery: str) -> dict[str, Any]:
+    raw = orjson.dumps(body)
+    return {"content": raw, "headers": {**signed(name, SECRETS[name], raw, delivery=delivery),
+                                        "Content-Type": "application/json"}}
+
+
+def unique_examples() -> dict[str, dict[str, Any]]:
+    """The published examples, with ids of their own so no other test's request is theirs."""
+    tag = uuid.uuid4().hex[:8]
+    github = orjson.loads(provider_example(EXAMPLES["github"]))
+    github["issue"]["number"] = int(tag, 16)
+    zendesk = orjson.loads(provider_example(EXAMPLES["zendesk"]))
+    zendesk["id"], zendesk["detail"]["id"] = f"zd-event-{tag}", str(int(tag, 16))
+    pagerduty = orjson.loads(provider_example(EXAMPLES["pagerduty"]))
+    pagerduty["event"]["id"], pagerduty["event"]["data"]["id"] = f"pd-event-{tag}", f"P{tag}"
+    return {"github": github, "zendesk": zendesk, "pagerduty": pagerduty}
+
+
+async def test_signed_provider_webhooks_become_requests_and_a_redelivery_is_the_same_one(
+        pipeline: AgentStack, secured: Gateway) -> None:
+    bodies = unique_examples()
+    receipts = {}
+    async with httpx.AsyncClient(base_url=secured.url, timeout=10) as http:
+        for name, body in bodies.items():  # no bearer token: the signature is the credential
+            r = await http.post(f"/v1/webhooks/{name}", **provider_post(name, body, f"d-{name}"))
+            assert r.status_code == 202, (name, r.text)
+            receipts[name] = r.json()
+        auth = {"Authorization": f"Bearer {TOKEN}"}
+        done = {name: await poll(http, receipt["status_url"], headers=auth)
+                for name, receipt in receipts.items()}
+        # GitHub redelivers the first delivery (same X-GitHub-Delivery), then a new delivery
+        # of the same issue follows on the same partition: once that one has its result, the
+        # redelivery has been through triage too.
+        again = await http.post("/v1/webhooks/github",
+                                **provider_post("github", bodies["github"], "d-github"))
+        later = await http.post("/v1/webhooks/github",
+                                **provider_post("github", bodies["github"], "d-github-2"))
+        assert again.json()["request_id"] == receipts["github"]["request_id"]
+        assert later.json()["request_id"] != receipts["github"]["request_id"]
+        await poll(http, later.json()["status_url"], headers=auth)
+    issue = bodies["github"]["issue"]
+    assert done["github"]["result"]["source_id"] == f"Codertocat/Hello-World#{issue['number']}"
+    assert done["github"]["result"]["kind"] == "reply"
+    assert done["zendesk"]["result"]["source_id"] == f"zendesk:{bodies['zendesk']['detail']['id']}"
+    assert done["pagerduty"]["result"]["kind"] == "runbook"
+    assert done["pagerduty"]["result"]["source_id"] == bodies["pagerduty"]["event"]["data"]["id"]
+    rid = receipts["github"]["request_id"]
+    results = [r for r in await read_all(pipeline.bootstrap, "synthesis.results")
+               if dict(r.headers).get("ce_requestid") == rid.encode()]
+    decisions = [r for r in await read_all(pipeline.bootstrap, "triage.decisions")
+                 if dict(r.headers).get("ce_requestid") == rid.encode()]
+    assert len(results) == 1 and len(decisions) == 1
+
+
+async def test_bad_signatures_unknown_events_and_unconfigured_providers_publish_nothing(
+        pipeline: AgentStack, secured: Gateway) -> None:
+    before = {t: len(await read_all(pipeline.bootstrap, t))
+              for t in ("intake.tickets", "intake.alerts")}
+    bodies = unique_examples()
+    ignored = dict(bodies["pagerduty"], event=dict(bodies["pagerduty"]["event"],
+                                                   event_type="incident.resolved"))
+    async with httpx.AsyncClient(base_url=secured.url, timeout=10) as http:
+        for name, body in bodies.items():
+            args = provider_post(name, body, "d-forged")
+            args["content"] = args["content"].replace(b"e", b"E", 1)
+            r = await http.post(f"/v1/webhooks/{name}", **args)
+            assert r.status_code == 401, (name, r.text)
+        r = await http.post("/v1/webhooks/pagerduty", **provider_post("pagerduty", ignored, "d"))
+        assert r.status_code == 202 and r.json()["ignored"] is True
+        jira = provider_example(EXAMPLES["jira"])
+        r = await http.post("/v1/webhooks/jira", content=jira,
+                            headers=signed("jira", "any", jira))
+        assert r.status_code == 503
+        assert "COUNTERPOINT_JIRA_WEBHOOK_SECRET is not set" in r.json()["error"]
+    after = {t: len(await read_all(pipeline.bootstrap, t)) for t in before}
+    assert after == before
+    log = secured.log.read_text()
+    assert "/v1/webhooks/jira: refused (503): COUNTERPOINT_JIRA_WEBHOOK_SECRET is not set" in log
+    assert "/v1/webhooks/github: on" in log
