@@ -396,7 +396,8 @@ async def cmd_gateway(args: argparse.Namespace) -> int:
     for name, provider in PROVIDERS.items():
         console.print(f"  /v1/webhooks/{name}: " + (
             "on, checked against its signature" if name in secrets else
-            f"[yellow]refused (503)[/yellow]: {provider.setting} is not set"), highlight=False)
+            f"[yellow]refused (503)[/yellow]: {provider.setting} is not set"),
+            highlight=False, soft_wrap=True)
     server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port,
                                            log_level="info", lifespan="on"))
     try:
