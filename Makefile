@@ -25,13 +25,14 @@ demo: $(STAMP)
 typecheck-tree:
 	@mkdir -p $(TYPECHECK)/counterpoint
 	@for p in $(PACKAGES); do ln -sfn ../../$$p $(TYPECHECK)/counterpoint/$$p; done
+	@ln -sfn ../demo $(TYPECHECK)/counterpoint_demo
 
 lint: $(STAMP) typecheck-tree
 	$(BIN)/ruff check .
 	PYTHONPATH=$(TYPECHECK) $(BIN)/lint-imports
 
 typecheck: $(STAMP) typecheck-tree
-	MYPYPATH=$(TYPECHECK) $(BIN)/mypy -p counterpoint
+	MYPYPATH=$(TYPECHECK) $(BIN)/mypy -p counterpoint -p counterpoint_demo
 
 test: lint typecheck
 	$(BIN)/pytest

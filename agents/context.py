@@ -1,10 +1,11 @@
-"""What every agent process is given: the business systems, a provider, and its settings."""
+"""What every agent process is given: its tools, a provider, and its settings."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
+from pathlib import Path
 from typing import Final
 
 from counterpoint.agents.approval_policy import ApprovalPolicy
@@ -13,9 +14,7 @@ from counterpoint.agents.cost import PriceTable
 from counterpoint.agents.llm.provider import LLMProvider
 from counterpoint.agents.outcomes import OutcomeStore
 from counterpoint.agents.reuse import DEFAULT_WINDOW
-from counterpoint.agents.tools.business import BusinessStore
-from counterpoint.agents.tools.catalog import CATALOG
-from counterpoint.agents.tools.registry import DEFAULT_MAX_TURNS, Registry
+from counterpoint.agents.tools.registry import DEFAULT_MAX_TURNS, Toolbox
 
 # Claude models per agent once the anthropic provider lands; the offline provider ignores them.
 DEFAULT_MODELS: Final[Mapping[str, str]] = {
@@ -27,8 +26,10 @@ DEFAULT_MODEL: Final = "claude-haiku-4-5"
 
 @dataclass
 class AgentContext:
-    store: BusinessStore
     provider: LLMProvider
+    # The tools of the sources this process opened, and each agent's allowlist
+    # (agents/tools/config.py); none unless given.
+    tools: Toolbox = field(default_factory=lambda: Toolbox([]))
     # How long synthesis waits for a request's findings before publishing a partial result.
     synthesis_deadline: timedelta = timedelta(seconds=30)
     # A plan is never due sooner than this after a process saw it, so a join rebuilt after a
@@ -48,10 +49,11 @@ class AgentContext:
     def __post_init__(self) -> None:
         # Every agent's calls are priced, and checked against the step's budget.
         self.provider = metered(self.provider, self.prices)
-    # The tools agents may be given (each agent only its allowlist) and how many model turns
-    # of one investigation may ask for tools before it must answer.
-    tools: Registry = CATALOG
+    # How many model turns of one investigation may ask for tools before it must answer.
     max_tool_turns: int = DEFAULT_MAX_TURNS
+    # The executor's record of decisions and outcomes, with the demo business's actions in it
+    # until actions move to the demo business server.
+    actions_db: Path = Path(".counterpoint/demo-business.db")
     # Result webhooks (agents/webhooks.py): source or kind -> URL, the HMAC secret, the
     # seconds one POST may take.
     webhook_targets: Mapping[str, str] = field(default_factory=dict)

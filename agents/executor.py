@@ -38,7 +38,7 @@ class PolicyViolation(CounterpointError):
 
 def build(ctx: AgentContext) -> Agent:
     agent = Agent("executor", emits=EMITS)
-    ledger = ActionLedger(ctx.store.path, executed_by=f"executor pid {os.getpid()}")
+    ledger = ActionLedger(ctx.actions_db, executed_by=f"executor pid {os.getpid()}")
 
     @agent.handles(APPROVALS_DECIDED)
     async def on_decision(event: Incoming[ApprovalDecision]) -> list[Emit]:

@@ -14,7 +14,6 @@ from counterpoint.agents.context import AgentContext
 from counterpoint.agents.llm.outputs import InvestigationSummary
 from counterpoint.agents.llm.provider import LLMRequest, quote
 from counterpoint.agents.reuse import FindingCache, reuse_and_budget
-from counterpoint.agents.tools.catalog import allowlist
 from counterpoint.agents.tools.facts import nothing_checked
 from counterpoint.bus.agent import Agent, Emit, Incoming
 from counterpoint.schemas.events import Finding, InvestigationTask, Skill
@@ -34,14 +33,14 @@ def build_investigator(skill: Skill, ctx: AgentContext) -> Agent:
     agent = Agent(skill, emits=[INVESTIGATION_FINDINGS])
     model = ctx.model_for(skill)
     cache = FindingCache(ctx.reuse_window)
-    ctx.tools.read_only(allowlist(skill), agent=skill)  # a tool with side effects: fail at start
+    ctx.tools.read_only(skill)  # a tool with side effects on the allowlist: fail at start-up
 
     @agent.handles(TASKS[skill])
     @reuse_and_budget(cache, agent.name)
     async def on_task(event: Incoming[InvestigationTask]) -> list[Emit]:
         task = event.data
-        tools = ctx.tools.session(allowlist(skill), ctx.store, agent=agent.name,
-                                  request_id=task.request_id, max_turns=ctx.max_tool_turns)
+        tools = ctx.tools.session(skill, request_id=task.request_id,
+                                  max_turns=ctx.max_tool_turns)
         answer = await ctx.provider.generate(LLMRequest(
             task="investigate", system=SYSTEM.format(skill=skill), output=InvestigationSummary,
             content=quote("case", f"{task.subject.title}\n{task.subject.text}"),

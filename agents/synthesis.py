@@ -33,7 +33,7 @@ from counterpoint.agents.closure import closing_emit, resolved_during_investigat
 from counterpoint.agents.context import AgentContext
 from counterpoint.agents.llm.outputs import Composition
 from counterpoint.agents.llm.provider import LLMRequest, quote
-from counterpoint.agents.tools.facts import customer_context
+from counterpoint.agents.tools.registry import ToolSession
 from counterpoint.bus.agent import Agent, Cause, Emit, Hold, Incoming, Publisher
 from counterpoint.schemas.envelope import now
 from counterpoint.schemas.events import (
@@ -120,8 +120,25 @@ class Join:
                 del self.pending[rid]
 
 
+# The tool synthesis asks for the customer's tier, tenure and history, when its allowlist has
+# one of that name; it answers `{"customer": {...}}` (the demo business's lookup_customer does).
+CUSTOMER_TOOL = "lookup_customer"
+
+
+async def customer_context(tools: ToolSession, customer_id: str) -> dict[str, Any] | None:
+    """What the customer tool says of `customer_id`, for tone and priority; None without one."""
+    if CUSTOMER_TOOL not in {spec.name for spec in tools.specs()}:
+        return None
+    outcome = await tools.call(CUSTOMER_TOOL, {"customer_id": customer_id})
+    replies = tools.replies()
+    data = replies[-1].data if replies and not outcome.is_error else None
+    customer = data.get("customer") if isinstance(data, dict) else None
+    return customer if isinstance(customer, dict) else None
+
+
 def build(ctx: AgentContext) -> Agent:
     agent = Agent("synthesis", emits=EMITS, assignor="range")
+    ctx.tools.read_only("synthesis")  # a tool with side effects on the allowlist: fail here
     join = Join()
     model = ctx.model_for("synthesis")
 
@@ -137,8 +154,8 @@ def build(ctx: AgentContext) -> Agent:
                    if i.task_id not in p.findings]
         customer = None
         if d.subject.customer_id:
-            customer = await asyncio.to_thread(customer_context, ctx.store,
-                                               d.subject.customer_id, now().date())
+            customer = await customer_context(
+                ctx.tools.session(agent.name, request_id=d.request_id), d.subject.customer_id)
         history = await asyncio.to_thread(ctx.outcomes.recall,
                                           customer_id=d.subject.customer_id,
                                           service=d.subject.service, exclude=d.request_id)

@@ -104,11 +104,15 @@ async def cmd_topics(args: argparse.Namespace) -> int:
 
 async def cmd_agent(args: argparse.Namespace) -> int:
     from counterpoint.agents.catalog import AGENT_NAMES
+    from counterpoint.agents.tools.errors import ToolConfigError
     from counterpoint.infra.runner import run_agent_process
 
     if args.name not in AGENT_NAMES:
         raise CliError(f"no agent named {args.name!r}; choose one of: {', '.join(AGENT_NAMES)}")
-    await run_agent_process(args.name, _settings())
+    try:
+        await run_agent_process(args.name, _settings())
+    except ToolConfigError as exc:
+        raise CliError(f"agent {args.name} cannot start: {exc}") from exc
     return 0
 
 

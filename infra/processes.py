@@ -1,6 +1,8 @@
 """Agent OS processes for `counterpoint up` and the demo: start, watch, restart, stop.
 
-Each process is launched as `counterpoint agent NAME`, so `ps` shows which agent it is.
+Each process is launched as `counterpoint agent NAME`, so `ps` shows which agent it is. Services
+the agents need (the demo business server) are supervised the same way, with their own command,
+started before the agents and stopped after them.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ class AgentProcess:
     log_offset: int = 0  # the log is appended to across runs; only read what this run wrote
     started: float = field(default_factory=time.monotonic)
     restarts: int = 0
+    command: list[str] | None = None  # a service's own command; None = `counterpoint agent NAME`
 
     @property
     def label(self) -> str:
@@ -67,6 +70,7 @@ class Supervisor:
         self.env = dict(env if env is not None else os.environ)
         self.restart = restart
         self.processes: list[AgentProcess] = []
+        self.services: list[AgentProcess] = []
         self._stopping = False
 
     def start(self, scale: Mapping[str, int]) -> None:
@@ -75,37 +79,49 @@ class Supervisor:
             for index in range(1, count + 1):
                 self.processes.append(self._spawn(name, index))
 
-    def _spawn(self, name: str, index: int) -> AgentProcess:
+    def start_service(self, name: str, command: list[str]) -> AgentProcess:
+        self.logs_dir.mkdir(parents=True, exist_ok=True)
+        service = self._spawn(name, 1, command)
+        self.services.append(service)
+        return service
+
+    def _spawn(self, name: str, index: int, command: list[str] | None = None) -> AgentProcess:
         log_path = self.logs_dir / f"{name}-{index}.log"
         with open(log_path, "ab") as out:
             offset = out.tell()
-            popen = subprocess.Popen(agent_command(name), stdout=out, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL, env=self.env,
-                                     start_new_session=True)
-        return AgentProcess(name, index, log_path, popen, log_offset=offset)
+            popen = subprocess.Popen(command or agent_command(name), stdout=out,
+                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                     env=self.env, start_new_session=True)
+        return AgentProcess(name, index, log_path, popen, log_offset=offset, command=command)
 
     async def watch(self, stop: asyncio.Event, interval_s: float = 0.5) -> None:
         """Restart agents that die on their own until `stop` is set."""
         while not stop.is_set():
-            for i, proc in enumerate(self.processes):
-                if proc.alive or self._stopping or not self.restart:
-                    continue
-                log.warning("%s exited with code %s; restarting (see %s)", proc.label,
-                            proc.popen.returncode, proc.log_path)
-                fresh = self._spawn(proc.name, proc.index)
-                fresh.restarts = proc.restarts + 1
-                self.processes[i] = fresh
+            for group in (self.services, self.processes):
+                for i, proc in enumerate(group):
+                    if proc.alive or self._stopping or not self.restart:
+                        continue
+                    log.warning("%s exited with code %s; restarting (see %s)", proc.label,
+                                proc.popen.returncode, proc.log_path)
+                    fresh = self._spawn(proc.name, proc.index, proc.command)
+                    fresh.restarts = proc.restarts + 1
+                    group[i] = fresh
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=interval_s)
 
     def stop(self, timeout_s: float = 15.0) -> None:
-        """SIGTERM every agent (they commit and leave their groups), then SIGKILL stragglers."""
+        """SIGTERM every agent (they commit and leave their groups), then SIGKILL stragglers;
+        then the services, which agents may use until they stop."""
         self._stopping = True
-        for proc in self.processes:
+        self._stop(self.processes, timeout_s)
+        self._stop(self.services, timeout_s)
+
+    def _stop(self, procs: list[AgentProcess], timeout_s: float) -> None:
+        for proc in procs:
             if proc.alive:
                 proc.popen.send_signal(signal.SIGTERM)
         deadline = time.monotonic() + timeout_s
-        for proc in self.processes:
+        for proc in procs:
             try:
                 proc.popen.wait(timeout=max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:

@@ -7,12 +7,13 @@ import io
 import logging
 import os
 import signal
+from contextlib import AsyncExitStack
 
 from counterpoint.agents import catalog
 from counterpoint.agents.context import AgentContext
 from counterpoint.agents.cost import PriceTable
 from counterpoint.agents.outcomes import OutcomeStore
-from counterpoint.agents.tools.business import BusinessStore, default_db_path
+from counterpoint.agents.tools.config import open_toolbox
 from counterpoint.bus.kafka import run_agent
 from counterpoint.infra.admin import create_topics
 from counterpoint.infra.broker import EmbeddedBroker
@@ -20,6 +21,7 @@ from counterpoint.infra.providers import make_provider
 from counterpoint.infra.redaction import install_log_redaction
 from counterpoint.infra.settings import Settings
 from counterpoint.infra.telemetry import default_traces_dir, setup_telemetry
+from counterpoint.infra.tools_setup import tools_config
 
 log = logging.getLogger(__name__)
 
@@ -38,39 +40,45 @@ async def run_agent_process(name: str, settings: Settings) -> None:
     telemetry = setup_telemetry(name, traces_dir=default_traces_dir(settings.home))
     broker: EmbeddedBroker | None = None
     try:
-        ctx = AgentContext(
-            store=BusinessStore.open(default_db_path(settings.home)),
-            provider=make_provider(settings),
-            synthesis_deadline=settings.synthesis_deadline,
-            models=settings.models(),
-            approvals=settings.approval_policy(),
-            prices=PriceTable.configured(settings.prices),
-            request_budget_usd=settings.request_budget_usd,
-            reuse_window=settings.reuse_window,
-            outcomes=OutcomeStore.lazy(settings.memory_path),
-            max_tool_turns=settings.max_tool_turns,
-            webhook_targets=settings.webhooks,
-            webhook_secret=settings.webhook_secret,
-            webhook_timeout_s=settings.webhook_timeout_s,
-        )
-        agent = catalog.build(name, ctx)  # fails here, at start-up, on a declaration mismatch
-        if settings.embedded:
-            # Reuses a running broker; starts one (owned by this process) only if none answers.
-            broker = await EmbeddedBroker(settings.broker_host, settings.broker_port).start()
-            if not broker.reused:
-                log.warning("no broker was running: started an embedded one for this agent "
-                            "alone; it stops with the agent (use `counterpoint up` instead)")
-        await create_topics(settings.bootstrap_servers)
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-        delivery = await run_agent(agent, settings.kafka(), stop, settings.retry(),
-                                   settings.limits())
-        s = delivery.stats
-        log.info("%s pid %d stopped: handled %d, emitted %d, dead-lettered %d, retries %d, "
-                 "duplicates skipped %d", name, os.getpid(), s.handled, s.emitted,
-                 s.deadlettered, s.retries, s.duplicates)
+        async with AsyncExitStack() as tools:
+            # The agent's tool servers are connected and its allowlist checked before it
+            # consumes anything: a missing server or tool fails here, naming it.
+            toolbox = await open_toolbox(tools_config(settings), [name], tools,
+                                         connect_timeout_s=settings.tool_connect_timeout_s)
+            ctx = AgentContext(
+                provider=make_provider(settings),
+                tools=toolbox,
+                actions_db=settings.home / "demo-business.db",
+                synthesis_deadline=settings.synthesis_deadline,
+                models=settings.models(),
+                approvals=settings.approval_policy(),
+                prices=PriceTable.configured(settings.prices),
+                request_budget_usd=settings.request_budget_usd,
+                reuse_window=settings.reuse_window,
+                outcomes=OutcomeStore.lazy(settings.memory_path),
+                max_tool_turns=settings.max_tool_turns,
+                webhook_targets=settings.webhooks,
+                webhook_secret=settings.webhook_secret,
+                webhook_timeout_s=settings.webhook_timeout_s,
+            )
+            agent = catalog.build(name, ctx)  # fails here, at start-up, on a declaration mismatch
+            if settings.embedded:
+                # Reuses a running broker; starts one (owned by this process) only if none answers.
+                broker = await EmbeddedBroker(settings.broker_host, settings.broker_port).start()
+                if not broker.reused:
+                    log.warning("no broker was running: started an embedded one for this agent "
+                                "alone; it stops with the agent (use `counterpoint up` instead)")
+            await create_topics(settings.bootstrap_servers)
+            stop = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, stop.set)
+            delivery = await run_agent(agent, settings.kafka(), stop, settings.retry(),
+                                       settings.limits())
+            s = delivery.stats
+            log.info("%s pid %d stopped: handled %d, emitted %d, dead-lettered %d, retries %d, "
+                     "duplicates skipped %d", name, os.getpid(), s.handled, s.emitted,
+                     s.deadlettered, s.retries, s.duplicates)
     finally:
         telemetry.shutdown()
         if broker is not None:

@@ -46,6 +46,12 @@
                                      are checked with; unset = that provider is refused (503)
     COUNTERPOINT_SIGNATURE_TOLERANCE_S  how far from now a provider's signed timestamp may be
                                      (Zendesk, Grafana) before it is refused as a replay (300)
+    COUNTERPOINT_CONFIG              the project file; for now only its tool sections are read
+                                     ([mcp.servers.*], [tools.python.*], [agents.*] tools)
+    COUNTERPOINT_DEMO_BUSINESS_URL   the demo business server the built-in agents use when no
+                                     project file names tools (http://127.0.0.1:7300/mcp)
+    COUNTERPOINT_TOOL_CONNECT_TIMEOUT_S  seconds an agent waits at start-up for its tool
+                                     servers to answer before it fails (30)
 """
 
 from __future__ import annotations
@@ -114,6 +120,9 @@ class Settings(BaseSettings):
     webhook_secret: str | None = None
     webhook_timeout_s: float = Field(default=10.0, gt=0, le=300)
     signature_tolerance_s: float = Field(default=300.0, gt=0, le=86_400)
+    config: Path | None = None
+    demo_business_url: str = "http://127.0.0.1:7300/mcp"
+    tool_connect_timeout_s: float = Field(default=30.0, gt=0, le=600)
 
     @field_validator("kafka_bootstrap_servers", "anthropic_api_key", "anthropic_base_url",
                      "fallback_model", "webhook_secret")

@@ -1,5 +1,6 @@
-"""A running Counterpoint: the broker (embedded when none is configured), its topics, and
-every agent as its own OS process. Used by `counterpoint up` and `counterpoint demo`."""
+"""A running Counterpoint: the broker (embedded when none is configured), its topics, the demo
+business server when the built-in tools use it, and every agent as its own OS process. Used by
+`counterpoint up` and `counterpoint demo`."""
 
 from __future__ import annotations
 
@@ -9,10 +10,12 @@ from collections.abc import Callable, Mapping
 from types import TracebackType
 
 from counterpoint.agents.catalog import AGENT_NAMES
+from counterpoint.infra import demo_business
 from counterpoint.infra.admin import create_topics
 from counterpoint.infra.broker import EmbeddedBroker
 from counterpoint.infra.processes import Supervisor
 from counterpoint.infra.settings import Settings
+from counterpoint.infra.tools_setup import demo_business_address
 
 
 def default_scale() -> dict[str, int]:
@@ -51,6 +54,9 @@ class Stack:
         try:
             self.created_topics = await create_topics(self.bootstrap_servers)
             self.supervisor = Supervisor(self.logs_dir, env=self.child_env())
+            if (address := demo_business_address(self.settings)) is not None:
+                # Blocking, like the agents' spawn: it takes well under a second.
+                demo_business.start(self.supervisor, *address, self.home)
             self.supervisor.start(self.scale)
         except BaseException:
             await self.__aexit__(None, None, None)

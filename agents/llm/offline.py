@@ -66,7 +66,7 @@ class OfflineProvider:
             calls = (offline_tools.plan(request.task, context, allowed)
                      if request.tools.max_turns >= 1 else [])
             outcomes = [await request.tools.call(name, args) for name, args in calls]
-            context = {**context, "facts": offline_tools.facts_of(outcomes)
+            context = {**context, "facts": offline_tools.facts_from(outcomes)
                        or offline_tools.unchecked(context)}
             results = "".join(o.content for o in outcomes)
         produced = rule(context)

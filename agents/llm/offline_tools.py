@@ -19,10 +19,9 @@ import json
 from collections.abc import Collection, Mapping
 from typing import Any
 
-from pydantic import ValidationError
-
 from counterpoint.agents.llm.tooluse import ToolOutcome
 from counterpoint.agents.tools.facts import nothing_checked
+from counterpoint.agents.tools.registry import ToolReply, facts_of
 from counterpoint.schemas.events import Fact, Subject
 
 Call = tuple[str, dict[str, Any]]
@@ -68,7 +67,7 @@ def plan(task: str, context: Mapping[str, Any], allowed: Collection[str]) -> lis
     return [c for c in calls if c[0] in allowed]
 
 
-def facts_of(outcomes: list[ToolOutcome]) -> list[Fact]:
+def facts_from(outcomes: list[ToolOutcome]) -> list[Fact]:
     """The facts the successful calls returned, in order, each once (read from their JSON, as a
     model reads a tool_result)."""
     seen: dict[tuple[str, str], Fact] = {}
@@ -76,11 +75,10 @@ def facts_of(outcomes: list[ToolOutcome]) -> list[Fact]:
         if outcome.is_error:
             continue
         try:
-            raw = json.loads(outcome.content).get("facts") or []
-            found = [Fact.model_validate(f) for f in raw]
-        except (ValueError, AttributeError, ValidationError):
-            continue
-        for fact in found:
+            data = json.loads(outcome.content)
+        except ValueError:
+            data = None
+        for fact in facts_of(ToolReply(outcome.content, data), outcome.name):
             seen.setdefault((fact.text, fact.source), fact)
     return list(seen.values())
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from counterpoint.infra import demo_business
 from counterpoint.infra.admin import create_topics
 from counterpoint.infra.broker import EmbeddedBroker, free_port
 from counterpoint.infra.processes import Supervisor
@@ -94,18 +95,24 @@ def embedded_broker(logs: Path) -> Iterator[str]:
 
 
 class AgentStack:
-    """Real agent OS processes, each `counterpoint agent NAME`, against the test broker."""
+    """Real agent OS processes, each `counterpoint agent NAME`, against the test broker, with
+    the demo business server (its own process, on a free port) unless a project file names
+    other tools."""
 
     def __init__(self, bootstrap: str, home: Path, scale: Mapping[str, int],
                  extra_env: Mapping[str, str] | None = None) -> None:
         self.bootstrap = bootstrap
         self.home = home
         env = dict(os.environ)
+        port = free_port()
         env.update({"KAFKA_BOOTSTRAP_SERVERS": bootstrap, "COUNTERPOINT_HOME": str(home),
-                    "COUNTERPOINT_FETCH_MAX_WAIT_MS": "10"})
+                    "COUNTERPOINT_FETCH_MAX_WAIT_MS": "10",
+                    "COUNTERPOINT_DEMO_BUSINESS_URL": f"http://127.0.0.1:{port}/mcp"})
         env.update(extra_env or {})
         self.env = env
         self.supervisor = Supervisor(home / "logs", env=env, restart=False)
+        if "COUNTERPOINT_CONFIG" not in env:
+            demo_business.start(self.supervisor, "127.0.0.1", port, home)
         self.supervisor.start(scale)
 
     def wait_joined(self, timeout_s: float = 60.0) -> None:

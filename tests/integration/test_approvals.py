@@ -119,7 +119,7 @@ async def drained(bootstrap: str, group: str, topic: str) -> None:
 
 
 def db(stack: AgentStack) -> sqlite3.Connection:
-    return sqlite3.connect(stack.home / "business.db")
+    return sqlite3.connect(stack.home / "demo-business.db")
 
 
 async def test_high_risk_action_waits_is_approved_from_the_cli_and_runs_exactly_once(

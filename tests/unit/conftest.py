@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from counterpoint.agents.tools.business import BusinessStore
+from counterpoint_demo.store import BusinessStore
 
 
 @pytest.fixture

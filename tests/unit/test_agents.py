@@ -17,7 +17,6 @@ from counterpoint.agents.catalog import AGENT_NAMES, UnknownAgent, build
 from counterpoint.agents.context import AgentContext
 from counterpoint.agents.llm.offline import OFFLINE_NOTE, OfflineProvider
 from counterpoint.agents.reuse import task_cache_key
-from counterpoint.agents.tools.business import BusinessStore
 from counterpoint.bus.agent import Agent
 from counterpoint.bus.decode import RawRecord
 from counterpoint.bus.memory import MemoryBus
@@ -32,6 +31,8 @@ from counterpoint.topics.registry import (
     TASKS,
     TRIAGE_DECISIONS,
 )
+from counterpoint_demo.store import BusinessStore
+from tests.support.demo_business import demo_context
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "infra" / "examples"
 TICKET_RAW = (EXAMPLES / "ticket_dual_intent.json").read_bytes()
@@ -42,7 +43,7 @@ PASSWORD_TICKET = orjson.dumps({"id": "T-2002", "customer_id": "C-42",
 
 @pytest.fixture
 def ctx(store: BusinessStore) -> AgentContext:
-    return AgentContext(store=store, provider=OfflineProvider())
+    return demo_context(store, provider=OfflineProvider())
 
 
 def _bus(ctx: AgentContext, names: tuple[str, ...] = AGENT_NAMES) -> tuple[MemoryBus,
@@ -220,7 +221,7 @@ async def test_password_only_ticket_goes_to_account_only(ctx: AgentContext) -> N
 
 async def test_deadline_publishes_one_partial_result_naming_what_is_missing(
         store: BusinessStore) -> None:
-    ctx = AgentContext(store=store, provider=OfflineProvider(),
+    ctx = demo_context(store, provider=OfflineProvider(),
                        synthesis_deadline=timedelta(0), synthesis_replay_grace=timedelta(0))
     bus, agents = _bus(ctx, ("triage", "billing", "knowledge", "synthesis"))
     synthesis = agents["synthesis"]
@@ -255,9 +256,9 @@ async def test_synthesis_deadline_setting_of_the_synthesis_agent_applies(
         store: BusinessStore) -> None:
     """`AgentContext.synthesis_deadline` is "how long synthesis waits": set on synthesis alone
     (COUNTERPOINT_SYNTHESIS_DEADLINE_S on the synthesis process), it must take effect."""
-    default_ctx = AgentContext(store=store, provider=OfflineProvider())
+    default_ctx = demo_context(store, provider=OfflineProvider())
     bus, _ = _bus(default_ctx, ("triage", "billing", "knowledge"))
-    synthesis = build("synthesis", AgentContext(store=store, provider=OfflineProvider(),
+    synthesis = build("synthesis", demo_context(store, provider=OfflineProvider(),
                                                 synthesis_deadline=timedelta(0),
                                                 synthesis_replay_grace=timedelta(0)))
     bus.add(synthesis)

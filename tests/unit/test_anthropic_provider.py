@@ -25,7 +25,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from pydantic import BaseModel
 
 from counterpoint.agents.catalog import AGENT_NAMES, build
-from counterpoint.agents.context import DEFAULT_MODELS, AgentContext
+from counterpoint.agents.context import DEFAULT_MODELS
 from counterpoint.agents.llm.anthropic import AnthropicProvider, ServerError, retry_after, tool_for
 from counterpoint.agents.llm.errors import (
     InvalidOutput,
@@ -44,13 +44,14 @@ from counterpoint.agents.llm.outputs import (
 )
 from counterpoint.agents.llm.provider import LLMRequest, quote
 from counterpoint.agents.llm.routing import DEFAULT_FALLBACKS, HAIKU, SONNET, fallback_for
-from counterpoint.agents.tools.business import BusinessStore
 from counterpoint.bus.errors import is_retriable
 from counterpoint.bus.memory import MemoryBus
 from counterpoint.infra.providers import make_provider
 from counterpoint.infra.settings import Settings
 from counterpoint.schemas.events import Generation, Subject, Usage
 from counterpoint.topics.registry import DEADLETTER_NAME, INTAKE_TICKETS, SYNTHESIS_RESULTS
+from counterpoint_demo.store import BusinessStore
+from tests.support.demo_business import demo_context
 from tests.support.messages_api import (
     DEFAULT_ANSWERS,
     MessagesAPI,
@@ -452,14 +453,14 @@ async def test_a_failed_call_marks_its_span(api: MessagesAPI, provider: Anthropi
 
 def test_models_per_agent_from_settings(monkeypatch: pytest.MonkeyPatch,
                                         store: BusinessStore) -> None:
-    ctx = AgentContext(store=store, provider=OfflineProvider(), models=Settings().models())
+    ctx = demo_context(store, provider=OfflineProvider(), models=Settings().models())
     assert ctx.model_for("triage") == HAIKU
     assert ctx.model_for("synthesis") == SONNET
     for investigator in ("billing", "account", "infrastructure", "knowledge"):
         assert ctx.model_for(investigator) == HAIKU
 
     monkeypatch.setenv("COUNTERPOINT_MODEL_TRIAGE", "claude-triage-override")
-    ctx = AgentContext(store=store, provider=OfflineProvider(), models=Settings().models())
+    ctx = demo_context(store, provider=OfflineProvider(), models=Settings().models())
     assert ctx.model_for("triage") == "claude-triage-override"
     assert ctx.model_for("synthesis") == SONNET
 
@@ -519,7 +520,7 @@ def test_fault_injection_wraps_the_anthropic_provider(monkeypatch: pytest.Monkey
 async def _run_pipeline(api: MessagesAPI, store: BusinessStore,
                         models: dict[str, str]) -> tuple[MemoryBus, AnthropicProvider]:
     provider = AnthropicProvider(KEY, base_url=api.base_url)
-    ctx = AgentContext(store=store, provider=provider, models=models)
+    ctx = demo_context(store, provider=provider, models=models)
     bus = MemoryBus()
     for name in AGENT_NAMES:
         bus.add(build(name, ctx))

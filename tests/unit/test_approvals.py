@@ -19,7 +19,6 @@ from counterpoint.agents.catalog import AGENT_NAMES, build
 from counterpoint.agents.context import AgentContext
 from counterpoint.agents.llm.offline import OfflineProvider
 from counterpoint.agents.tools.actions import ActionLedger
-from counterpoint.agents.tools.business import BusinessStore
 from counterpoint.bus.agent import Agent
 from counterpoint.bus.memory import MemoryBus
 from counterpoint.infra.approvals import (
@@ -41,6 +40,8 @@ from counterpoint.topics.registry import (
     DEADLETTER_NAME,
     INTAKE_TICKETS,
 )
+from counterpoint_demo.store import BusinessStore
+from tests.support.demo_business import demo_context
 
 
 class _BusSender:
@@ -55,7 +56,7 @@ class _BusSender:
 
 
 def _ctx(tmp_path: Path, policy: ApprovalPolicy | None = None) -> AgentContext:
-    return AgentContext(store=BusinessStore.open(tmp_path / "business.db"),
+    return demo_context(BusinessStore.open(tmp_path / "business.db"),
                         provider=OfflineProvider(), approvals=policy or ApprovalPolicy())
 
 

@@ -23,12 +23,10 @@ from counterpoint.agents.budget import (
     metering,
 )
 from counterpoint.agents.catalog import AGENT_NAMES, build
-from counterpoint.agents.context import AgentContext
 from counterpoint.agents.cost import DEFAULT_PRICES, PriceConfigError, PriceTable
 from counterpoint.agents.llm.offline import OFFLINE_MODEL, OfflineProvider
 from counterpoint.agents.llm.outputs import TicketAssessment
 from counterpoint.agents.llm.provider import LLMRequest, LLMResponse
-from counterpoint.agents.tools.business import BusinessStore
 from counterpoint.bus.memory import MemoryBus
 from counterpoint.schemas.events import (
     Generation,
@@ -39,6 +37,8 @@ from counterpoint.schemas.events import (
     Usage,
 )
 from counterpoint.topics.registry import DEADLETTER_NAME, INTAKE_TICKETS, SYNTHESIS_RESULTS
+from counterpoint_demo.store import BusinessStore
+from tests.support.demo_business import demo_context
 from tests.support.spy import Spy
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "infra" / "examples"
@@ -48,7 +48,7 @@ PRICED_OFFLINE = json.dumps({OFFLINE_MODEL: {"input": 1000, "output": 1000}})
 async def run_ticket(store: BusinessStore, *, budget: float | None = None,
                      default_budget: float | None = None) -> tuple[Result, Spy]:
     spy = Spy()
-    ctx = AgentContext(store=store, provider=spy, prices=PriceTable.configured(PRICED_OFFLINE),
+    ctx = demo_context(store, provider=spy, prices=PriceTable.configured(PRICED_OFFLINE),
                        request_budget_usd=default_budget)
     bus = MemoryBus()
     for name in AGENT_NAMES:

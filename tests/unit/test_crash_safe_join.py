@@ -9,9 +9,7 @@ from pathlib import Path
 import pytest
 
 from counterpoint.agents.catalog import build
-from counterpoint.agents.context import AgentContext
 from counterpoint.agents.llm.offline import OfflineProvider
-from counterpoint.agents.tools.business import BusinessStore
 from counterpoint.bus.agent import Agent
 from counterpoint.bus.memory import MemoryBus
 from counterpoint.infra.demo import example
@@ -22,6 +20,8 @@ from counterpoint.topics.registry import (
     SYNTHESIS_RESULTS,
     TRIAGE_DECISIONS,
 )
+from counterpoint_demo.store import BusinessStore
+from tests.support.demo_business import demo_context
 
 
 @pytest.fixture
@@ -45,7 +45,7 @@ def _held_partition(bus: MemoryBus, synthesis: Agent) -> tuple[int, int]:
 
 async def test_a_join_interrupted_by_a_crash_is_rebuilt_and_completes_once(
         store: BusinessStore) -> None:
-    ctx = AgentContext(store=store, provider=OfflineProvider())
+    ctx = demo_context(store, provider=OfflineProvider())
     bus = MemoryBus()
     for name in ("triage", "billing", "knowledge"):  # account is down: the join must wait
         bus.add(build(name, ctx))
@@ -79,7 +79,7 @@ async def test_a_join_interrupted_by_a_crash_is_rebuilt_and_completes_once(
 
 async def test_a_result_rebuilt_after_a_crash_has_the_same_id(store: BusinessStore) -> None:
     """A crash after the result but before the commit redoes the join: same result id."""
-    ctx = AgentContext(store=store, provider=OfflineProvider())
+    ctx = demo_context(store, provider=OfflineProvider())
     bus = MemoryBus()
     for name in ("triage", "billing", "account", "knowledge"):
         bus.add(build(name, ctx))
@@ -102,12 +102,12 @@ async def test_a_result_rebuilt_after_a_crash_has_the_same_id(store: BusinessSto
 
 
 async def test_the_deadline_still_fires_after_a_restart(store: BusinessStore) -> None:
-    fast = AgentContext(store=store, provider=OfflineProvider(),
+    fast = demo_context(store, provider=OfflineProvider(),
                         synthesis_deadline=timedelta(0), synthesis_replay_grace=timedelta(0))
     bus = MemoryBus()
     for name in ("triage", "billing", "knowledge"):
         bus.add(build(name, fast))
-    slow = AgentContext(store=store, provider=OfflineProvider(),
+    slow = demo_context(store, provider=OfflineProvider(),
                         synthesis_deadline=timedelta(hours=1))
     first = build("synthesis", slow)  # would wait an hour; it dies before that
     bus.add(first)

@@ -12,7 +12,6 @@ import pytest
 from pydantic import ValidationError
 
 from counterpoint.agents.catalog import AGENT_NAMES, build
-from counterpoint.agents.context import AgentContext
 from counterpoint.agents.llm.errors import (
     InvalidOutput,
     Overloaded,
@@ -24,7 +23,6 @@ from counterpoint.agents.llm.faults import FaultyProvider
 from counterpoint.agents.llm.offline import OFFLINE_MODEL, OfflineProvider
 from counterpoint.agents.llm.outputs import TicketAssessment
 from counterpoint.agents.llm.provider import LLMRequest, LLMResponse
-from counterpoint.agents.tools.business import BusinessStore
 from counterpoint.bus.deadletter import DeadLetter
 from counterpoint.bus.delivery import Delivery, RetryPolicy
 from counterpoint.bus.errors import CounterpointError, is_retriable, reason_of
@@ -33,6 +31,8 @@ from counterpoint.infra.providers import make_provider
 from counterpoint.infra.settings import Settings
 from counterpoint.schemas.events import Generation, Subject
 from counterpoint.topics.registry import DEADLETTER_NAME, INTAKE_TICKETS, SYNTHESIS_RESULTS
+from counterpoint_demo.store import BusinessStore
+from tests.support.demo_business import demo_context
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "infra" / "examples"
 TICKET_RAW = (EXAMPLES / "ticket_dual_intent.json").read_bytes()
@@ -199,7 +199,7 @@ def test_bad_fault_seed_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
 def _faulty_bus(store: BusinessStore, rate: float, seed: int,
                 retry: RetryPolicy) -> tuple[MemoryBus, FaultyProvider, list[Delivery]]:
     provider = FaultyProvider(OfflineProvider(), rate, seed=seed)
-    ctx = AgentContext(store=store, provider=provider)
+    ctx = demo_context(store, provider=provider)
     bus = MemoryBus()
     deliveries = []
     for name in AGENT_NAMES:

@@ -10,19 +10,20 @@ import pytest
 from counterpoint.agents.catalog import build
 from counterpoint.agents.context import AgentContext
 from counterpoint.agents.llm.offline import OfflineProvider
-from counterpoint.agents.tools.business import BusinessStore
 from counterpoint.bus.decode import RawRecord
 from counterpoint.bus.memory import MemoryBus
 from counterpoint.infra.follow import FollowState, stage, status_line
 from counterpoint.infra.progress import WATCHED
 from counterpoint.topics.registry import INTAKE_TICKETS
+from counterpoint_demo.store import BusinessStore
+from tests.support.demo_business import demo_context
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "infra" / "examples"
 
 
 @pytest.fixture
 def ctx(tmp_path: Path) -> AgentContext:
-    return AgentContext(store=BusinessStore.open(tmp_path / "b.db"), provider=OfflineProvider())
+    return demo_context(BusinessStore.open(tmp_path / "b.db"), provider=OfflineProvider())
 
 
 def watched(bus: MemoryBus) -> list[RawRecord]:

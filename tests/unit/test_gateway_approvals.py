@@ -15,9 +15,7 @@ import pytest
 from fastapi import FastAPI
 
 from counterpoint.agents.catalog import AGENT_NAMES, build
-from counterpoint.agents.context import AgentContext
 from counterpoint.agents.llm.offline import OfflineProvider
-from counterpoint.agents.tools.business import BusinessStore
 from counterpoint.bus.memory import MemoryBus
 from counterpoint.infra.demo import example
 from counterpoint.infra.gateway import create_app
@@ -33,6 +31,8 @@ from counterpoint.topics.registry import (
     SYNTHESIS_RESULTS,
     TRIAGE_DECISIONS,
 )
+from counterpoint_demo.store import BusinessStore
+from tests.support.demo_business import demo_context
 from tests.unit.test_gateway import DEAD, client, fields
 
 TOPICS = (TRIAGE_DECISIONS, INVESTIGATION_FINDINGS, SYNTHESIS_RESULTS, APPROVALS_REQUESTED,
@@ -53,7 +53,7 @@ class Recorder:
 
 @pytest.fixture
 async def world(tmp_path: Path) -> tuple[MemoryBus, FastAPI, Recorder]:
-    ctx = AgentContext(store=BusinessStore.open(tmp_path / "business.db"),
+    ctx = demo_context(BusinessStore.open(tmp_path / "business.db"),
                        provider=OfflineProvider())
     bus = MemoryBus()
     for name in AGENT_NAMES:
@@ -147,7 +147,7 @@ async def test_unknown_policy_decided_and_bad_bodies_are_refused(
 
 
 async def test_a_broker_that_does_not_acknowledge_gives_503(tmp_path: Path) -> None:
-    ctx = AgentContext(store=BusinessStore.open(tmp_path / "business.db"),
+    ctx = demo_context(BusinessStore.open(tmp_path / "business.db"),
                        provider=OfflineProvider())
     bus = MemoryBus()
     for name in AGENT_NAMES:

@@ -14,10 +14,8 @@ import orjson
 import pytest
 
 from counterpoint.agents.catalog import AGENT_NAMES, build
-from counterpoint.agents.context import AgentContext
 from counterpoint.agents.llm.offline import OfflineProvider
 from counterpoint.agents.outcomes import OutcomeStore, summarize
-from counterpoint.agents.tools.business import BusinessStore
 from counterpoint.bus.memory import MemoryBus
 from counterpoint.schemas.events import FindingRef, Generation, Result, Usage
 from counterpoint.topics.registry import (
@@ -26,6 +24,8 @@ from counterpoint.topics.registry import (
     INTAKE_TICKETS,
     SYNTHESIS_RESULTS,
 )
+from counterpoint_demo.store import BusinessStore
+from tests.support.demo_business import demo_context
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "infra" / "examples"
 
@@ -53,7 +53,7 @@ def _results(bus: MemoryBus) -> list[Result]:
 
 
 def _pipeline(store: BusinessStore, outcomes: OutcomeStore) -> MemoryBus:
-    ctx = AgentContext(store=store, provider=OfflineProvider(), outcomes=outcomes)
+    ctx = demo_context(store, provider=OfflineProvider(), outcomes=outcomes)
     bus = MemoryBus()
     for name in AGENT_NAMES:
         bus.add(build(name, ctx))

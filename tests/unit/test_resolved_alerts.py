@@ -18,7 +18,6 @@ import pytest
 from counterpoint.agents.catalog import build
 from counterpoint.agents.context import AgentContext
 from counterpoint.agents.llm.offline import OfflineProvider
-from counterpoint.agents.tools.business import BusinessStore
 from counterpoint.bus.memory import MemoryBus
 from counterpoint.schemas.events import AlertmanagerAlert, AlertmanagerWebhook, Result
 from counterpoint.schemas.identity import alert_request_id, request_id_for
@@ -28,6 +27,8 @@ from counterpoint.topics.registry import (
     TRIAGE_CLOSURES,
     TRIAGE_DECISIONS,
 )
+from counterpoint_demo.store import BusinessStore
+from tests.support.demo_business import demo_context
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "infra" / "examples" / "alert_alertmanager.json"
 FIRING: dict[str, Any] = orjson.loads(EXAMPLE.read_bytes())
@@ -46,7 +47,7 @@ def resolved(body: dict[str, Any]) -> dict[str, Any]:
 @pytest.fixture
 def ctx(tmp_path: Path) -> AgentContext:
     store = BusinessStore.open(tmp_path / "b.db")
-    return AgentContext(store=store, provider=OfflineProvider(),
+    return demo_context(store, provider=OfflineProvider(),
                         synthesis_replay_grace=timedelta(0))
 
 

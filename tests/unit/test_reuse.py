@@ -13,11 +13,9 @@ from pathlib import Path
 import orjson
 
 from counterpoint.agents.catalog import AGENT_NAMES, build
-from counterpoint.agents.context import AgentContext
 from counterpoint.agents.cost import PriceTable
 from counterpoint.agents.llm.offline import OFFLINE_MODEL
 from counterpoint.agents.reuse import FindingCache, task_cache_key
-from counterpoint.agents.tools.business import BusinessStore
 from counterpoint.bus.memory import MemoryBus
 from counterpoint.schemas.events import (
     Finding,
@@ -34,6 +32,8 @@ from counterpoint.topics.registry import (
     TASKS,
     TRIAGE_DECISIONS,
 )
+from counterpoint_demo.store import BusinessStore
+from tests.support.demo_business import demo_context
 from tests.support.spy import Spy
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "infra" / "examples"
@@ -53,7 +53,7 @@ def _alert(fingerprint: str, status: str = "firing", fired: int = 0) -> bytes:
 async def _pipeline(store: BusinessStore, inputs: list[tuple[str, bytes]],
                     window: timedelta = timedelta(minutes=10)) -> tuple[MemoryBus, Spy]:
     spy = Spy()
-    ctx = AgentContext(store=store, provider=spy, reuse_window=window)
+    ctx = demo_context(store, provider=spy, reuse_window=window)
     bus = MemoryBus()
     for name in AGENT_NAMES:
         bus.add(build(name, ctx))
@@ -133,7 +133,7 @@ async def test_a_finding_that_ran_out_of_budget_is_not_reused(store: BusinessSto
     alert["budget_usd"] = 0.0015
     prices = PriceTable.configured(json.dumps({OFFLINE_MODEL: {"input": 0, "output": 1}}))
     spy = Spy()
-    ctx = AgentContext(store=store, provider=spy, prices=prices)
+    ctx = demo_context(store, provider=spy, prices=prices)
     bus = MemoryBus()
     for name in AGENT_NAMES:
         bus.add(build(name, ctx))

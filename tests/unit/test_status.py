@@ -9,9 +9,7 @@ import pytest
 from rich.console import Console
 
 from counterpoint.agents.catalog import AGENT_NAMES, build
-from counterpoint.agents.context import AgentContext
 from counterpoint.agents.llm.offline import OfflineProvider
-from counterpoint.agents.tools.business import BusinessStore
 from counterpoint.bus.admin import PartitionLag
 from counterpoint.infra.cli import build_parser
 from counterpoint.infra.status import (
@@ -27,6 +25,8 @@ from counterpoint.infra.status import (
     scan_processes,
     status_json,
 )
+from counterpoint_demo.store import BusinessStore
+from tests.support.demo_business import demo_context
 
 TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -41,7 +41,7 @@ def _fake_proc(root: Path, pid: int, argv: list[str], started_s: float) -> None:
 
 def test_consumed_topics_match_the_built_agents(tmp_path: Path) -> None:
     with BusinessStore.open(tmp_path / "b.db") as store:
-        ctx = AgentContext(store=store, provider=OfflineProvider())
+        ctx = demo_context(store, provider=OfflineProvider())
         for name in AGENT_NAMES:
             agent = build(name, ctx)
             assert {t.name for t in consumed_topics(name)} == {t.name for t in agent.consumes}

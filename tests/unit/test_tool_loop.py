@@ -9,22 +9,18 @@ import json
 import re
 import sqlite3
 from collections.abc import AsyncIterator, Iterator, Mapping
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from counterpoint.agents.catalog import AGENT_NAMES, build
-from counterpoint.agents.context import AgentContext
 from counterpoint.agents.llm.anthropic import AnthropicProvider
 from counterpoint.agents.llm.errors import InvalidOutput
 from counterpoint.agents.llm.outputs import InvestigationSummary
 from counterpoint.agents.llm.provider import LLMRequest, quote
 from counterpoint.agents.llm.routing import HAIKU
-from counterpoint.agents.tools.business import BusinessStore
-from counterpoint.agents.tools.catalog import CATALOG, TOOLS, allowlist
-from counterpoint.agents.tools.registry import Registry, ToolSession
+from counterpoint.agents.tools.registry import Toolbox, ToolSession
 from counterpoint.bus.memory import MemoryBus
 from counterpoint.schemas.events import Finding, Subject, Usage
 from counterpoint.topics.registry import (
@@ -35,6 +31,8 @@ from counterpoint.topics.registry import (
     INVESTIGATION_FINDINGS,
     SYNTHESIS_RESULTS,
 )
+from counterpoint_demo.store import BusinessStore
+from tests.support.demo_business import allowed, demo_context, demo_toolbox, spied_toolbox
 from tests.support.messages_api import (
     DEFAULT_ANSWERS,
     MessagesAPI,
@@ -66,21 +64,6 @@ async def provider(api: MessagesAPI) -> AsyncIterator[AnthropicProvider]:
     await made.aclose()
 
 
-class Spy:
-    def __init__(self, inner: Any) -> None:
-        self.inner = inner
-        self.calls = 0
-
-    def __call__(self, store: BusinessStore, query: Any) -> Any:
-        self.calls += 1
-        return self.inner(store, query)
-
-
-def _spied() -> tuple[Registry, dict[str, Spy]]:
-    spies = {t.name: Spy(t.run) for t in TOOLS}
-    return Registry([replace(t, run=spies[t.name]) for t in TOOLS]), spies
-
-
 def _investigate(session: ToolSession, text: str = TICKET,
                  customer_id: str = "C-42") -> LLMRequest[InvestigationSummary]:
     subject = Subject(kind="ticket", source_id="T-1", title="invoice", text=text,
@@ -91,10 +74,10 @@ def _investigate(session: ToolSession, text: str = TICKET,
                       tools=session)
 
 
-def _session(store: BusinessStore, registry: Registry = CATALOG, agent: str = "billing",
+def _session(store: BusinessStore, toolbox: Toolbox | None = None, agent: str = "billing",
              max_turns: int = 4) -> ToolSession:
-    return registry.session(allowlist(agent), store, agent=agent, request_id="req-1",
-                            max_turns=max_turns)
+    return (toolbox or demo_toolbox(store)).session(agent, request_id="req-1",
+                                                     max_turns=max_turns)
 
 
 # --- the loop -----------------------------------------------------------------------------------
@@ -112,12 +95,12 @@ async def test_a_tool_call_is_run_and_its_result_sent_back_then_the_answer_parse
     first, second = api.recorded()
     # The tools offered: exactly the agent's allowlist with their input schemas, then the
     # output tool, which stays offered (and last) every turn.
-    assert first.tools_offered == [*allowlist("billing"), "record_investigation_summary"]
+    assert first.tools_offered == [*allowed("billing"), "record_investigation_summary"]
     schemas = {t["name"]: t["input_schema"] for t in first.body["tools"]}
-    for name in allowlist("billing"):
-        tool = CATALOG.get(name)
+    for name in allowed("billing"):
+        tool = demo_toolbox(store).get(f"business.{name}")
         assert tool is not None
-        assert schemas[name] == tool.input.model_json_schema()
+        assert schemas[name] == tool.input_schema()
     assert schemas["record_investigation_summary"] == InvestigationSummary.model_json_schema()
     assert first.tool_choice == {"type": "auto"}
     assert second.tools_offered == first.tools_offered
@@ -145,7 +128,7 @@ async def test_a_tool_call_is_run_and_its_result_sent_back_then_the_answer_parse
 
 async def test_a_tool_outside_the_allowlist_gets_an_error_and_never_runs(
         api: MessagesAPI, provider: AnthropicProvider, store: BusinessStore) -> None:
-    registry, spies = _spied()
+    registry, spies = spied_toolbox(store)
     api.script(tool_calls(("get_account_status", {"customer_id": "C-42"}),
                           ("search_service_logs", {"service": "checkout-api"}),
                           ("refund_invoice", {"invoice_id": "INV-2291"})))
@@ -164,7 +147,7 @@ async def test_a_tool_outside_the_allowlist_gets_an_error_and_never_runs(
 
 async def test_invalid_tool_input_gets_an_error_naming_the_field_and_never_runs(
         api: MessagesAPI, provider: AnthropicProvider, store: BusinessStore) -> None:
-    registry, spies = _spied()
+    registry, spies = spied_toolbox(store)
     api.script(tool_calls(("list_invoices", {"customer_id": "", "all": True})),
                tool_calls(("list_invoices", {"customer_id": "C-42"})))
     await provider.generate(_investigate(_session(store, registry)), model=HAIKU)
@@ -268,10 +251,10 @@ def _db_state(path: Path) -> tuple[str, list[Any]]:
 async def test_an_injected_instruction_causes_no_action_and_no_tool_off_the_allowlist(
         api: MessagesAPI, store: BusinessStore) -> None:
     before = _db_state(store.path)
-    registry, spies = _spied()
+    registry, spies = spied_toolbox(store)
     api.replier = _follow_the_injection
     provider = AnthropicProvider(KEY, base_url=api.base_url)
-    ctx = AgentContext(store=store, provider=provider, tools=registry)
+    ctx = demo_context(store, provider=provider, tools=registry)
     bus = MemoryBus()
     for name in AGENT_NAMES:
         bus.add(build(name, ctx))
@@ -311,7 +294,10 @@ async def test_an_injected_instruction_causes_no_action_and_no_tool_off_the_allo
     # too and were refused.
     assert spies["get_account_status"].calls == 1
     assert "get_account_status/False" in outcome and "get_account_status/True" in outcome
-    assert sum(s.calls for n, s in spies.items() if n != "get_account_status") == 0
+    # lookup_customer ran once: synthesis's own customer lookup, which is code, not a model.
+    assert spies["lookup_customer"].calls == 1
+    assert sum(s.calls for n, s in spies.items()
+               if n not in ("get_account_status", "lookup_customer")) == 0
     # No action: nothing executes one, and the business data is untouched.
     assert all(a.status == "proposed" for a in result.proposed_actions)
     assert _db_state(store.path) == before

@@ -13,7 +13,6 @@ import pytest
 
 from counterpoint.agents.context import AgentContext
 from counterpoint.agents.llm.offline import OfflineProvider
-from counterpoint.agents.tools.business import BusinessStore
 from counterpoint.agents.webhook_signing import (
     DELIVERY_HEADER,
     SIGNATURE_HEADER,
@@ -30,6 +29,8 @@ from counterpoint.infra.webhook_status import delivery_of
 from counterpoint.schemas.envelope import Envelope
 from counterpoint.schemas.events import Generation, Result, Usage
 from counterpoint.topics.registry import DEADLETTER_NAME, SYNTHESIS_RESULTS, WEBHOOK_DELIVERIES
+from counterpoint_demo.store import BusinessStore
+from tests.support.demo_business import demo_context
 from tests.support.webhook_receiver import Receiver
 
 SECRET = "s3cret"
@@ -88,7 +89,7 @@ def test_shown_url_drops_credentials_and_query() -> None:
 
 @pytest.fixture
 def ctx(tmp_path: Any) -> AgentContext:
-    return AgentContext(store=BusinessStore.open(tmp_path / "b.db"), provider=OfflineProvider(),
+    return demo_context(BusinessStore.open(tmp_path / "b.db"), provider=OfflineProvider(),
                         webhook_secret=SECRET, webhook_timeout_s=5)
 
 

@@ -1,4 +1,5 @@
-"""The business fixtures and fact tools, on a real SQLite file."""
+"""The demo business: its database (created only by itself, never over a file it did not
+make), its queries, and what its tools say, on a real SQLite file."""
 
 from __future__ import annotations
 
@@ -13,9 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from counterpoint.agents.tools import business, facts
-from counterpoint.agents.tools.business import BusinessStore, default_db_path
-from counterpoint.schemas.events import ALERT_ADAPTER, AlertmanagerWebhook, Subject, Ticket
+from counterpoint.schemas.events import ALERT_ADAPTER, AlertmanagerWebhook, Ticket
+from counterpoint_demo import store as business
+from counterpoint_demo import tools
+from counterpoint_demo.store import BusinessStore, ForeignFile
+from counterpoint_demo.wording import Fact
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "infra" / "examples"
 TODAY = date(2026, 11, 21)
@@ -27,26 +30,29 @@ TABLES = ("customers", "invoices", "payments", "login_events", "accounts", "log_
 
 @pytest.fixture
 def store(tmp_path: Path) -> Iterator[BusinessStore]:
-    with BusinessStore.open(default_db_path(tmp_path / "home")) as opened:
+    with BusinessStore.open(tmp_path / "home" / "demo-business.db") as opened:
         yield opened
 
 
-def _ticket(customer_id: str | None = "C-42") -> Subject:
-    return Subject(
-        kind="ticket", source_id="T-1001", customer_id=customer_id,
-        title="Invoice wrong and can't log in",
-        text="My invoice is wrong and I can't log into my account. I was charged twice this "
-             "month and now the login page says my account is locked.",
-    )
+def billing(store: BusinessStore, customer_id: str) -> list[Fact]:
+    return tools.list_invoices.fn(customer_id=customer_id, store=store).facts
 
 
-def _alert(service: str | None = "checkout-api", started_at: datetime | None = ALERT_START
-           ) -> Subject:
-    return Subject(
-        kind="alert", source_id="c0ffee1234abcd", service=service, severity="critical",
-        title="HighErrorRate", text="checkout-api 5xx error ratio above 5%",
-        started_at=started_at,
-    )
+def account(store: BusinessStore, customer_id: str) -> list[Fact]:
+    return (tools.get_account_status.fn(customer_id=customer_id, store=store).facts
+            + tools.list_login_events.fn(customer_id=customer_id, store=store).facts)
+
+
+def infrastructure(store: BusinessStore, focus: str, service: str = "checkout-api",
+                   started_at: datetime | None = ALERT_START) -> list[Fact]:
+    tool = {"logs": tools.search_service_logs, "metrics": tools.get_service_metrics,
+            "deploys": tools.list_recent_deploys}[focus]
+    return tool.fn(service=service, started_at=started_at, reported_by="alert",
+                   store=store).facts
+
+
+def knowledge(store: BusinessStore, *queries: str) -> list[Fact]:
+    return tools.search_knowledge_base.fn(queries=list(queries), limit=3, store=store).facts
 
 
 def _counts(path: Path) -> dict[str, int]:
@@ -61,8 +67,7 @@ def _counts(path: Path) -> dict[str, int]:
 
 
 def test_open_creates_folder_and_seeds_once(tmp_path: Path) -> None:
-    path = default_db_path(tmp_path / "a" / "b")
-    assert path == tmp_path / "a" / "b" / "business.db"
+    path = tmp_path / "a" / "b" / "business.db"
     BusinessStore.open(path).close()
     first_inode, first = path.stat().st_ino, _counts(path)
     BusinessStore.open(path).close()
@@ -73,9 +78,30 @@ def test_open_creates_folder_and_seeds_once(tmp_path: Path) -> None:
     assert sorted(p.name for p in path.parent.iterdir()) == ["business.db"]
 
 
-def test_stale_or_broken_file_is_rebuilt(tmp_path: Path) -> None:
+@pytest.mark.parametrize("content", [b"not a database at all", None])
+def test_a_file_it_did_not_create_is_never_rewritten(tmp_path: Path,
+                                                     content: bytes | None) -> None:
     path = tmp_path / "business.db"
-    path.write_bytes(b"not a database at all")
+    if content is None:  # someone else's SQLite database, of any version
+        with sqlite3.connect(path) as db:
+            db.execute("CREATE TABLE mine (x)")
+            db.execute("PRAGMA user_version = 3")
+    else:
+        path.write_bytes(content)
+    before = path.read_bytes()
+
+    with pytest.raises(ForeignFile, match="was not created by the demo business server"):
+        BusinessStore.open(path)
+
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["business.db"]  # no temp left
+
+
+def test_its_own_stale_file_is_rebuilt(tmp_path: Path) -> None:
+    path = tmp_path / "business.db"
+    with sqlite3.connect(path) as db:
+        db.execute(f"PRAGMA application_id = {business.APPLICATION_ID}")
+        db.execute("PRAGMA user_version = 1")
     with BusinessStore.open(path) as opened:
         assert opened.customer("C-42") is not None
 
@@ -85,7 +111,7 @@ def test_concurrent_open_from_processes_yields_one_correct_db(tmp_path: Path) ->
     start_at = time.time() + 1.5  # every child starts opening at the same instant
     child = (
         "import sys, time; from pathlib import Path\n"
-        "from counterpoint.agents.tools.business import BusinessStore\n"
+        "from counterpoint_demo.store import BusinessStore\n"
         "time.sleep(max(0.0, float(sys.argv[2]) - time.time()))\n"
         "with BusinessStore.open(Path(sys.argv[1])) as s:\n"
         "    print(len(s.invoices('C-42')), s.account_status('C-42').status)\n"
@@ -173,22 +199,22 @@ def test_article_search_ranks_refund_first(store: BusinessStore) -> None:
     assert len(store.search_articles("runbook", limit=2)) == 2
 
 
-# --- facts ----------------------------------------------------------------------------------
+# --- what the tools say ---------------------------------------------------------------------
 
 
-def test_billing_facts_flag_the_duplicate_charge(store: BusinessStore) -> None:
-    found = facts.billing_facts(store, _ticket())
+def test_invoice_facts_flag_the_duplicate_charge(store: BusinessStore) -> None:
+    found = billing(store, "C-42")
     assert found[0].text == ("Invoice INV-2291 (1,250.00 USD) was charged twice on 3 Nov 2026: "
                              "PAY-88121 and PAY-88122, card ending 4242.")
     assert found[0].source == "billing.invoices/INV-2291"
     assert any("2,500.00 USD" in f.text and "1,250.00 USD more" in f.text for f in found)
     assert any("INV-2044" in f.text and "paid once" in f.text for f in found)
-    clean = facts.billing_facts(store, _ticket("C-19"))
+    clean = billing(store, "C-19")
     assert len(clean) == 1 and "paid once" in clean[0].text and "twice" not in clean[0].text
 
 
 def test_account_facts_find_the_lockout(store: BusinessStore) -> None:
-    texts = [f.text for f in facts.account_facts(store, _ticket())]
+    texts = [f.text for f in account(store, "C-42")]
     assert "Account C-42 has been locked since 20 Nov 2026 09:14 UTC; reason: too many failed " \
            "login attempts." in texts
     failed = next(t for t in texts if "failed logins" in t)
@@ -196,62 +222,53 @@ def test_account_facts_find_the_lockout(store: BusinessStore) -> None:
     assert any(t.startswith("MFA is enabled") for t in texts)
 
 
-def test_infrastructure_facts_find_the_deploy_before_the_alert(store: BusinessStore) -> None:
-    deploy = facts.infrastructure_facts(store, _alert(), "deploys")
+def test_service_facts_find_the_deploy_before_the_alert(store: BusinessStore) -> None:
+    deploy = infrastructure(store, "deploys")
     assert deploy[0].text.startswith("checkout-api deploy v2.14.0 by mlopez at 13:42 UTC, "
                                      "3 min before the alert started")
     assert deploy[0].source == "deploys/D-5160"
     assert any("v2.13.2" in f.text for f in deploy[1:])
-    metrics = facts.infrastructure_facts(store, _alert(), "metrics")
+    metrics = infrastructure(store, "metrics")
     ratio = next(f.text for f in metrics if "http_5xx_ratio" in f.text)
     assert "rose from about 0.2%" in ratio and "to 14.0%" in ratio
-    logs = facts.infrastructure_facts(store, _alert(), "logs")
+    logs = infrastructure(store, "logs")
     assert "first at 13:45:12 UTC, none before the alert started" in logs[0].text
     assert any("pool exhausted" in f.text for f in logs)
-    quiet = facts.infrastructure_facts(store, _alert("auth-service"), "metrics")
+    quiet = infrastructure(store, "metrics", service="auth-service")
     assert all("steady" in f.text for f in quiet)
-    newest = facts.infrastructure_facts(store, _alert(started_at=None), "deploys")
+    newest = infrastructure(store, "deploys", started_at=None)
     assert "before the newest data" in newest[0].text
 
 
 def test_knowledge_facts_cite_articles(store: BusinessStore) -> None:
-    refund = facts.knowledge_facts(store, _ticket(), "duplicate charge refund")
+    refund = knowledge(store, "duplicate charge refund")
     assert refund[0].source == "kb/KB-101" and refund[0].text.startswith("KB-101 ")
-    runbooks = facts.knowledge_facts(store, _alert(), "runbook rollback")
+    runbooks = knowledge(store, "runbook rollback", "HighErrorRate checkout-api 5xx")
     assert runbooks[0].source == "kb/KB-201"
 
 
-@pytest.mark.parametrize("customer_id", ["C-99", None])
-def test_missing_customer_gives_a_nothing_found_fact(
-    store: BusinessStore, customer_id: str | None
-) -> None:
-    for found in (facts.billing_facts(store, _ticket(customer_id)),
-                  facts.account_facts(store, _ticket(customer_id))):
-        assert len(found) == 1
-        assert "no customer" in found[0].text.lower()
-    assert facts.customer_context(store, customer_id or "", TODAY) is None
+def test_missing_customer_gives_a_nothing_found_fact(store: BusinessStore) -> None:
+    for found in (billing(store, "C-99"), account(store, "C-99")):
+        assert "no customer c-99" in found[0].text.lower()
+    assert tools.lookup_customer.fn(customer_id="C-99", store=store).customer is None
 
 
 def test_missing_service_or_article_gives_a_nothing_found_fact(store: BusinessStore) -> None:
     for focus in ("logs", "metrics", "deploys"):
-        [unknown] = facts.infrastructure_facts(store, _alert("payroll"), focus)
+        [unknown] = infrastructure(store, focus, service="payroll")
         assert unknown.text.startswith("No service named payroll")
-        [none] = facts.infrastructure_facts(store, _alert(None), focus)
-        assert "names no service" in none.text
-    empty = Subject(kind="ticket", source_id="T-9", title="zzz", text="qqq")
-    [nothing] = facts.knowledge_facts(store, empty, "xyzzy")
+    [nothing] = knowledge(store, "xyzzy")
     assert nothing.source == "kb.articles" and "No knowledge-base article" in nothing.text
 
 
-def test_customer_context_for_tone(store: BusinessStore) -> None:
-    context = facts.customer_context(store, "C-42", TODAY)
-    assert context is not None
-    assert {k: context[k] for k in ("name", "tier", "tenure", "plan")} == {
-        "name": "Dana Whitfield", "tier": "enterprise", "tenure": "3 years",
-        "plan": "Enterprise annual"}
-    assert isinstance(context["history"], list) and context["history"]
-    newcomer = facts.customer_context(store, "C-7", TODAY)
-    assert newcomer is not None and newcomer["tenure"] == "1 day"
+def test_the_customer_record_sets_tone(store: BusinessStore) -> None:
+    found = tools.lookup_customer.fn(customer_id="C-42", store=store).customer
+    assert found is not None
+    assert (found.customer_id, found.name, found.tier, found.plan) == (
+        "C-42", "Dana Whitfield", "enterprise", "Enterprise annual")
+    assert found.history
+    newcomer = tools.lookup_customer.fn(customer_id="C-7", store=store).customer
+    assert newcomer is not None and newcomer.tier == "free"
 
 
 # --- demo inputs ----------------------------------------------------------------------------

@@ -1,0 +1,254 @@
+"""MCP servers as tool sources, through the official `mcp` SDK's client.
+
+One `McpServer` per configured server, stdio (a command this process starts) or streamable
+HTTP (a URL). `start` connects and lists the server's tools; a server that cannot start or
+answer fails here, at the agent's start-up, naming the server. Each call
+
+- has a timeout (the server's `timeout_s`): a call that takes longer raises `ToolTimeout`;
+- on a connection that broke (the server died, the URL stopped answering) raises
+  `ToolUnavailable`;
+
+both retriable, so the bus retries the event within its bounds and dead-letters it with the
+reason after. A broken or timed-out connection is dropped, and the next call connects anew —
+for a stdio server that is a restart of its process.
+
+Which tools a model may call is configuration, not the server's say: a tool is read-only only
+when the configuration lists it under `read_only` (MCP's `readOnlyHint` is a hint from the
+server, which the protocol says not to trust). Configured `inject` arguments are removed from
+the schema a model sees and added to every call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import AbstractAsyncContextManager, AsyncExitStack
+from dataclasses import dataclass
+from typing import Any
+
+import jsonschema
+import mcp_types
+from mcp import Client, StdioServerParameters
+from mcp.client.streamable_http import streamable_http_client
+from mcp.shared._httpx_utils import create_mcp_http_client
+from mcp.shared.exceptions import MCPError
+
+from counterpoint.agents.tools.errors import (
+    InvalidInput,
+    ToolConfigError,
+    ToolTimeout,
+    ToolUnavailable,
+)
+from counterpoint.agents.tools.registry import ToolReply
+
+log = logging.getLogger(__name__)
+
+# Builds a connected-to-be client; tests hand in-process servers through it.
+Connect = Callable[[], AbstractAsyncContextManager[Client]]
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """Where a server is: a command to start (stdio) or a URL (streamable HTTP)."""
+
+    command: str | None = None
+    args: tuple[str, ...] = ()
+    env: Mapping[str, str] | None = None
+    cwd: str | None = None
+    url: str | None = None
+    headers: Mapping[str, str] | None = None
+
+    def describe(self) -> str:
+        # Never the headers or environment: they hold the secrets.
+        return self.url or " ".join([self.command or "", *self.args]).strip()
+
+
+def _connector(endpoint: Endpoint, timeout_s: float) -> Connect:
+    @contextlib.asynccontextmanager
+    async def connect() -> AsyncIterator[Client]:
+        async with AsyncExitStack() as stack:
+            if endpoint.url is not None:
+                http = await stack.enter_async_context(
+                    create_mcp_http_client(headers=dict(endpoint.headers or {})))
+                target: Any = streamable_http_client(endpoint.url, http_client=http)
+            else:
+                assert endpoint.command is not None
+                target = StdioServerParameters(command=endpoint.command,
+                                               args=list(endpoint.args),
+                                               env=dict(endpoint.env or {}), cwd=endpoint.cwd)
+            yield await stack.enter_async_context(
+                Client(target, read_timeout_seconds=timeout_s, cache=None))
+
+    return connect
+
+
+class McpServer:
+    """One configured server: its connection, kept and renewed, and its tools."""
+
+    def __init__(self, name: str, endpoint: Endpoint, *, timeout_s: float = 10.0,
+                 read_only: frozenset[str] = frozenset(),
+                 inject: Mapping[str, Any] | None = None, connect: Connect | None = None) -> None:
+        self.name = name
+        self.endpoint = endpoint
+        self.timeout_s = timeout_s
+        self.read_only = read_only
+        self.inject = dict(inject or {})
+        self._connect = connect or _connector(endpoint, timeout_s)
+        self._client: Client | None = None
+        self._closing: asyncio.Event | None = None
+        self._holder: asyncio.Task[None] | None = None
+        self._lock = asyncio.Lock()
+        self.connections = 0  # how many times it connected (a restart counts)
+
+    async def start(self, connect_timeout_s: float = 30.0) -> list[McpTool]:
+        """Connect and list the tools; `ToolConfigError` naming the server when it cannot."""
+        try:
+            async with asyncio.timeout(connect_timeout_s):
+                client = await self._connected()
+                listed = await client.list_tools()
+        except Exception as exc:
+            await self.close()
+            raise ToolConfigError(
+                f"tool server {self.name!r} ({self.endpoint.describe()}) did not start or "
+                f"answer: {_why(exc)}") from exc
+        tools = [McpTool(self, t) for t in listed.tools]
+        for name in sorted(self.read_only - {t.name for t in tools}):
+            await self.close()
+            raise ToolConfigError(f"tool server {self.name!r} has no tool {name!r}, which its "
+                                  f"read_only list names (it has: "
+                                  f"{', '.join(sorted(t.name for t in tools))})")
+        return tools
+
+    async def _connected(self) -> Client:
+        async with self._lock:
+            if self._client is not None:
+                return self._client
+            ready: asyncio.Future[Client] = asyncio.get_running_loop().create_future()
+            closing = asyncio.Event()
+            # The SDK's client lives in task groups that must be entered and left by one
+            # task: this one holds the connection while calls come from any task.
+            self._holder = asyncio.create_task(self._hold(ready, closing),
+                                               name=f"mcp {self.name}")
+            self._closing = closing
+            self._client = await ready
+            self.connections += 1
+            return self._client
+
+    async def _hold(self, ready: asyncio.Future[Client], closing: asyncio.Event) -> None:
+        try:
+            async with self._connect() as client:
+                ready.set_result(client)
+                await closing.wait()
+        except BaseException as exc:
+            if not ready.done():
+                ready.set_exception(exc)
+            elif not closing.is_set():
+                log.warning("tool server %s: connection ended: %s", self.name, _why(exc))
+            if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+                raise
+
+    async def drop(self) -> None:
+        """Forget the connection; the next call connects anew (restarts a stdio server)."""
+        async with self._lock:
+            closing, holder = self._closing, self._holder
+            self._client = self._closing = self._holder = None
+        if closing is not None:
+            closing.set()
+        if holder is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(holder, timeout=10)
+
+    async def close(self) -> None:
+        await self.drop()
+
+    async def call(self, tool: str, arguments: dict[str, Any]) -> ToolReply:
+        try:
+            async with asyncio.timeout(self.timeout_s + 5):  # connecting included
+                client = await self._connected()
+                result = await client.call_tool(tool, {**arguments, **self.inject},
+                                                read_timeout_seconds=self.timeout_s)
+        except MCPError as exc:
+            if exc.code == mcp_types.REQUEST_TIMEOUT:
+                await self.drop()
+                raise ToolTimeout(f"tool {self.name}.{tool} did not answer within "
+                                  f"{self.timeout_s:g} s") from None
+            if exc.code == mcp_types.CONNECTION_CLOSED:
+                await self.drop()
+                raise ToolUnavailable(f"tool server {self.name!r} closed the connection "
+                                      f"during {tool}") from None
+            # The server refused the call (an unknown tool, invalid params): an answer.
+            return ToolReply(f"{tool} was refused by its server: {exc.message}", is_error=True)
+        except TimeoutError:
+            await self.drop()
+            raise ToolTimeout(f"tool {self.name}.{tool} did not answer within "
+                              f"{self.timeout_s:g} s") from None
+        except Exception as exc:  # the transport: a dead process, a refused connection
+            await self.drop()
+            raise ToolUnavailable(f"tool server {self.name!r} unavailable during {tool}: "
+                                  f"{type(exc).__name__}") from None
+        return _reply(result)
+
+
+def _reply(result: mcp_types.CallToolResult) -> ToolReply:
+    text = "\n".join(block.text for block in result.content
+                     if isinstance(block, mcp_types.TextContent))
+    data = result.structured_content
+    if data is None and text:
+        with contextlib.suppress(ValueError):
+            data = json.loads(text)
+    return ToolReply(text, data, is_error=result.is_error)
+
+
+def _why(exc: BaseException) -> str:
+    # Exception groups from the SDK's task groups: the first leaf says what happened.
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    if isinstance(exc, MCPError):
+        return exc.message
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
+def _problem(error: jsonschema.ValidationError) -> str:
+    where = ".".join(str(p) for p in error.path) or "(input)"
+    if error.validator in ("required", "additionalProperties"):
+        return f"{where}: {error.message}"  # names the key, not a value
+    # Other messages quote the offending value; say what the schema wants instead.
+    return f"{where}: must satisfy {error.validator} {error.validator_value!r}"
+
+
+class McpTool:
+    """One tool of an MCP server, as the tool layer sees it."""
+
+    def __init__(self, server: McpServer, spec: mcp_types.Tool) -> None:
+        self.server = server
+        self.name = spec.name
+        self.source = server.name
+        self.description = spec.description or spec.title or spec.name
+        self.read_only = spec.name in server.read_only
+        schema = dict(spec.input_schema)
+        hidden = set(server.inject)
+        if hidden:
+            schema["properties"] = {k: v for k, v in (schema.get("properties") or {}).items()
+                                    if k not in hidden}
+            schema["required"] = [k for k in schema.get("required") or [] if k not in hidden]
+        self._schema = schema
+        self._validator = jsonschema.Draft202012Validator(schema)
+
+    def input_schema(self) -> Mapping[str, Any]:
+        return self._schema
+
+    def check(self, arguments: Mapping[str, Any]) -> dict[str, Any]:
+        given = dict(arguments)
+        if set(given) & set(self.server.inject):
+            raise InvalidInput(f"{', '.join(sorted(set(given) & set(self.server.inject)))} "
+                               "is set by configuration, not by the caller")
+        errors = sorted(self._validator.iter_errors(given), key=lambda e: list(e.path))
+        if errors:
+            raise InvalidInput("; ".join(_problem(e) for e in errors[:5]))
+        return given
+
+    async def run(self, arguments: dict[str, Any]) -> ToolReply:
+        return await self.server.call(self.name, arguments)

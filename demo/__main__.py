@@ -1,0 +1,5 @@
+import sys
+
+from counterpoint_demo.server import main
+
+sys.exit(main())
