@@ -3,6 +3,8 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
+# The integration tests' mcp-server-sqlite, in an environment of its own (see its requirements).
+MCP_SQLITE := $(VENV)/mcp-sqlite/bin/mcp-server-sqlite
 PACKAGES := agents topics schemas bus infra client
 # mypy and import-linter cannot follow setuptools' editable finder that maps these folders to
 # counterpoint.*, so they read a tree of symlinks with that shape.
@@ -17,6 +19,11 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e ".[test]"
 	@touch $(STAMP)
+
+$(MCP_SQLITE): tests/support/mcp-sqlite-requirements.txt
+	$(PYTHON) -m venv $(VENV)/mcp-sqlite
+	$(VENV)/mcp-sqlite/bin/python -m pip install --quiet -r $<
+	@touch $@
 
 demo: $(STAMP)
 	$(BIN)/counterpoint demo
@@ -34,13 +41,13 @@ lint: $(STAMP) typecheck-tree
 typecheck: $(STAMP) typecheck-tree
 	MYPYPATH=$(TYPECHECK) $(BIN)/mypy -p counterpoint -p counterpoint_demo
 
-test: lint typecheck
+test: lint typecheck $(MCP_SQLITE)
 	$(BIN)/pytest
 
 unit: $(STAMP)
 	$(BIN)/pytest tests/unit
 
-integration: $(STAMP)
+integration: $(STAMP) $(MCP_SQLITE)
 	$(BIN)/pytest tests/integration
 
 bench: $(STAMP)

@@ -137,7 +137,8 @@ def _expanded(values: Mapping[str, str], key: str, environ: Mapping[str, str]) -
 
 
 def mcp_server(name: str, config: McpServerConfig, where: str,
-               environ: Mapping[str, str] | None = None) -> McpServer:
+               environ: Mapping[str, str] | None = None, *,
+               connect_timeout_s: float = 30.0) -> McpServer:
     env = os.environ if environ is None else environ
     key = f"{where}: mcp.servers.{name}"
     endpoint = Endpoint(
@@ -147,7 +148,7 @@ def mcp_server(name: str, config: McpServerConfig, where: str,
         url=config.url and expand(config.url, f"{key}.url", env),
         headers=_expanded(config.headers, f"{key}.headers", env) or None)
     return McpServer(name, endpoint, timeout_s=config.timeout_s,
-                     read_only=frozenset(config.read_only),
+                     connect_timeout_s=connect_timeout_s, read_only=frozenset(config.read_only),
                      inject=_expanded(config.inject, f"{key}.inject", env))
 
 
@@ -175,9 +176,10 @@ async def open_toolbox(config: ToolsConfig, agents: Sequence[str], stack: AsyncE
         if source in config.python:
             tools += python_source(source, config.python[source], config.where)
         elif source in config.servers:
-            server = mcp_server(source, config.servers[source], config.where)
+            server = mcp_server(source, config.servers[source], config.where,
+                                connect_timeout_s=connect_timeout_s)
             stack.push_async_callback(server.close)
-            tools += await server.start(connect_timeout_s)
+            tools += await server.start()
         else:
             names = ", ".join(sorted([*config.servers, *config.python])) or "none"
             users = [a for a in agents if any(e.startswith(f"{source}.")

@@ -66,7 +66,7 @@ class Endpoint:
         return self.url or " ".join([self.command or "", *self.args]).strip()
 
 
-def _connector(endpoint: Endpoint, timeout_s: float) -> Connect:
+def _connector(endpoint: Endpoint) -> Connect:
     @contextlib.asynccontextmanager
     async def connect() -> AsyncIterator[Client]:
         async with AsyncExitStack() as stack:
@@ -79,8 +79,9 @@ def _connector(endpoint: Endpoint, timeout_s: float) -> Connect:
                 target = StdioServerParameters(command=endpoint.command,
                                                args=list(endpoint.args),
                                                env=dict(endpoint.env or {}), cwd=endpoint.cwd)
-            yield await stack.enter_async_context(
-                Client(target, read_timeout_seconds=timeout_s, cache=None))
+            # No read timeout here: the handshake is bounded by the caller (a server's start
+            # may take a while), each tool call by its own timeout.
+            yield await stack.enter_async_context(Client(target, cache=None))
 
     return connect
 
@@ -89,24 +90,25 @@ class McpServer:
     """One configured server: its connection, kept and renewed, and its tools."""
 
     def __init__(self, name: str, endpoint: Endpoint, *, timeout_s: float = 10.0,
-                 read_only: frozenset[str] = frozenset(),
+                 connect_timeout_s: float = 30.0, read_only: frozenset[str] = frozenset(),
                  inject: Mapping[str, Any] | None = None, connect: Connect | None = None) -> None:
         self.name = name
         self.endpoint = endpoint
         self.timeout_s = timeout_s
+        self.connect_timeout_s = connect_timeout_s
         self.read_only = read_only
         self.inject = dict(inject or {})
-        self._connect = connect or _connector(endpoint, timeout_s)
+        self._connect = connect or _connector(endpoint)
         self._client: Client | None = None
         self._closing: asyncio.Event | None = None
         self._holder: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
         self.connections = 0  # how many times it connected (a restart counts)
 
-    async def start(self, connect_timeout_s: float = 30.0) -> list[McpTool]:
+    async def start(self) -> list[McpTool]:
         """Connect and list the tools; `ToolConfigError` naming the server when it cannot."""
         try:
-            async with asyncio.timeout(connect_timeout_s):
+            async with asyncio.timeout(self.connect_timeout_s):
                 client = await self._connected()
                 listed = await client.list_tools()
         except Exception as exc:
@@ -166,8 +168,14 @@ class McpServer:
 
     async def call(self, tool: str, arguments: dict[str, Any]) -> ToolReply:
         try:
-            async with asyncio.timeout(self.timeout_s + 5):  # connecting included
+            async with asyncio.timeout(self.connect_timeout_s):  # a restart, if it broke
                 client = await self._connected()
+        except Exception as exc:
+            await self.drop()
+            raise ToolUnavailable(f"tool server {self.name!r} could not be reached for "
+                                  f"{tool}: {type(exc).__name__}") from None
+        try:
+            async with asyncio.timeout(self.timeout_s + 1):  # the SDK's own bound comes first
                 result = await client.call_tool(tool, {**arguments, **self.inject},
                                                 read_timeout_seconds=self.timeout_s)
         except MCPError as exc:
