@@ -22,6 +22,7 @@ WORKDIR /tmp/counterpoint-src
 COPY pyproject.toml README.md ./
 COPY agents/ agents/
 COPY bus/ bus/
+COPY demo/ demo/
 COPY infra/ infra/
 COPY schemas/ schemas/
 COPY topics/ topics/
@@ -33,8 +34,8 @@ RUN pip install . \
 RUN groupadd --system --gid 10001 counterpoint \
     && useradd --system --uid 10001 --gid counterpoint --home-dir /data --no-create-home \
         --shell /usr/sbin/nologin counterpoint \
-    && mkdir -p /data /data/memory \
-    && chown counterpoint:counterpoint /data /data/memory
+    && mkdir -p /data /data/memory /data/business \
+    && chown counterpoint:counterpoint /data /data/memory /data/business
 
 ENV COUNTERPOINT_HOME=/data \
     HOME=/data

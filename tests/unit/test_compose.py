@@ -303,3 +303,17 @@ def test_checks_catch_a_broken_compose() -> None:
     missing = copy.deepcopy(good)
     missing["services"][COLLECTOR_SERVICE]["volumes"] = ["./deploy/no-such-file.yaml:/etc/c.yaml"]
     assert any("does not exist" in p for p in check_collector(missing))
+
+
+def test_the_demo_business_is_one_shared_service_every_agent_reaches() -> None:
+    compose = load_compose()
+    business = compose["services"].get("business")
+    assert business is not None, "no demo business service"
+    assert as_argv(business.get("entrypoint")) == ["counterpoint-demo-business"]
+    argv = as_argv(business.get("command"))
+    port = argv[argv.index("--port") + 1]
+    assert any(str(v).split(":", 1)[0] == "business-data" for v in business.get("volumes", []))
+    for name, svc in agent_services(compose).items():
+        assert env_of(svc).get("COUNTERPOINT_DEMO_BUSINESS_URL") == \
+            f"http://business:{port}/mcp", name
+        assert "business" in (svc.get("depends_on") or {}), name
