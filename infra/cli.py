@@ -538,11 +538,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     install_log_redaction()  # secrets and personal data never reach a log (infra/redaction.py)
     logging.getLogger("aiokafka").setLevel(logging.WARNING)
+    from counterpoint.agents.tools.errors import ToolConfigError
+
     try:
         return int(asyncio.run(args.func(args)))
     except CliError as exc:
         err_console.print(f"[red]error:[/red] {exc}", highlight=False)
         return exc.code
+    except ToolConfigError as exc:  # a tool source or allowlist that cannot work: at start-up
+        err_console.print(f"[red]error:[/red] {exc}", highlight=False)
+        return EXIT_USAGE
     except KeyboardInterrupt:
         return 130
 

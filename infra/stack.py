@@ -15,7 +15,7 @@ from counterpoint.infra.admin import create_topics
 from counterpoint.infra.broker import EmbeddedBroker
 from counterpoint.infra.processes import Supervisor
 from counterpoint.infra.settings import Settings
-from counterpoint.infra.tools_setup import demo_business_address
+from counterpoint.infra.tools_setup import demo_business_address, tools_config
 
 
 def default_scale() -> dict[str, int]:
@@ -54,7 +54,8 @@ class Stack:
         try:
             self.created_topics = await create_topics(self.bootstrap_servers)
             self.supervisor = Supervisor(self.logs_dir, env=self.child_env())
-            if (address := demo_business_address(self.settings)) is not None:
+            tools = tools_config(self.settings)
+            if (address := demo_business_address(self.settings, tools, self.scale)) is not None:
                 # Blocking, like the agents' spawn: it takes well under a second.
                 demo_business.start(self.supervisor, *address, self.home)
             self.supervisor.start(self.scale)

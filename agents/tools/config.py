@@ -94,6 +94,15 @@ class ToolsConfig(_Strict):
                            if isinstance(section, Mapping) and "tools" in section},
             "where": where})
 
+    def over(self, base: ToolsConfig) -> ToolsConfig:
+        """This configuration on top of `base`: its sources replace theirs by name, and an
+        agent it gives an allowlist gets that one instead of the base's."""
+        mine = set(self.servers) | set(self.python)
+        return ToolsConfig(
+            servers={**{k: v for k, v in base.servers.items() if k not in mine}, **self.servers},
+            python={**{k: v for k, v in base.python.items() if k not in mine}, **self.python},
+            allowlists={**base.allowlists, **self.allowlists}, where=self.where)
+
     def sources_for(self, agents: Sequence[str]) -> set[str]:
         return {entry.partition(".")[0] for agent in agents
                 for entry in self.allowlists.get(agent, [])}

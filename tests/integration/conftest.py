@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from counterpoint.agents.tools.config import BUILTIN_ALLOWLISTS
 from counterpoint.infra import demo_business
 from counterpoint.infra.admin import create_topics
 from counterpoint.infra.broker import EmbeddedBroker, free_port
@@ -111,7 +112,7 @@ class AgentStack:
         env.update(extra_env or {})
         self.env = env
         self.supervisor = Supervisor(home / "logs", env=env, restart=False)
-        if "COUNTERPOINT_CONFIG" not in env:
+        if any(a in BUILTIN_ALLOWLISTS for a in scale) and "COUNTERPOINT_CONFIG" not in env:
             demo_business.start(self.supervisor, "127.0.0.1", port, home)
         self.supervisor.start(scale)
 

@@ -170,3 +170,25 @@ async def test_the_demo_business_server_over_stdio(tmp_path: Path) -> None:
         answer = await session.call("list_invoices", {"customer_id": "C-42"})
         assert not answer.is_error
         assert session.facts()[0].source == "billing.invoices/INV-2291"
+
+
+def test_an_agent_whose_tool_is_missing_does_not_start_and_says_which(tmp_path: Path) -> None:
+    import subprocess
+
+    project = tmp_path / "counterpoint.toml"
+    project.write_text(f"""
+[mcp.servers.time]
+command = "{BIN / 'mcp-server-time'}"
+read_only = ["get_current_time"]
+
+[agents.knowledge]
+tools = ["time.get_weather"]
+""")
+    env = {**os.environ, "COUNTERPOINT_CONFIG": str(project), "COUNTERPOINT_HOME": str(tmp_path),
+           "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:9", "COUNTERPOINT_TOOL_CONNECT_TIMEOUT_S": "90",
+           "COLUMNS": "300"}
+    done = subprocess.run([str(BIN / "counterpoint"), "agent", "knowledge"], env=env,
+                          capture_output=True, text=True, timeout=150, check=False)
+    assert done.returncode == 2, done.stderr
+    assert "tool source 'time' has no tool 'get_weather'" in done.stderr
+    assert "Traceback" not in done.stderr
