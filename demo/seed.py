@@ -53,6 +53,19 @@ CREATE TABLE deploys (
     author TEXT NOT NULL, summary TEXT NOT NULL);
 CREATE TABLE articles (id TEXT PRIMARY KEY, title TEXT NOT NULL, body TEXT NOT NULL,
     tags TEXT NOT NULL);
+CREATE TABLE action_effects (
+    idempotency_key TEXT PRIMARY KEY, tool TEXT NOT NULL, target TEXT NOT NULL,
+    outcome TEXT NOT NULL, detail TEXT NOT NULL, at TEXT NOT NULL);
+CREATE TABLE refunds (
+    idempotency_key TEXT PRIMARY KEY, payment_id TEXT NOT NULL, invoice_id TEXT NOT NULL,
+    amount_cents INTEGER NOT NULL, currency TEXT NOT NULL, refunded_at TEXT NOT NULL);
+CREATE TABLE deploy_rollbacks (
+    idempotency_key TEXT PRIMARY KEY, service TEXT NOT NULL, deploy_id TEXT NOT NULL,
+    from_version TEXT NOT NULL, to_version TEXT NOT NULL, rolled_back_at TEXT NOT NULL);
+CREATE TABLE service_restarts (
+    idempotency_key TEXT PRIMARY KEY, service TEXT NOT NULL, restarted_at TEXT NOT NULL);
+CREATE TABLE password_reset_links (
+    idempotency_key TEXT PRIMARY KEY, customer_id TEXT NOT NULL, sent_at TEXT NOT NULL);
 """
 
 

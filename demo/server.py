@@ -17,7 +17,7 @@ from pathlib import Path
 
 from counterpoint.agents.tools.define import tools_in
 from counterpoint.agents.tools.serve import mcp_server, serve_http, serve_stdio
-from counterpoint_demo import tools
+from counterpoint_demo import actions, tools
 from counterpoint_demo.store import BusinessStore, ForeignFile
 
 DEFAULT_PORT = 7300
@@ -41,7 +41,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ForeignFile as exc:
         print(f"counterpoint-demo-business: {exc}", file=sys.stderr)
         return 2
-    server = mcp_server("demo-business", tools_in(tools), {"store": store})
+    server = mcp_server("demo-business", [*tools_in(tools), *tools_in(actions)],
+                        {"store": store})
     try:
         if args.stdio:
             asyncio.run(serve_stdio(server))
