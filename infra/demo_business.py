@@ -30,7 +30,7 @@ def _answers(host: str, port: int) -> bool:
 
 
 def start(supervisor: Supervisor, host: str, port: int, home: Path,
-          timeout_s: float = 30.0) -> AgentProcess | None:
+          timeout_s: float = 120.0) -> AgentProcess | None:
     """Start it and wait until it accepts connections (`RuntimeError` with its log when it does
     not); None when one already answers there, which the agents then use."""
     if _answers(host, port):
@@ -42,5 +42,6 @@ def start(supervisor: Supervisor, host: str, port: int, home: Path,
             return proc
         time.sleep(0.1)
     tail = proc.log_path.read_text(errors="replace")[-2000:]
+    supervisor.stop()  # nothing half-started stays behind
     raise RuntimeError(f"the demo business server did not start on {host}:{port} "
                        f"(log {proc.log_path}):\n{tail}")

@@ -126,7 +126,9 @@ BUILTIN_READ_ONLY: Final = sorted({entry.partition(".")[2]
 
 def builtin(business_url: str) -> ToolsConfig:
     return ToolsConfig(
-        servers={"business": McpServerConfig(url=business_url, read_only=BUILTIN_READ_ONLY)},
+        # One shared server for every agent: under load (the chaos test) a call waits its turn.
+        servers={"business": McpServerConfig(url=business_url, read_only=BUILTIN_READ_ONLY,
+                                             timeout_s=30)},
         allowlists=BUILTIN_ALLOWLISTS, where="the built-in tools (no project file)")
 
 

@@ -9,8 +9,10 @@ answer fails here, at the agent's start-up, naming the server. Each call
   `ToolUnavailable`;
 
 both retriable, so the bus retries the event within its bounds and dead-letters it with the
-reason after. A broken or timed-out connection is dropped, and the next call connects anew —
-for a stdio server that is a restart of its process.
+reason after. A broken connection is dropped, and the next call connects anew — for a stdio
+server that is a restart of its process. A timed-out call drops its connection only when no
+other call is using it (a server stuck on one call gets restarted; a slow but working server
+shared by many calls is not torn down under them).
 
 Which tools a model may call is configuration, not the server's say: a tool is read-only only
 when the configuration lists it under `read_only` (MCP's `readOnlyHint` is a hint from the
@@ -104,6 +106,7 @@ class McpServer:
         self._holder: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
         self.connections = 0  # how many times it connected (a restart counts)
+        self._in_flight: dict[int, int] = {}  # connection number -> calls using it
 
     async def start(self) -> list[McpTool]:
         """Connect and list the tools; `ToolConfigError` naming the server when it cannot."""
@@ -152,9 +155,12 @@ class McpServer:
             if isinstance(exc, (KeyboardInterrupt, SystemExit)):
                 raise
 
-    async def drop(self) -> None:
-        """Forget the connection; the next call connects anew (restarts a stdio server)."""
+    async def drop(self, connection: int | None = None) -> None:
+        """Forget the connection (only if it is still number `connection`, when given: a call
+        on an older one must not close its replacement); the next call connects anew."""
         async with self._lock:
+            if connection is not None and connection != self.connections:
+                return
             closing, holder = self._closing, self._holder
             self._client = self._closing = self._holder = None
         if closing is not None:
@@ -174,30 +180,45 @@ class McpServer:
             await self.drop()
             raise ToolUnavailable(f"tool server {self.name!r} could not be reached for "
                                   f"{tool}: {type(exc).__name__}") from None
+        number = self.connections
+        self._in_flight[number] = self._in_flight.get(number, 0) + 1
+        try:
+            return await self._call(client, number, tool, arguments)
+        finally:
+            self._in_flight[number] -= 1
+            if not self._in_flight[number]:
+                del self._in_flight[number]
+
+    async def _call(self, client: Client, number: int, tool: str,
+                    arguments: dict[str, Any]) -> ToolReply:
+        timed_out = ToolTimeout(f"tool {self.name}.{tool} did not answer within "
+                                f"{self.timeout_s:g} s")
         try:
             async with asyncio.timeout(self.timeout_s + 1):  # the SDK's own bound comes first
                 result = await client.call_tool(tool, {**arguments, **self.inject},
                                                 read_timeout_seconds=self.timeout_s)
         except MCPError as exc:
             if exc.code == mcp_types.REQUEST_TIMEOUT:
-                await self.drop()
-                raise ToolTimeout(f"tool {self.name}.{tool} did not answer within "
-                                  f"{self.timeout_s:g} s") from None
+                await self._after_timeout(number)
+                raise timed_out from None
             if exc.code == mcp_types.CONNECTION_CLOSED:
-                await self.drop()
+                await self.drop(number)
                 raise ToolUnavailable(f"tool server {self.name!r} closed the connection "
                                       f"during {tool}") from None
             # The server refused the call (an unknown tool, invalid params): an answer.
             return ToolReply(f"{tool} was refused by its server: {exc.message}", is_error=True)
         except TimeoutError:
-            await self.drop()
-            raise ToolTimeout(f"tool {self.name}.{tool} did not answer within "
-                              f"{self.timeout_s:g} s") from None
+            await self._after_timeout(number)
+            raise timed_out from None
         except Exception as exc:  # the transport: a dead process, a refused connection
-            await self.drop()
+            await self.drop(number)
             raise ToolUnavailable(f"tool server {self.name!r} unavailable during {tool}: "
                                   f"{type(exc).__name__}") from None
         return _reply(result)
+
+    async def _after_timeout(self, number: int) -> None:
+        if self._in_flight.get(number, 0) <= 1:  # only this call: the server may be stuck
+            await self.drop(number)
 
 
 def _reply(result: mcp_types.CallToolResult) -> ToolReply:

@@ -24,6 +24,7 @@ EXE = str(Path(sys.executable).with_name("counterpoint"))
 def _env(home: Path, port: int) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k != "KAFKA_BOOTSTRAP_SERVERS"}
     env.update({"COUNTERPOINT_HOME": str(home), "COUNTERPOINT_BROKER_PORT": str(port),
+                "COUNTERPOINT_DEMO_BUSINESS_URL": f"http://127.0.0.1:{free_port()}/mcp",
                 "COLUMNS": "120"})
     return env
 
@@ -52,6 +53,9 @@ def test_demo_runs_the_main_job_end_to_end(tmp_path: Path) -> None:
     assert "trace of ticket T-1001" in out and "trace of alert c0ffee1234abcd" in out
     assert "process investigation.tasks.billing" in out or "i.tasks.billing" in out
     assert not _agent_pids_for_home(tmp_path), "demo left agent processes behind"
+    ps = subprocess.run(["ps", "-ww", "-eo", "args="], capture_output=True, text=True,
+                        check=True).stdout
+    assert f"{tmp_path}/demo-business.db" not in ps, "demo left its business server behind"
 
 
 def _agent_pids_for_home(home: Path) -> list[int]:
