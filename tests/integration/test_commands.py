@@ -138,7 +138,8 @@ def test_sigterm_during_start_up_still_stops_everything(tmp_path: Path) -> None:
     port = free_port()
     up = subprocess.Popen([EXE, "up"], env=_env(tmp_path, port), stdout=subprocess.PIPE,
                           stderr=subprocess.STDOUT, text=True)
-    deadline = time.monotonic() + 60
+    # A wait, not a speed check: `up` starts the demo business server before the agents.
+    deadline = time.monotonic() + 180
     while not _agent_pids_for_home(tmp_path.resolve()) and time.monotonic() < deadline:
         time.sleep(0.1)
     up.send_signal(signal.SIGTERM)  # agents are starting, none has joined its group yet
