@@ -4,7 +4,9 @@ Risk comes from configuration, never from the model: a table of action kinds (DE
 overridable with COUNTERPOINT_ACTION_RISK) and a kind nobody configured is high risk, so an
 action a model invents can never run without a person. Actions above the threshold
 (COUNTERPOINT_APPROVAL_THRESHOLD, default `low`) go to `approvals.requested` and wait; the
-others are approved by policy on `approvals.decided` at once.
+others are approved by policy on `approvals.decided` at once. Every action gets a proposal
+signed by synthesis; a policy decision carries its own and is signed too (agents/signing.py),
+so the executor can tell both from forgeries.
 
 Synthesis calls `emits` with its result; the ids of what it returns derive from the same event
 as the result's, so a recomposed result re-emits the same approvals (and consumers dedupe).
@@ -18,6 +20,7 @@ from datetime import timedelta
 from typing import Any, Final, Literal
 
 from counterpoint.agents.json_setting import json_object_setting
+from counterpoint.agents.signing import Signer
 from counterpoint.bus.agent import Emit
 from counterpoint.schemas.approvals import (
     RISKS,
@@ -82,31 +85,35 @@ class ApprovalPolicy:
         """The proposed actions with their configured risk in place of the provider's."""
         return [p.model_copy(update={"risk": self.risk_of(p.action)}) for p in proposed]
 
-    def emits(self, result: Result, derive_from: str) -> list[Emit]:
-        """One approval request per action above the threshold, one policy approval per other."""
+    def emits(self, result: Result, derive_from: str, signer: Signer) -> list[Emit]:
+        """One signed approval request per action above the threshold, one signed policy
+        approval (carrying its signed proposal) per other."""
         out: list[Emit] = []
         at = now()
         for proposed in result.proposed_actions:
             risk = self.risk_of(proposed.action)
             spec = ActionSpec(action=proposed.action, target=proposed.target, risk=risk)
             aid = action_id(result.request_id, spec.action, spec.target)
-            if self.needs_approval(risk):
-                above = ("every action needs approval" if self.threshold == "none" else
-                         f"above the approval threshold ({self.threshold})")
-                request = ApprovalRequested(
-                    approval_id=aid, request_id=result.request_id, source_id=result.source_id,
-                    action=spec, reason=f"{spec.action} on {spec.target} is {risk} risk, "
-                    f"{above}; proposed for: {result.title}", requested_at=at,
-                    expires_at=at + self.ttl)
+            waits = self.needs_approval(risk)
+            if not waits:
+                why = f"{risk} risk is not above the approval threshold ({self.threshold})"
+            elif self.threshold == "none":
+                why = f"{risk} risk; every action needs approval"
+            else:
+                why = f"{risk} risk, above the approval threshold ({self.threshold})"
+            request = signer.seal("proposal", ApprovalRequested(
+                approval_id=aid, request_id=result.request_id, source_id=result.source_id,
+                action=spec, reason=f"{spec.action} on {spec.target} is {why}; proposed for: "
+                f"{result.title}", requested_at=at, expires_at=at + self.ttl))
+            if waits:
                 out.append(Emit(APPROVALS_REQUESTED, request, key=result.request_id,
                                 tag=f"approval/{aid}", derive_from=derive_from,
                                 subject=result.source_id))
             else:
-                decision = ApprovalDecision(
+                decision = signer.seal("policy", ApprovalDecision(
                     approval_id=aid, request_id=result.request_id, source_id=result.source_id,
                     action=spec, decision="approved", decided_by=POLICY, via="policy",
-                    reason=f"{risk} risk is not above the approval threshold "
-                    f"({self.threshold})", decided_at=at)
+                    reason=why, decided_at=at, proposal=request))
                 out.append(Emit(APPROVALS_DECIDED, decision, key=result.request_id,
                                 tag=f"policy/{aid}", derive_from=derive_from,
                                 subject=result.source_id))

@@ -13,6 +13,7 @@ from counterpoint.agents.cost import PriceTable
 from counterpoint.agents.llm.provider import LLMProvider
 from counterpoint.agents.outcomes import OutcomeStore
 from counterpoint.agents.reuse import DEFAULT_WINDOW
+from counterpoint.agents.signing import Keyring
 from counterpoint.agents.tools.business import BusinessStore
 from counterpoint.agents.tools.catalog import CATALOG
 from counterpoint.agents.tools.registry import DEFAULT_MAX_TURNS, Registry
@@ -37,6 +38,8 @@ class AgentContext:
     models: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_MODELS))
     # Which proposed actions wait for a person (risk table, threshold, time to decide).
     approvals: ApprovalPolicy = field(default_factory=ApprovalPolicy)
+    # Keys this process signs approval events with, and the trust it checks them against.
+    keys: Keyring = field(default_factory=Keyring.ephemeral)
     # Cost and budgets (agents/cost.py, agents/budget.py); None = no default budget.
     prices: PriceTable = field(default_factory=PriceTable.default)
     request_budget_usd: float | None = None

@@ -5,8 +5,8 @@ Consumes: triage.decisions (TriageDecision) — the plan: which investigations t
           triage.closures (AlertResolved) — the request's alert resolved: close it now
 Emits:    synthesis.results (Result) — `complete`, or `partial` naming what is missing when
           the plan's deadline passes first
-          approvals.requested / approvals.decided — with the result: each proposed action
-          waits for a person or is approved by policy (agents/approval_policy.py)
+          approvals.requested / approvals.decided — with the result: each proposed action,
+          signed, waits for a person or is approved by policy (agents/approval_policy.py)
 
 Both inputs are keyed by request id with equal partition counts and this agent uses the range
 assignor, so one request's plan and findings meet in one process. Findings may arrive before
@@ -124,6 +124,7 @@ def build(ctx: AgentContext) -> Agent:
     agent = Agent("synthesis", emits=EMITS, assignor="range")
     join = Join()
     model = ctx.model_for("synthesis")
+    signer = ctx.keys.signer("synthesis")  # fails at start-up when this process has no key
 
     async def compose(p: Pending) -> list[Emit]:
         if p.decision is None:
@@ -178,7 +179,7 @@ def build(ctx: AgentContext) -> Agent:
                          derive_from=p.cause.event_id, subject=d.subject.source_id)]
         return [Emit(SYNTHESIS_RESULTS, result, key=d.request_id, tag="result",
                      derive_from=p.cause.event_id, subject=d.subject.source_id),
-                *ctx.approvals.emits(result, derive_from=p.cause.event_id)]
+                *ctx.approvals.emits(result, derive_from=p.cause.event_id, signer=signer)]
 
     async def complete(p: Pending, event: Incoming[Any]) -> list[Emit]:
         """Compose, then release every held input once the result is acknowledged."""

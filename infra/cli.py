@@ -14,13 +14,16 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from pydantic import ValidationError
 from rich.console import Console
 
 from counterpoint.infra.settings import Settings
+
+if TYPE_CHECKING:
+    from counterpoint.agents.signing import Keyring
 
 EXIT_FAILED, EXIT_USAGE, EXIT_NO_BROKER = 1, 2, 3
 
@@ -42,6 +45,15 @@ def _settings() -> Settings:
             f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']} (got {e.get('input')!r})"
             for e in exc.errors())
         raise CliError(f"bad environment setting: {problems}") from exc
+
+
+def _keyring(settings: Settings) -> Keyring:
+    from counterpoint.infra.approval_keys import KeyConfigError
+
+    try:
+        return settings.keyring()
+    except KeyConfigError as exc:
+        raise CliError(f"approval keys: {exc}") from exc
 
 
 async def _require_broker(settings: Settings) -> None:
@@ -379,20 +391,26 @@ async def cmd_gateway(args: argparse.Namespace) -> int:
     import uvicorn
 
     from counterpoint.infra.gateway import create_app
+    from counterpoint.infra.gateway_auth import parse_approvers
     from counterpoint.infra.intake import PROVIDERS, configured_secrets
     from counterpoint.infra.telemetry import default_traces_dir, setup_telemetry
 
     settings = _settings()
     token = os.environ.get("COUNTERPOINT_API_TOKEN", "").strip() or None
     secrets = configured_secrets(os.environ)
-    app = create_app(settings.kafka(), token=token, limits=settings.limits(),
-                     publish_timeout_s=args.publish_timeout, webhook_secrets=secrets,
+    approvers = parse_approvers(settings.approvers) if settings.approvers else {}
+    app = create_app(settings.kafka(), token=token, approvers=approvers,
+                     keys=_keyring(settings), policy=settings.approval_policy(),
+                     limits=settings.limits(), publish_timeout_s=args.publish_timeout,
+                     webhook_secrets=secrets,
                      signature_tolerance_s=settings.signature_tolerance_s)
     telemetry = setup_telemetry("gateway", traces_dir=default_traces_dir(settings.home))
     console.print(f"gateway on [bold]http://{args.host}:{args.port}[/bold] (OpenAPI at "
                   f"/openapi.json, docs at /docs) publishing to {settings.bootstrap_servers}; "
-                  + ("bearer token required" if token else "no authentication (set "
-                     "COUNTERPOINT_API_TOKEN to require a bearer token)"), highlight=False)
+                  + ("bearer token required" if token or approvers else "no authentication (set "
+                     "COUNTERPOINT_API_TOKEN to require a bearer token)")
+                  + (f"; approvers: {', '.join(sorted(approvers))}" if approvers else
+                     "; nobody can approve here (set COUNTERPOINT_APPROVERS)"), highlight=False)
     for name, provider in PROVIDERS.items():
         console.print(f"  /v1/webhooks/{name}: " + (
             "on, checked against its signature" if name in secrets else

@@ -79,7 +79,9 @@ async def run_demo(settings: Settings, console: Console, timeout_s: float = 120.
                 tracked.append(Progress(receipt.request_id, f"{kind} {receipt.source_id}",
                                         started))
             ok = await show_progress(console, stack.settings.kafka(), tracked, timeout_s)
-            acted = ok and await approve_and_show(console, stack.settings.kafka(), tracked)
+            acted = ok and await approve_and_show(console, stack.settings.kafka(), tracked,
+                                                  stack.settings.keyring(),
+                                                  stack.settings.approval_policy())
             await asyncio.sleep(0.6)  # agents export spans every 200 ms
             for p in tracked:
                 spans = spans_for_request(load_spans(default_traces_dir(settings.home)),

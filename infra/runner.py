@@ -44,6 +44,7 @@ async def run_agent_process(name: str, settings: Settings) -> None:
             synthesis_deadline=settings.synthesis_deadline,
             models=settings.models(),
             approvals=settings.approval_policy(),
+            keys=settings.keyring(),
             prices=PriceTable.configured(settings.prices),
             request_budget_usd=settings.request_budget_usd,
             reuse_window=settings.reuse_window,

@@ -46,6 +46,15 @@
                                      are checked with; unset = that provider is refused (503)
     COUNTERPOINT_SIGNATURE_TOLERANCE_S  how far from now a provider's signed timestamp may be
                                      (Zendesk, Grafana) before it is refused as a replay (300)
+    COUNTERPOINT_KEYS_DIR            approval signing keys, one PEM per role
+                                     ($COUNTERPOINT_HOME/keys; infra/approval_keys.py)
+    COUNTERPOINT_TRUST               the trust file: which key may sign which kind of approval
+                                     event (unset = $COUNTERPOINT_KEYS_DIR/trust.json, made
+                                     with development keys when absent)
+    COUNTERPOINT_APPROVER            who the CLI decides as, when its key binds no identity
+                                     (unset = your user name)
+    COUNTERPOINT_APPROVERS           the gateway's approvers: JSON {name: token or
+                                     "sha256:<hex of the token's SHA-256>"}, or a file of it
 """
 
 from __future__ import annotations
@@ -65,6 +74,7 @@ from counterpoint.bus.kafka import KafkaConfig
 
 if TYPE_CHECKING:
     from counterpoint.agents.approval_policy import ApprovalPolicy
+    from counterpoint.agents.signing import Keyring
 
 
 class Settings(BaseSettings):
@@ -114,9 +124,23 @@ class Settings(BaseSettings):
     webhook_secret: str | None = None
     webhook_timeout_s: float = Field(default=10.0, gt=0, le=300)
     signature_tolerance_s: float = Field(default=300.0, gt=0, le=86_400)
+    keys_dir: Path | None = None
+    trust: Path | None = None
+    approver: str | None = None
+    approvers: str | None = None
+
+    @field_validator("approvers")
+    @classmethod
+    def _approvers(cls, v: str | None) -> str | None:
+        from counterpoint.infra.gateway_auth import parse_approvers
+
+        if v is None or not v.strip():
+            return None
+        parse_approvers(v)  # a bad mapping fails at start-up, naming the problem
+        return v
 
     @field_validator("kafka_bootstrap_servers", "anthropic_api_key", "anthropic_base_url",
-                     "fallback_model", "webhook_secret")
+                     "fallback_model", "webhook_secret", "approver")
     @classmethod
     def _empty_is_unset(cls, v: str | None) -> str | None:
         # docker compose passes `${VAR:-}` as an empty string when VAR is unset.
@@ -180,6 +204,12 @@ class Settings(BaseSettings):
         overrides = parse_risk_table(self.action_risk) if self.action_risk else None
         return ApprovalPolicy.configured(overrides, self.approval_threshold,
                                          timedelta(seconds=self.approval_ttl_s))
+
+    def keyring(self) -> Keyring:
+        """Approval keys and trust (infra/approval_keys.py); KeyConfigError names the file."""
+        from counterpoint.infra.approval_keys import load_keyring
+
+        return load_keyring(self.keys_dir or self.home / "keys", self.trust)
 
     def models(self) -> dict[str, str]:
         from counterpoint.agents.context import DEFAULT_MODELS

@@ -44,6 +44,7 @@ class Stack:
 
     async def __aenter__(self) -> Stack:
         self.logs_dir.mkdir(parents=True, exist_ok=True)
+        self.settings.keyring()  # makes the development approval keys once, or fails here
         if self.settings.embedded:
             self.broker = EmbeddedBroker(self.settings.broker_host, self.settings.broker_port,
                                          log_file=self.logs_dir / "broker.log")
