@@ -9,7 +9,6 @@ The integration test (tests/integration/test_approvals.py) does the same over a 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 
@@ -36,8 +35,6 @@ from counterpoint.infra.approval_keys import (
 from counterpoint.infra.approvals import ApprovalBook, make_decision
 from counterpoint.infra.demo import example
 from counterpoint.schemas.approvals import (
-    ActionSpec,
-    ApprovalDecision,
     ApprovalRequested,
     action_id,
 )
@@ -50,6 +47,7 @@ from counterpoint.topics.registry import (
     DEADLETTER_NAME,
     INTAKE_TICKETS,
 )
+from tests.support.forgeries import decision, forgeries, invented_unlock
 
 BASE = Keyring.ephemeral()
 ALICE = Signer("alice", Ed25519PrivateKey.generate())  # a person's own key: signs only as alice
@@ -57,8 +55,7 @@ STRANGER = Signer("stranger", Ed25519PrivateKey.generate())  # in nobody's trust
 KEYS = Keyring(Trust([*BASE.trust.keys.values(),
                       TrustedKey(ALICE.key_id, "alice", ALICE.private.public_key(),
                                  frozenset({"person"}), identity="alice")]), BASE.signers)
-SYNTHESIS, DESK, GATEWAY, CLI = (KEYS.signer(r) for r in ("synthesis", "approvals", "gateway",
-                                                            "cli"))
+DESK = KEYS.signer("approvals")
 
 
 async def _pipeline(tmp_path: Path, policy: ApprovalPolicy | None = None
@@ -81,15 +78,6 @@ async def world(tmp_path: Path) -> tuple[MemoryBus, ApprovalRequested, Path, Age
     (refund,) = [APPROVALS_REQUESTED.decode(r.value or b"")
                  for r in bus.records(APPROVALS_REQUESTED.name) if b'"refund"' in (r.value or b"")]
     return bus, refund, tmp_path, agents["approvals"]
-
-
-def _decision(r: ApprovalRequested, **over: object) -> ApprovalDecision:
-    fields: dict[str, object] = dict(
-        approval_id=r.approval_id, request_id=r.request_id, source_id=r.source_id,
-        action=r.action, decision="approved", decided_by="alice", via="person",
-        decided_at=now(), proposal=r)
-    fields.update(over)
-    return ApprovalDecision.model_validate(fields)
 
 
 async def _publish(bus: MemoryBus, value: bytes, request_id: str) -> None:
@@ -119,71 +107,23 @@ def _payment(tmp_path: Path) -> str:
                    .fetchone()[0])
 
 
-def _invented_unlock() -> ApprovalRequested:
-    spec = ActionSpec(action="unlock_account", target="C-77", risk="medium")
-    return ApprovalRequested(approval_id="00000000-feed-beef-0000-000000000000",
-                             request_id="11111111-0000-0000-0000-000000000000",
-                             source_id="T-666", action=spec, reason="trust me",
-                             requested_at=now(), expires_at=now() + timedelta(hours=1))
+NAMES = [*forgeries(KEYS, invented_unlock()), "alice's key signing as someone else"]
 
 
-def _tampered(r: ApprovalRequested) -> ApprovalDecision:
-    signed = CLI.seal("person", _decision(r, decided_by="alice"))
-    return signed.model_copy(update={"decided_by": "security-officer@example.com"})
+def _forge(name: str, real: ApprovalRequested) -> tuple[bytes, str]:
+    if name in (made := forgeries(KEYS, real)):
+        return made[name]
+    # A person's own key (the trust binds it to alice) signs only as alice.
+    return (ALICE.seal("person", decision(real, decided_by="security-officer@example.com"))
+            .model_dump_json().encode(), "identity-mismatch")
 
 
-FORGERIES: dict[str, tuple[Callable[[ApprovalRequested], bytes], str]] = {
-    # The probe's three: a refund still waiting, "by alice", written with no signature at all;
-    "unsigned refund by alice": (
-        lambda r: _decision(r).model_dump_json().encode(), "unsigned"),
-    # an unlock nobody proposed, invented ids (raw JSON with no proposal and no signature);
-    "invented unlock": (lambda r: orjson.dumps({
-        "approval_id": "00000000-feed-beef-0000-000000000000",
-        "request_id": "11111111-0000-0000-0000-000000000000", "source_id": "T-666",
-        "action": {"action": "unlock_account", "target": "C-77", "risk": "low"},
-        "decision": "approved", "decided_by": "alice", "via": "person",
-        "decided_at": "2025-01-01T00:00:00Z"}), "unsigned"),
-    # a rollback-like approval "via expiry", here even signed with the desk's own key.
-    "expiry that approves": (
-        lambda r: DESK.seal("expiry", _decision(r, via="expiry", decided_by="approvals desk"))
-        .model_dump_json().encode(), "expiry-must-deny"),
-    # And the checks one at a time, each with everything else right:
-    "untrusted key": (
-        lambda r: STRANGER.seal("person", _decision(r)).model_dump_json().encode(),
-        "untrusted-key"),
-    "policy above the threshold": (
-        lambda r: SYNTHESIS.seal("policy", _decision(r, via="policy", decided_by="policy"))
-        .model_dump_json().encode(), "policy-violation"),
-    "mismatched target": (
-        lambda r: CLI.seal("person", _decision(r, action=r.action.model_copy(
-            update={"target": "C-99"}))).model_dump_json().encode(), "mismatch"),
-    "signed, but nobody proposed it": (
-        lambda r: CLI.seal("person", _decision(r, proposal=None)).model_dump_json().encode(),
-        "unproposed"),
-    "a proposal signed by a person's key": (
-        lambda r: CLI.seal("person", ApprovalDecision.model_validate({
-            **_decision(r).model_dump(), "proposal": CLI.seal("proposal", _invented_unlock()),
-            "approval_id": "00000000-feed-beef-0000-000000000000",
-            "request_id": "11111111-0000-0000-0000-000000000000", "source_id": "T-666",
-            "action": _invented_unlock().action})).model_dump_json().encode(), "unproposed"),
-    "altered after signing": (
-        lambda r: _tampered(r).model_dump_json().encode(), "bad-signature"),
-    "gateway key signing a policy approval": (
-        lambda r: GATEWAY.seal("policy", _decision(r, via="policy", decided_by="policy"))
-        .model_dump_json().encode(), "kind-not-trusted"),
-    "alice's key signing as someone else": (
-        lambda r: ALICE.seal("person", _decision(r, decided_by="security-officer@example.com"))
-        .model_dump_json().encode(), "identity-mismatch"),
-}
-
-
-@pytest.mark.parametrize("name", list(FORGERIES))
+@pytest.mark.parametrize("name", NAMES)
 async def test_a_forged_decision_is_dead_lettered_with_its_reason_and_runs_nothing(
         world: tuple[MemoryBus, ApprovalRequested, Path, Agent], name: str) -> None:
     bus, refund, tmp_path, _ = world
-    forge, reason = FORGERIES[name]
+    value, reason = _forge(name, refund)
     before = _succeeded(bus)
-    value = forge(refund)
     await _publish(bus, value, orjson.loads(value)["request_id"])
     (letter,) = _letters(bus, "executor")
     assert letter.reason == reason, letter.message
@@ -205,7 +145,7 @@ async def test_a_forged_decision_is_dead_lettered_with_its_reason_and_runs_nothi
 async def test_a_forged_request_is_refused_by_the_desk_and_never_expires_or_escalates(
         world: tuple[MemoryBus, ApprovalRequested, Path, Agent]) -> None:
     bus, _, _, desk = world
-    forged = _invented_unlock().model_copy(update={
+    forged = invented_unlock().model_copy(update={
         "approval_id": action_id("11111111-0000-0000-0000-000000000000", "unlock_account",
                                  "C-77"), "expires_at": now() - timedelta(seconds=1)})
     for value in (forged.model_dump_json().encode(),
