@@ -101,7 +101,7 @@ def _stream_without_token(port: int, total: int) -> tuple[int, bytes]:
                  b"\r\nTransfer-Encoding: chunked\r\n\r\n")
     piece = b"x" * 65536
     frame = b"%x\r\n" % len(piece) + piece + b"\r\n"
-    sent, answer = 0, b""
+    sent, answer, pending = 0, b"", b""
     sock.setblocking(False)
     deadline = time.monotonic() + 60
     while sent < total and time.monotonic() < deadline:
@@ -112,8 +112,9 @@ def _stream_without_token(port: int, total: int) -> tuple[int, bytes]:
         except BlockingIOError:
             pass
         try:
-            sock.send(frame)  # a partial send still counts: the server did not ask for it
-            sent += len(piece)
+            pending = pending or frame
+            n = sock.send(pending)  # what the kernel took; the rest goes first next time
+            pending, sent = pending[n:], sent + n
         except BlockingIOError:
             time.sleep(0.001)
         except OSError:  # the server closed the connection after answering
