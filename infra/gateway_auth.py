@@ -97,8 +97,8 @@ class BodyTooLarge(StarletteHTTPException):
     FastAPI passes it through to the gateway's handler (which answers in the error shape)."""
 
     def __init__(self, max_bytes: int) -> None:
-        super().__init__(413, f"the body is more than {max_bytes:,} bytes; the limit is "
-                         f"{max_bytes:,} (COUNTERPOINT_MAX_MESSAGE_BYTES)")
+        super().__init__(413, f"the body is over {max_bytes:,} bytes, the limit "
+                         "(COUNTERPOINT_MAX_MESSAGE_BYTES)")
 
 
 class Guard:
@@ -124,7 +124,7 @@ class Guard:
                 await _respond(send, 400, error_bytes("bad Content-Length header", [
                     ("Content-Length", f"{length[:40]!r} is not a number")]))
             else:
-                await self._too_large(send, f"the body is {int(length):,} bytes")
+                await self._too_large(send, int(length))
             return
         counted = 0
 
@@ -154,10 +154,10 @@ class Guard:
                     "www-authenticate", 'Bearer realm="counterpoint", error="invalid_token"')])
         return principal
 
-    async def _too_large(self, send: Send, what: str) -> None:
-        await _respond(send, 413, error_bytes(f"{what}; the limit is {self.max_bytes:,} "
-                                              "(COUNTERPOINT_MAX_MESSAGE_BYTES)",
-                                              [(ROOT, "too large")]))
+    async def _too_large(self, send: Send, declared: int) -> None:
+        await _respond(send, 413, error_bytes(
+            f"the body is {declared:,} bytes, over {self.max_bytes:,} bytes, the limit "
+            "(COUNTERPOINT_MAX_MESSAGE_BYTES)", [(ROOT, "too large")]))
 
 
 async def _respond(send: Send, status: int, body: bytes,
