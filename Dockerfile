@@ -23,6 +23,7 @@ COPY pyproject.toml README.md ./
 COPY agents/ agents/
 COPY bus/ bus/
 COPY infra/ infra/
+COPY kit/ kit/
 COPY schemas/ schemas/
 COPY topics/ topics/
 RUN pip install . \

@@ -1,11 +1,19 @@
-"""What every agent process is given: the business systems, a provider, and its settings."""
+"""What an agent process is given: its name and settings, a provider, and shared services.
+
+A factory (`def build(ctx: AgentContext) -> Agent`) receives one. `name` and `settings` come
+from the project file's `[agents.NAME]` entry; `config(Model)` validates the settings into a
+model of the agent's own, and a bad value names the file and key. Heavy parts (the business
+store) open on first use, so building an agent to check it, as `counterpoint up` does before
+starting processes, opens nothing.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
 from datetime import timedelta
-from typing import Final
+from typing import Any, Final, TypeVar
+
+from pydantic import BaseModel, ValidationError
 
 from counterpoint.agents.approval_policy import ApprovalPolicy
 from counterpoint.agents.budget import metered
@@ -25,41 +33,100 @@ DEFAULT_MODELS: Final[Mapping[str, str]] = {
 }
 DEFAULT_MODEL: Final = "claude-haiku-4-5"
 
+M = TypeVar("M", bound=BaseModel)
 
-@dataclass
+
+class SettingsError(ValueError):
+    """An agent's settings that do not fit its settings model; says which key and why."""
+
+
 class AgentContext:
-    store: BusinessStore
-    provider: LLMProvider
-    # How long synthesis waits for a request's findings before publishing a partial result.
-    synthesis_deadline: timedelta = timedelta(seconds=30)
-    # A plan is never due sooner than this after a process saw it, so a join rebuilt after a
-    # restart replays its findings before the deadline can fire.
-    synthesis_replay_grace: timedelta = timedelta(seconds=2)
-    models: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_MODELS))
-    # Which proposed actions wait for a person (risk table, threshold, time to decide).
-    approvals: ApprovalPolicy = field(default_factory=ApprovalPolicy)
-    # Keys this process signs approval events with, and the trust it checks them against.
-    keys: Keyring = field(default_factory=Keyring.ephemeral)
-    # Cost and budgets (agents/cost.py, agents/budget.py); None = no default budget.
-    prices: PriceTable = field(default_factory=PriceTable.default)
-    request_budget_usd: float | None = None
-    # Identical investigation tasks within this window run once (agents/reuse.py).
-    reuse_window: timedelta = DEFAULT_WINDOW
-    # Past outcomes per customer and service (agents/outcomes.py); in memory unless given.
-    outcomes: OutcomeStore = field(default_factory=OutcomeStore.in_memory)
-
-    def __post_init__(self) -> None:
+    def __init__(
+        self, *, provider: LLMProvider, name: str = "", settings: Mapping[str, Any] | None = None,
+        where: str = "settings", store: BusinessStore | None = None,
+        open_store: Callable[[], BusinessStore] | None = None,
+        synthesis_deadline: timedelta = timedelta(seconds=30),
+        synthesis_replay_grace: timedelta = timedelta(seconds=2),
+        models: Mapping[str, str] | None = None, approvals: ApprovalPolicy | None = None,
+        keys: Keyring | None = None, prices: PriceTable | None = None, request_budget_usd: float | None = None,
+        reuse_window: timedelta = DEFAULT_WINDOW, outcomes: OutcomeStore | None = None,
+        tools: Registry = CATALOG, max_tool_turns: int = DEFAULT_MAX_TURNS,
+        webhook_targets: Mapping[str, str] | None = None, webhook_secret: str | None = None,
+        webhook_timeout_s: float = 10.0,
+    ) -> None:
+        # The agent's name in its project (a factory should name its Agent this), its
+        # settings from the project file, and how to name those settings in an error.
+        self.name = name
+        self.settings: Mapping[str, Any] = dict(settings or {})
+        self.where = where
+        self.prices = prices or PriceTable.default()
         # Every agent's calls are priced, and checked against the step's budget.
-        self.provider = metered(self.provider, self.prices)
-    # The tools agents may be given (each agent only its allowlist) and how many model turns
-    # of one investigation may ask for tools before it must answer.
-    tools: Registry = CATALOG
-    max_tool_turns: int = DEFAULT_MAX_TURNS
-    # Result webhooks (agents/webhooks.py): source or kind -> URL, the HMAC secret, the
-    # seconds one POST may take.
-    webhook_targets: Mapping[str, str] = field(default_factory=dict)
-    webhook_secret: str | None = None
-    webhook_timeout_s: float = 10.0
+        self.provider = metered(provider, self.prices)
+        self._store = store
+        self._open_store = open_store
+        # How long synthesis waits for a request's findings before publishing a partial result.
+        self.synthesis_deadline = synthesis_deadline
+        # A plan is never due sooner than this after a process saw it, so a join rebuilt after
+        # a restart replays its findings before the deadline can fire.
+        self.synthesis_replay_grace = synthesis_replay_grace
+        self.models: Mapping[str, str] = dict(DEFAULT_MODELS if models is None else models)
+        # Which proposed actions wait for a person (risk table, threshold, time to decide).
+        self.approvals = approvals or ApprovalPolicy()
+        # Keys this process signs approval events with, and the trust it checks them against.
+        self.keys = keys or Keyring.ephemeral()
+        # Cost and budgets (agents/cost.py, agents/budget.py); None = no default budget.
+        self.request_budget_usd = request_budget_usd
+        # Identical investigation tasks within this window run once (agents/reuse.py).
+        self.reuse_window = reuse_window
+        # Past outcomes per customer and service (agents/outcomes.py); in memory unless given.
+        self.outcomes = outcomes or OutcomeStore.in_memory()
+        # The tools agents may be given (each agent only its allowlist) and how many model
+        # turns of one investigation may ask for tools before it must answer.
+        self.tools = tools
+        self.max_tool_turns = max_tool_turns
+        # Result webhooks (agents/webhooks.py): source or kind -> URL, the HMAC secret, the
+        # seconds one POST may take.
+        self.webhook_targets: Mapping[str, str] = dict(webhook_targets or {})
+        self.webhook_secret = webhook_secret
+        self.webhook_timeout_s = webhook_timeout_s
+
+    @property
+    def store(self) -> BusinessStore:
+        """The business systems, opened on first use."""
+        if self._store is None:
+            if self._open_store is None:
+                raise RuntimeError("this context was given no business store")
+            self._store = self._open_store()
+        return self._store
 
     def model_for(self, agent: str) -> str:
         return self.models.get(agent, DEFAULT_MODEL)
+
+    def config(self, model: type[M]) -> M:
+        """This agent's settings validated as `model`; SettingsError names the key.
+
+        A key the model does not know is an error (a typo would otherwise pass unnoticed)
+        unless the model says `extra="allow"` or `"ignore"` itself.
+        """
+        problems = []
+        if model.model_config.get("extra") is None:
+            known = {f.alias or n for n, f in model.model_fields.items()} | set(
+                model.model_fields)
+            problems = [f"{self.where}.{key}: unknown setting (known: "
+                        f"{', '.join(model.model_fields) or 'none'})"
+                        for key in self.settings if key not in known]
+        try:
+            value = model.model_validate(dict(self.settings))
+        except ValidationError as exc:
+            problems += [
+                f"{'.'.join([self.where, *(str(p) for p in e['loc'])])}: {_problem(e, model)}"
+                for e in exc.errors()]
+        if problems:
+            raise SettingsError("; ".join(problems))
+        return value
+
+
+def _problem(error: Any, model: type[BaseModel]) -> str:
+    if error.get("type") == "extra_forbidden":
+        return f"unknown setting (known: {', '.join(model.model_fields) or 'none'})"
+    return f"{error['msg']} (got {error.get('input')!r})"

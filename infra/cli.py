@@ -19,11 +19,15 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from pydantic import ValidationError
 from rich.console import Console
+from rich.markup import escape
 
+from counterpoint.infra.project import ProjectError
 from counterpoint.infra.settings import Settings
 
 if TYPE_CHECKING:
     from counterpoint.agents.signing import Keyring
+    from counterpoint.infra.assembly import BuiltAgent
+    from counterpoint.infra.project import Project
 
 EXIT_FAILED, EXIT_USAGE, EXIT_NO_BROKER = 1, 2, 3
 
@@ -66,16 +70,29 @@ async def _require_broker(settings: Settings) -> None:
                        EXIT_NO_BROKER)
 
 
-def _parse_scale(items: Sequence[str]) -> dict[str, int]:
-    from counterpoint.agents.catalog import AGENT_NAMES
+def _project(args: argparse.Namespace, settings: Settings) -> Project:
+    """--config, else COUNTERPOINT_CONFIG, else ./counterpoint.toml, else the built-in one."""
+    from counterpoint.infra.project import find_project
+
+    return find_project(getattr(args, "config", None), settings.config)
+
+
+def _built(settings: Settings, project: Project) -> list[BuiltAgent]:
+    from counterpoint.agents.llm.offline import OfflineProvider
+    from counterpoint.infra.assembly import build_project
+
+    return build_project(settings, project, OfflineProvider())
+
+
+def _parse_scale(items: Sequence[str], project: Project) -> dict[str, int]:
     from counterpoint.infra.stack import default_scale
 
-    scale = default_scale()
+    scale = default_scale(project)
     for item in items:
         name, sep, count = item.partition("=")
-        if not sep or name not in AGENT_NAMES or not (count.isascii() and count.isdigit()):
+        if not sep or name not in project.agents or not (count.isascii() and count.isdigit()):
             raise CliError(f"--scale {item!r}: expected NAME=N with NAME one of "
-                           f"{', '.join(AGENT_NAMES)} and N a whole number")
+                           f"{', '.join(project.agents)} and N a whole number")
         scale[name] = int(count)
     return scale
 
@@ -85,16 +102,20 @@ def _parse_scale(items: Sequence[str]) -> dict[str, int]:
 
 async def cmd_broker(args: argparse.Namespace) -> int:
     from counterpoint.infra.admin import create_topics
+    from counterpoint.infra.assembly import topics_of
     from counterpoint.infra.broker import EmbeddedBroker
 
     settings = _settings()
+    project = _project(args, settings)
+    topics = topics_of(b.agent for b in _built(settings, project))
     broker = EmbeddedBroker(args.host or settings.broker_host, args.port or settings.broker_port)
     await broker.start()
     if broker.reused:
         raise CliError(f"a broker is already running at {broker.bootstrap_servers}", EXIT_FAILED)
-    await create_topics(broker.bootstrap_servers)
+    await create_topics(broker.bootstrap_servers, topics)
     console.print(f"embedded broker (Tansu, in memory) on [bold]{broker.bootstrap_servers}"
-                  "[/bold] with Counterpoint's topics; Ctrl-C stops it")
+                  f"[/bold] with the topics of {project.origin}; Ctrl-C stops it",
+                  highlight=False)
     try:
         await _until_signal()
     finally:
@@ -104,23 +125,23 @@ async def cmd_broker(args: argparse.Namespace) -> int:
 
 async def cmd_topics(args: argparse.Namespace) -> int:
     from counterpoint.infra.admin import create_topics, topic_specs
+    from counterpoint.infra.assembly import topics_of
 
     settings = _settings()
+    topics = topics_of(b.agent for b in _built(settings, _project(args, settings)))
     await _require_broker(settings)
-    created = await create_topics(settings.bootstrap_servers)
-    for spec in topic_specs():
+    created = await create_topics(settings.bootstrap_servers, topics)
+    for spec in topic_specs(topics):
         state = "created" if spec.name in created else "exists"
         console.print(f"{spec.name:40} {spec.partitions} partitions  {state}")
     return 0
 
 
 async def cmd_agent(args: argparse.Namespace) -> int:
-    from counterpoint.agents.catalog import AGENT_NAMES
     from counterpoint.infra.runner import run_agent_process
 
-    if args.name not in AGENT_NAMES:
-        raise CliError(f"no agent named {args.name!r}; choose one of: {', '.join(AGENT_NAMES)}")
-    await run_agent_process(args.name, _settings())
+    settings = _settings()
+    await run_agent_process(args.name, settings, _project(args, settings))
     return 0
 
 
@@ -128,10 +149,12 @@ async def cmd_up(args: argparse.Namespace) -> int:
     from counterpoint.infra.stack import Stack
 
     settings = _settings()
-    scale = _parse_scale(args.scale)
+    project = _project(args, settings)
+    scale = _parse_scale(args.scale, project)
+    stack = Stack(settings, scale, project)  # builds and checks every agent: nothing started
     stop = asyncio.Event()
     _on_signals(stop.set)  # before anything starts: a stop during start-up still cleans up
-    async with Stack(settings, scale) as stack:
+    async with stack:
         where = "embedded broker" if stack.broker else "broker"
         console.print(f"{where} at [bold]{stack.bootstrap_servers}[/bold]; "
                       f"logs in {stack.logs_dir}")
@@ -198,6 +221,15 @@ async def cmd_results(args: argparse.Namespace) -> int:
     from counterpoint.topics.registry import SYNTHESIS_RESULTS
 
     settings = _settings()
+    project = _project(args, settings)
+    if project.file is not None:
+        from counterpoint.infra.project_results import show_results
+
+        built = _built(settings, project)
+        await _require_broker(settings)
+        await show_results(console, settings.kafka(), project, built, follow=args.follow,
+                           as_json_lines=args.json, request=args.request)
+        return 0
     await _require_broker(settings)
     if args.follow and not args.json:  # a person watching: results under a live status line
         from counterpoint.infra.follow import follow_with_status
@@ -429,8 +461,9 @@ async def cmd_status(args: argparse.Namespace) -> int:
     from counterpoint.infra.status import collect_status, render_status, status_json
 
     settings = _settings()
+    built = _built(settings, _project(args, settings))
     await _require_broker(settings)
-    status = await collect_status(settings.bootstrap_servers, settings.home / "logs")
+    status = await collect_status(settings.bootstrap_servers, settings.home / "logs", built)
     if args.json:
         sys.stdout.write(orjson.dumps(status_json(status)).decode() + "\n")
         sys.stdout.flush()
@@ -454,6 +487,12 @@ async def _until_signal() -> None:
     await stop.wait()
 
 
+def _config_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", metavar="FILE", default=None,
+                        help="the project file (default: $COUNTERPOINT_CONFIG, else "
+                        "./counterpoint.toml, else the built-in ticket and alert pipeline)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="counterpoint", description=(
         "Event-driven multi-agent system on Kafka. With KAFKA_BOOTSTRAP_SERVERS unset, "
@@ -463,18 +502,25 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("broker", help="run the embedded broker (Tansu) in the foreground")
     s.add_argument("--host", default=None, help="listen address (default 127.0.0.1)")
     s.add_argument("--port", type=int, default=None, help="port (default 9092)")
+    _config_option(s)
     s.set_defaults(func=cmd_broker)
 
-    s = sub.add_parser("topics", help="create every registered topic (idempotent)")
+    s = sub.add_parser("topics", help="create the topics the project's agents declare "
+                       "(idempotent)")
+    _config_option(s)
     s.set_defaults(func=cmd_topics)
 
     s = sub.add_parser("up", help="broker if needed + topics + every agent as its own process")
     s.add_argument("--scale", action="append", default=[], metavar="NAME=N",
                    help="run N processes of agent NAME (repeatable)")
+    _config_option(s)
     s.set_defaults(func=cmd_up)
 
     s = sub.add_parser("agent", help="run one agent process (start it N times to scale)")
-    s.add_argument("name", metavar="NAME")
+    s.add_argument("name", metavar="NAME|MODULE:ATTR",
+                   help="an agent of the project, or an import string naming an Agent or a "
+                   "factory in any importable module")
+    _config_option(s)
     s.set_defaults(func=cmd_agent)
 
     s = sub.add_parser("publish", help="validate and publish a ticket or an alert")
@@ -489,6 +535,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "under a live status line of the requests in progress (not with --json)")
     s.add_argument("--json", action="store_true", help="one JSON object per line")
     s.add_argument("--request", metavar="REQUEST_ID", help="only this request")
+    _config_option(s)
     s.set_defaults(func=cmd_results)
 
     s = sub.add_parser("trace", help="draw one request's trace across every process")
@@ -534,6 +581,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("status", help="each agent: consumer group, partitions, lag and the "
                        "local processes running it")
     s.add_argument("--json", action="store_true", help="one JSON object")
+    _config_option(s)
     s.set_defaults(func=cmd_status)
 
     from counterpoint.infra import approvals_cli
@@ -557,6 +605,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CliError as exc:
         err_console.print(f"[red]error:[/red] {exc}", highlight=False)
         return exc.code
+    except ProjectError as exc:
+        err_console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)
+        return EXIT_USAGE
     except KeyboardInterrupt:
         return 130
 

@@ -1,6 +1,7 @@
 """Agent OS processes for `counterpoint up` and the demo: start, watch, restart, stop.
 
-Each process is launched as `counterpoint agent NAME`, so `ps` shows which agent it is.
+Each process is launched as `counterpoint agent NAME` (with `--config FILE` when the agent
+comes from a project file), so `ps` shows which agent it is.
 """
 
 from __future__ import annotations
@@ -21,14 +22,16 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 
-def agent_command(name: str) -> list[str]:
+def agent_command(name: str, config: Path | None = None) -> list[str]:
+    """`counterpoint agent NAME` (plus `--config FILE` for a project file's agent)."""
+    tail = ["agent", name, *(["--config", str(config)] if config is not None else [])]
     script = Path(sys.executable).with_name("counterpoint")
     if script.exists():
-        return [str(script), "agent", name]
+        return [str(script), *tail]
     found = shutil.which("counterpoint")
     if found:
-        return [found, "agent", name]
-    return [sys.executable, "-m", "counterpoint.infra.cli", "agent", name]
+        return [found, *tail]
+    return [sys.executable, "-m", "counterpoint.infra.cli", *tail]
 
 
 @dataclass
@@ -62,8 +65,9 @@ class AgentProcess:
 
 class Supervisor:
     def __init__(self, logs_dir: Path, env: Mapping[str, str] | None = None,
-                 restart: bool = True) -> None:
+                 restart: bool = True, config: Path | None = None) -> None:
         self.logs_dir = logs_dir
+        self.config = config  # the project file the agents come from; None = built in
         self.env = dict(env if env is not None else os.environ)
         self.restart = restart
         self.processes: list[AgentProcess] = []
@@ -79,9 +83,9 @@ class Supervisor:
         log_path = self.logs_dir / f"{name}-{index}.log"
         with open(log_path, "ab") as out:
             offset = out.tell()
-            popen = subprocess.Popen(agent_command(name), stdout=out, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL, env=self.env,
-                                     start_new_session=True)
+            popen = subprocess.Popen(agent_command(name, self.config), stdout=out,
+                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                     env=self.env, start_new_session=True)
         return AgentProcess(name, index, log_path, popen, log_offset=offset)
 
     async def watch(self, stop: asyncio.Event, interval_s: float = 0.5) -> None:

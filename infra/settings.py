@@ -1,5 +1,8 @@
 """Process settings from the environment (and nothing else, so every process agrees).
 
+    COUNTERPOINT_CONFIG              the project file (counterpoint.toml) when no --config
+                                     is given; unset = ./counterpoint.toml if there is one,
+                                     else the built-in pipeline (infra/project.py)
     KAFKA_BOOTSTRAP_SERVERS          broker to use; unset = the embedded broker
     COUNTERPOINT_BROKER_HOST/PORT    where the embedded broker listens (127.0.0.1:9092)
     COUNTERPOINT_HOME                local state: business.db, traces/ (./.counterpoint)
@@ -60,6 +63,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
@@ -80,6 +84,7 @@ if TYPE_CHECKING:
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="COUNTERPOINT_", extra="ignore")
 
+    config: Path | None = None
     kafka_bootstrap_servers: str | None = Field(
         default=None, validation_alias="KAFKA_BOOTSTRAP_SERVERS")
     broker_host: str = "127.0.0.1"
@@ -138,6 +143,11 @@ class Settings(BaseSettings):
             return None
         parse_approvers(v)  # a bad mapping fails at start-up, naming the problem
         return v
+
+    @field_validator("config", mode="before")
+    @classmethod
+    def _empty_path_is_unset(cls, v: Any) -> Any:
+        return None if isinstance(v, str) and not v.strip() else v
 
     @field_validator("kafka_bootstrap_servers", "anthropic_api_key", "anthropic_base_url",
                      "fallback_model", "webhook_secret", "approver")
@@ -211,10 +221,11 @@ class Settings(BaseSettings):
 
         return load_keyring(self.keys_dir or self.home / "keys", self.trust)
 
-    def models(self) -> dict[str, str]:
+    def models(self, configured: Mapping[str, str] | None = None) -> dict[str, str]:
+        """Model per agent: the defaults, then the project file's, then the environment's."""
         from counterpoint.agents.context import DEFAULT_MODELS
 
-        models = dict(DEFAULT_MODELS)
+        models = {**DEFAULT_MODELS, **(configured or {})}
         prefix = "COUNTERPOINT_MODEL_"
         for key, value in os.environ.items():
             if key.startswith(prefix) and value.strip():

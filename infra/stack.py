@@ -1,5 +1,6 @@
-"""A running Counterpoint: the broker (embedded when none is configured), its topics, and
-every agent as its own OS process. Used by `counterpoint up` and `counterpoint demo`."""
+"""A running Counterpoint project: the broker (embedded when none is configured), the topics
+its agents declare, and every agent as its own OS process. Used by `counterpoint up` and
+`counterpoint demo`; the project's agents are built and checked before anything starts."""
 
 from __future__ import annotations
 
@@ -8,21 +9,28 @@ import os
 from collections.abc import Callable, Mapping
 from types import TracebackType
 
-from counterpoint.agents.catalog import AGENT_NAMES
+from counterpoint.agents.llm.offline import OfflineProvider
 from counterpoint.infra.admin import create_topics
+from counterpoint.infra.assembly import BuiltAgent, build_project, topics_of
 from counterpoint.infra.broker import EmbeddedBroker
 from counterpoint.infra.processes import Supervisor
+from counterpoint.infra.project import Project, builtin_project
 from counterpoint.infra.settings import Settings
 
 
-def default_scale() -> dict[str, int]:
-    return dict.fromkeys(AGENT_NAMES, 1)
+def default_scale(project: Project) -> dict[str, int]:
+    return {name: entry.replicas for name, entry in project.agents.items()}
 
 
 class Stack:
-    def __init__(self, settings: Settings, scale: Mapping[str, int] | None = None) -> None:
+    def __init__(self, settings: Settings, scale: Mapping[str, int] | None = None,
+                 project: Project | None = None) -> None:
         self.settings = settings
-        self.scale = dict(scale or default_scale())
+        self.project = project or builtin_project()
+        # Built here, so a bad project stops before the broker or any process starts; the
+        # provider only has to exist (each process makes its own).
+        self.agents: list[BuiltAgent] = build_project(settings, self.project, OfflineProvider())
+        self.scale = dict(scale or default_scale(self.project))
         self.home = settings.home.resolve()
         self.logs_dir = self.home / "logs"
         self.broker: EmbeddedBroker | None = None
@@ -50,8 +58,10 @@ class Stack:
                                          log_file=self.logs_dir / "broker.log")
             await self.broker.start()
         try:
-            self.created_topics = await create_topics(self.bootstrap_servers)
-            self.supervisor = Supervisor(self.logs_dir, env=self.child_env())
+            self.created_topics = await create_topics(
+                self.bootstrap_servers, topics_of(b.agent for b in self.agents))
+            self.supervisor = Supervisor(self.logs_dir, env=self.child_env(),
+                                         config=self.project.file)
             self.supervisor.start(self.scale)
         except BaseException:
             await self.__aexit__(None, None, None)

@@ -2,8 +2,10 @@
 OS processes running it.
 
 Lag is read from the broker without joining any group (an OffsetFetch and a group-less
-reader), so asking never triggers a rebalance. Processes are the ones on this machine whose
-command line is `counterpoint agent NAME` (read from /proc); agents on other machines are not
+reader), so asking never triggers a rebalance. Which agents there are, their groups and the
+topics they consume come from the project (infra/project.py), built as `up` builds it.
+Processes are the ones on this machine whose command line is `counterpoint agent NAME`
+with NAME one of the project's agents (read from /proc); agents on other machines are not
 seen. Which process holds which partitions comes from the agents' own log lines ("NAME pid N
 assigned K partitions: ..."), so it is best effort: it is as fresh as the last rebalance logged.
 """
@@ -24,37 +26,10 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from counterpoint.agents import approvals, executor, memory, synthesis, triage, webhooks
-from counterpoint.agents.catalog import AGENT_NAMES
 from counterpoint.bus.admin import PartitionLag, group_lag
 from counterpoint.bus.kafka import KafkaConfig
+from counterpoint.infra.assembly import BuiltAgent
 from counterpoint.infra.webhook_status import failed_deliveries
-from counterpoint.topics.registry import TASKS, Topic
-
-
-def consumed_topics(agent: str) -> tuple[Topic[Any], ...]:
-    """The topics an agent consumes, as its module declares them (no agent is built)."""
-    if agent == "triage":
-        return triage.CONSUMES
-    if agent == "synthesis":
-        return synthesis.CONSUMES
-    if agent == "approvals":
-        return approvals.CONSUMES
-    if agent == "executor":
-        return executor.CONSUMES
-    if agent == "memory":
-        return memory.CONSUMES
-    if agent == "webhooks":
-        return webhooks.CONSUMES
-    for skill, topic in TASKS.items():
-        if skill == agent:
-            return (topic,)
-    raise KeyError(f"no agent named {agent!r}; choose one of: {', '.join(AGENT_NAMES)}")
-
-
-def group_of(agent: str) -> str:
-    return f"counterpoint.{agent}"  # as bus.agent.Agent.group_id
-
 
 # --- local processes (/proc) ------------------------------------------------------------------
 
@@ -67,15 +42,16 @@ class LocalProcess:
     command: str
 
 
-def agent_of(argv: Sequence[str]) -> str | None:
-    """The agent NAME when argv is `counterpoint agent NAME` (script or `-m ...infra.cli`)."""
+def agent_of(argv: Sequence[str], names: Sequence[str]) -> str | None:
+    """The agent NAME when argv is `counterpoint agent NAME` (script or `-m ...infra.cli`)
+    and NAME is one of `names`."""
     for i, arg in enumerate(argv):
         if arg != "agent" or i + 1 >= len(argv) or i == 0:
             continue
         launcher = argv[:i]
         if any(Path(a).name == "counterpoint" or a == "counterpoint.infra.cli" for a in launcher):
             name = argv[i + 1]
-            return name if name in AGENT_NAMES else None
+            return name if name in names else None
     return None
 
 
@@ -97,8 +73,9 @@ def _uptime_s(proc: Path, pid_dir: Path, ticks: int) -> float | None:
     return max(0.0, system_up - started_ticks / ticks)
 
 
-def scan_processes(proc: Path = Path("/proc")) -> list[LocalProcess]:
-    """Processes on this machine running `counterpoint agent NAME`, by agent then pid."""
+def scan_processes(names: Sequence[str], proc: Path = Path("/proc")) -> list[LocalProcess]:
+    """Processes on this machine running `counterpoint agent NAME` for one of `names`, by
+    agent then pid."""
     ticks = _clock_ticks()
     found = []
     try:
@@ -113,12 +90,12 @@ def scan_processes(proc: Path = Path("/proc")) -> list[LocalProcess]:
         except OSError:  # gone meanwhile, or not ours to read
             continue
         argv = [a.decode("utf-8", "replace") for a in raw.split(b"\0") if a]
-        name = agent_of(argv)
+        name = agent_of(argv, names)
         if name is None:
             continue
         found.append(LocalProcess(name, int(pid_dir.name), _uptime_s(proc, pid_dir, ticks),
                                   " ".join(argv)))
-    return sorted(found, key=lambda p: (AGENT_NAMES.index(p.agent), p.pid))
+    return sorted(found, key=lambda p: (list(names).index(p.agent), p.pid))
 
 
 # --- partition assignments from the agents' logs ------------------------------------------------
@@ -194,26 +171,29 @@ class Status:
     webhook_failures: int | None = None
 
 
-def assemble(bootstrap_servers: str, logs_dir: Path,
+def assemble(bootstrap_servers: str, logs_dir: Path, groups: Mapping[str, str],
              lags: Mapping[str, list[PartitionLag]], processes: Sequence[LocalProcess],
              assignments: Mapping[int, tuple[str, list[tuple[str, int]]]],
              host: str | None = None) -> Status:
+    """One row per agent of `groups` (name -> consumer group), in that order."""
     agents = []
-    for name in AGENT_NAMES:
+    for name, group in groups.items():
         mine = [p for p in processes if p.agent == name]
         held = {p.pid: assignments[p.pid][1] for p in mine
                 if p.pid in assignments and assignments[p.pid][0] == name}
-        agents.append(AgentStatus(name, group_of(name), list(lags.get(name, [])), mine, held))
+        agents.append(AgentStatus(name, group, list(lags.get(name, [])), mine, held))
     return Status(bootstrap_servers, host or socket.gethostname(), logs_dir, agents)
 
 
-async def collect_status(bootstrap_servers: str, logs_dir: Path,
+async def collect_status(bootstrap_servers: str, logs_dir: Path, agents: Sequence[BuiltAgent],
                          proc: Path = Path("/proc")) -> Status:
     lags = await asyncio.gather(*(
-        group_lag(bootstrap_servers, group_of(name), [t.name for t in consumed_topics(name)])
-        for name in AGENT_NAMES))
-    status = assemble(bootstrap_servers, logs_dir, dict(zip(AGENT_NAMES, lags, strict=True)),
-                      scan_processes(proc), read_assignments(logs_dir))
+        group_lag(bootstrap_servers, b.agent.group_id, [t.name for t in b.agent.consumes])
+        for b in agents))
+    names = [b.name for b in agents]
+    status = assemble(bootstrap_servers, logs_dir, {b.name: b.agent.group_id for b in agents},
+                      dict(zip(names, lags, strict=True)), scan_processes(names, proc),
+                      read_assignments(logs_dir))
     status.webhook_failures = len(await failed_deliveries(KafkaConfig(bootstrap_servers)))
     return status
 

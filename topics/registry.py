@@ -1,17 +1,16 @@
-"""Every topic Counterpoint uses, declared once.
+"""The built-in pipeline's topics (tickets and alerts), declared once.
 
-Admin creates topics from this list, producers validate against it and consumers decode with
-it. Partition counts matter: `triage.decisions` and `investigation.findings` are both keyed by
-request id and have the same count, so with a range assignor partition N of both lands on the
-same synthesis process and one request's join happens in one place.
+Its agents declare which of these they consume and emit, and the topics an agent process needs
+are created from those declarations (a user's own topics are declared in the user's code:
+topics/topic.py). Partition counts matter: `triage.decisions` and `investigation.findings` are
+both keyed by request id and have the same count, so with a range assignor partition N of both
+lands on the same synthesis process and one request's join happens in one place (checked when
+synthesis is built).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Final, Generic, Literal, TypeVar
-
-from pydantic import TypeAdapter
+from typing import Any, Final
 
 from counterpoint.schemas.approvals import (
     ActionExecuted,
@@ -30,33 +29,9 @@ from counterpoint.schemas.events import (
     TriageDecision,
     WebhookDelivery,
 )
+from counterpoint.topics.topic import DEADLETTER_NAME, DEADLETTER_PARTITIONS, Topic
 
-E = TypeVar("E")
-
-DEADLETTER_NAME: Final = "deadletter"
-
-
-@dataclass(frozen=True)
-class Topic(Generic[E]):
-    """One Kafka topic: its name, shape, key and where its bad records go."""
-
-    name: str
-    ce_type: str
-    event_type: Any = field(repr=False)
-    key: Literal["request_id", "task_id", "source", "cache_key"]
-    partitions: int = 4
-    # Intake topics take raw JSON from any Kafka client; the bus wraps it in an envelope.
-    raw_intake: bool = False
-    dead_letter: str = DEADLETTER_NAME
-    description: str = ""
-    adapter: TypeAdapter[E] = field(init=False, repr=False, compare=False)
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "adapter", TypeAdapter(self.event_type))
-
-    def decode(self, value: bytes) -> E:
-        """Validate JSON bytes into the topic's event type (raises pydantic.ValidationError)."""
-        return self.adapter.validate_json(value)
+__all__ = ["ALL_TOPICS", "DEADLETTER_NAME", "DEADLETTER_PARTITIONS", "Topic"]
 
 
 def _topic(name: str, ce_type: str, event_type: Any, **kw: Any) -> Topic[Any]:
@@ -143,13 +118,3 @@ ALL_TOPICS: Final[tuple[Topic[Any], ...]] = (
     TRIAGE_CLOSURES,
     WEBHOOK_DELIVERIES,
 )
-
-# The dead-letter topic holds original bytes of any topic, so it has no event type.
-DEADLETTER_PARTITIONS: Final = 4
-
-
-def by_name(name: str) -> Topic[Any]:
-    for topic in ALL_TOPICS:
-        if topic.name == name:
-            return topic
-    raise KeyError(f"no topic named {name!r}; known: {', '.join(t.name for t in ALL_TOPICS)}")

@@ -13,14 +13,15 @@ from counterpoint.agents.context import AgentContext
 from counterpoint.agents.llm.offline import OfflineProvider
 from counterpoint.agents.tools.business import BusinessStore
 from counterpoint.bus.admin import PartitionLag
+from counterpoint.infra.assembly import build_project
 from counterpoint.infra.cli import build_parser
+from counterpoint.infra.project import builtin_project
+from counterpoint.infra.settings import Settings
 from counterpoint.infra.status import (
     LocalProcess,
     Status,
     agent_of,
     assemble,
-    consumed_topics,
-    group_of,
     parse_assignments,
     read_assignments,
     render_status,
@@ -39,15 +40,17 @@ def _fake_proc(root: Path, pid: int, argv: list[str], started_s: float) -> None:
     (d / "stat").write_text(f"{pid} (python3 (x) y) " + " ".join(fields) + "\n")
 
 
-def test_consumed_topics_match_the_built_agents(tmp_path: Path) -> None:
+def test_status_learns_groups_and_topics_from_the_project(tmp_path: Path) -> None:
     with BusinessStore.open(tmp_path / "b.db") as store:
         ctx = AgentContext(store=store, provider=OfflineProvider())
+        built = {b.name: b for b in build_project(Settings(), builtin_project(),
+                                                  OfflineProvider())}
+        assert list(built) == list(AGENT_NAMES)
         for name in AGENT_NAMES:
             agent = build(name, ctx)
-            assert {t.name for t in consumed_topics(name)} == {t.name for t in agent.consumes}
-            assert group_of(name) == agent.group_id
-    with pytest.raises(KeyError):
-        consumed_topics("nobody")
+            assert built[name].agent.group_id == agent.group_id == f"counterpoint.{name}"
+            assert {t.name for t in built[name].agent.consumes} == {
+                t.name for t in agent.consumes}
 
 
 @pytest.mark.parametrize(("argv", "expected"), [
@@ -61,7 +64,13 @@ def test_consumed_topics_match_the_built_agents(tmp_path: Path) -> None:
     (["/v/bin/counterpoint", "agent"], None),
 ])
 def test_agent_of_command_lines(argv: list[str], expected: str | None) -> None:
-    assert agent_of(argv) == expected
+    assert agent_of(argv, AGENT_NAMES) == expected
+
+
+def test_agent_of_knows_only_the_projects_names() -> None:
+    argv = ["/v/bin/counterpoint", "agent", "writer", "--config", "/p/counterpoint.toml"]
+    assert agent_of(argv, ("researcher", "writer")) == "writer"
+    assert agent_of(argv, AGENT_NAMES) is None
 
 
 def test_scan_processes_reads_cmdline_and_uptime(tmp_path: Path) -> None:
@@ -72,7 +81,7 @@ def test_scan_processes_reads_cmdline_and_uptime(tmp_path: Path) -> None:
     _fake_proc(tmp_path, 43, ["bash", "-c", "sleep 1"], 10)
     (tmp_path / "44").mkdir()  # a process that vanished: no cmdline
     (tmp_path / "self").mkdir()
-    found = scan_processes(tmp_path)
+    found = scan_processes(AGENT_NAMES, tmp_path)
     assert [(p.agent, p.pid) for p in found] == [("triage", 7), ("triage", 42),
                                                   ("synthesis", 41)]
     assert found[0].uptime_s == pytest.approx(600.5, abs=0.1)
@@ -84,13 +93,13 @@ def test_scan_processes_without_stat_has_unknown_uptime(tmp_path: Path) -> None:
     d = tmp_path / "5"
     d.mkdir()
     (d / "cmdline").write_bytes(b"counterpoint\0agent\0knowledge\0")
-    (found,) = scan_processes(tmp_path)
+    (found,) = scan_processes(AGENT_NAMES, tmp_path)
     assert (found.agent, found.pid, found.uptime_s) == ("knowledge", 5, None)
-    assert scan_processes(tmp_path / "missing") == []
+    assert scan_processes(AGENT_NAMES, tmp_path / "missing") == []
 
 
 def test_scan_processes_finds_this_machines_real_processes() -> None:
-    assert all(p.agent in AGENT_NAMES for p in scan_processes())
+    assert all(p.agent in AGENT_NAMES for p in scan_processes(AGENT_NAMES))
 
 
 LOG = """\
@@ -136,7 +145,8 @@ def _status(tmp_path: Path) -> Status:
              LocalProcess("billing", 50, 4000.0, "counterpoint agent billing")]
     assignments = {42: ("triage", [("intake.tickets", 0), ("intake.tickets", 1)]),
                    50: ("knowledge", [("investigation.tasks.knowledge", 0)])}  # stale pid reuse
-    return assemble("127.0.0.1:9092", tmp_path / "logs", lags, procs, assignments,
+    groups = {name: f"counterpoint.{name}" for name in AGENT_NAMES}
+    return assemble("127.0.0.1:9092", tmp_path / "logs", groups, lags, procs, assignments,
                     host="box1")
 
 
