@@ -111,7 +111,7 @@ class Desk:
 
 
 def build(ctx: AgentContext) -> Agent:
-    agent = Agent("approvals", emits=EMITS, assignor="range")
+    agent = Agent("approvals", emits=EMITS, joins=CONSUMES)
     desk = Desk()
     signer = ctx.keys.signer("approvals")  # fails at start-up when this process has no key
 

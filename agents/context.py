@@ -9,8 +9,9 @@ starting processes, opens nothing.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from datetime import timedelta
+from pathlib import Path
 from typing import Any, Final, TypeVar
 
 from pydantic import BaseModel, ValidationError
@@ -44,7 +45,7 @@ class AgentContext:
     def __init__(
         self, *, provider: LLMProvider, name: str = "", settings: Mapping[str, Any] | None = None,
         where: str = "settings", store: BusinessStore | None = None,
-        open_store: Callable[[], BusinessStore] | None = None,
+        store_path: Path | None = None,
         synthesis_deadline: timedelta = timedelta(seconds=30),
         synthesis_replay_grace: timedelta = timedelta(seconds=2),
         models: Mapping[str, str] | None = None, approvals: ApprovalPolicy | None = None,
@@ -63,7 +64,7 @@ class AgentContext:
         # Every agent's calls are priced, and checked against the step's budget.
         self.provider = metered(provider, self.prices)
         self._store = store
-        self._open_store = open_store
+        self._store_path = store_path
         # How long synthesis waits for a request's findings before publishing a partial result.
         self.synthesis_deadline = synthesis_deadline
         # A plan is never due sooner than this after a process saw it, so a join rebuilt after
@@ -94,10 +95,17 @@ class AgentContext:
     def store(self) -> BusinessStore:
         """The business systems, opened on first use."""
         if self._store is None:
-            if self._open_store is None:
-                raise RuntimeError("this context was given no business store")
-            self._store = self._open_store()
+            self._store = BusinessStore.open(self.store_path)
         return self._store
+
+    @property
+    def store_path(self) -> Path:
+        """Where the business systems' database is (nothing is opened to say so)."""
+        if self._store is not None:
+            return self._store.path
+        if self._store_path is None:
+            raise RuntimeError("this context was given no business store")
+        return self._store_path
 
     def model_for(self, agent: str) -> str:
         return self.models.get(agent, DEFAULT_MODEL)

@@ -37,7 +37,7 @@ EMITS: tuple[Topic[Any], ...] = (ACTIONS_EXECUTED,)
 
 def build(ctx: AgentContext) -> Agent:
     agent = Agent("executor", emits=EMITS)
-    ledger = ActionLedger(ctx.store.path, executed_by=f"executor pid {os.getpid()}")
+    ledger = ActionLedger(ctx.store_path, executed_by=f"executor pid {os.getpid()}")
 
     @agent.handles(APPROVALS_DECIDED)
     async def on_decision(event: Incoming[ApprovalDecision]) -> list[Emit]:

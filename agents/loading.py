@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final
 
 from counterpoint.bus.agent import Agent, AgentDeclarationError
+from counterpoint.bus.checks import check_agent
 
 if TYPE_CHECKING:
     from counterpoint.agents.context import AgentContext
@@ -64,21 +65,21 @@ def load(spec: str) -> Agent | Factory:
 
 
 def build(spec: str, ctx: AgentContext) -> Agent:
-    """Load `spec` and make the Agent: called with `ctx` when it is a factory."""
-    target = load(spec)
-    if isinstance(target, Agent):
-        return target
+    """Load `spec` and make the Agent (calling it with `ctx` when it is a factory), then check
+    its declarations (bus/checks.py)."""
     from counterpoint.agents.context import SettingsError
 
+    target = load(spec)
     try:
-        agent = target(ctx)
+        agent = target if isinstance(target, Agent) else target(ctx)
+        if not isinstance(agent, Agent):
+            raise LoadError(f"returned a {type(agent).__name__}, not an Agent")
+        check_agent(agent)
     except (AgentDeclarationError, LoadError, SettingsError) as exc:
         raise LoadError(f"{spec!r}: {exc}") from exc
     except Exception as exc:
         raise LoadError(f"{spec!r}: building the agent raised {type(exc).__name__}: "
                         f"{exc}") from exc
-    if not isinstance(agent, Agent):
-        raise LoadError(f"{spec!r} returned a {type(agent).__name__}, not an Agent")
     return agent
 
 

@@ -8,8 +8,9 @@ Emits:    synthesis.results (Result) — `complete`, or `partial` naming what is
           approvals.requested / approvals.decided — with the result: each proposed action,
           signed, waits for a person or is approved by policy (agents/approval_policy.py)
 
-Both inputs are keyed by request id with equal partition counts and this agent uses the range
-assignor, so one request's plan and findings meet in one process. Findings may arrive before
+Its inputs are keyed by request id with equal partition counts and it declares them as a join
+(range assignor; checked when it is built), so one request's plan and findings meet in one
+process. Findings may arrive before
 their plan; they wait for it.
 
 Crash-safe join: every input of a pending request is *held* (its offset stays uncommitted)
@@ -121,7 +122,7 @@ class Join:
 
 
 def build(ctx: AgentContext) -> Agent:
-    agent = Agent("synthesis", emits=EMITS, assignor="range")
+    agent = Agent("synthesis", emits=EMITS, joins=CONSUMES)
     join = Join()
     model = ctx.model_for("synthesis")
     signer = ctx.keys.signer("synthesis")  # fails at start-up when this process has no key

@@ -157,8 +157,11 @@ class Agent:
 
     name: str
     emits: Sequence[Topic[Any]]
-    # "range" keeps partition N of co-partitioned topics on one process (needed for joins).
-    assignor: Literal["roundrobin", "range"] = "roundrobin"
+    # Topics this agent joins by key: they must be co-partitioned (bus/checks.py), and the
+    # agent then reads with the range assignor, which keeps partition N of each on one process.
+    joins: Sequence[Topic[Any]] = ()
+    # None: "range" for a join, else "roundrobin".
+    assignor: Literal["roundrobin", "range"] | None = None
     # The consumer group; None = `counterpoint.NAME` (a project sets `PROJECT.NAME`).
     group: str | None = None
     handlers: dict[str, tuple[Topic[Any], Handler]] = field(default_factory=dict)
@@ -171,6 +174,9 @@ class Agent:
                 f"agent name {self.name!r}: use a letter, then letters, digits, ., _ or - "
                 "(it names the agent's consumer group, processes and log files)")
         self.emits = tuple(self.emits)
+        self.joins = tuple(self.joins)
+        if self.assignor is None:
+            self.assignor = "range" if self.joins else "roundrobin"
 
     @property
     def group_id(self) -> str:

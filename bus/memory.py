@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from counterpoint.bus.agent import Agent, Cause, Emit, Hold
+from counterpoint.bus.checks import check_agent
 from counterpoint.bus.commits import PartitionOffsets
 from counterpoint.bus.decode import RawRecord
 from counterpoint.bus.delivery import Ack, Delivery, RetryPolicy, settle
@@ -81,6 +82,7 @@ class MemoryBus:
             self._partitions.setdefault(t.name, t.partitions)
 
     def add(self, agent: Agent, retry: RetryPolicy | None = None) -> Delivery:
+        check_agent(agent)  # as a process does when it builds its agent
         self.declare(agent.topics)
         delivery = Delivery(agent, self, retry)
         self._agents.append((agent, delivery))

@@ -17,7 +17,7 @@ from counterpoint.agents.cost import PriceTable
 from counterpoint.agents.llm.provider import LLMProvider
 from counterpoint.agents.loading import LoadError, build, default_name, is_import_string
 from counterpoint.agents.outcomes import OutcomeStore
-from counterpoint.agents.tools.business import BusinessStore, default_db_path
+from counterpoint.agents.tools.business import default_db_path
 from counterpoint.bus.agent import Agent
 from counterpoint.infra.project import AgentEntry, Project, ProjectError
 from counterpoint.infra.settings import Settings
@@ -55,7 +55,7 @@ def context_for(settings: Settings, project: Project, name: str, entry: AgentEnt
         name=name, settings=entry.settings,
         where=project.where("agents", name, "settings"),
         provider=provider,
-        open_store=lambda: BusinessStore.open(default_db_path(settings.home)),
+        store_path=default_db_path(settings.home),
         synthesis_deadline=settings.synthesis_deadline,
         models=settings.models(configured),
         approvals=settings.approval_policy(),

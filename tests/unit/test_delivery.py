@@ -100,11 +100,14 @@ def flaky_agent(failures: int) -> tuple[Agent, list[int]]:
 
 
 def undeclared_agent() -> Agent:
+    """Emits to a topic it does not declare, chosen at run time: the build-time check cannot
+    see it (bus/checks.py, tested in test_checks.py), the runtime check must."""
     agent = Agent("t", emits=[INVESTIGATION_FINDINGS])
+    targets = {"result": SYNTHESIS_RESULTS}
 
     @agent.handles(INTAKE_TICKETS)
     async def on_ticket(event: Incoming[Ticket]) -> list[Emit]:
-        return [Emit(SYNTHESIS_RESULTS, _finding_for(event.data, 1), key=event.data.id)]
+        return [Emit(targets["result"], _finding_for(event.data, 1), key=event.data.id)]
 
     return agent
 
