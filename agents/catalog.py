@@ -1,7 +1,8 @@
 """The built-in agents, by the import strings a project file would use for them.
 
 With no project file, Counterpoint runs these (the ticket and alert pipeline); a project file
-can name any of them too. They are loaded like a user's agents (agents/loading.py).
+can name any of them too. They are loaded like a user's agents (agents/loading.py). The four
+investigators are one factory; each investigates the skill named by its entry's name.
 """
 
 from __future__ import annotations
@@ -16,10 +17,10 @@ if TYPE_CHECKING:
 
 BUILTIN: Final[dict[str, str]] = {
     "triage": "counterpoint.agents.triage:build",
-    "billing": "counterpoint.agents.billing:build",
-    "account": "counterpoint.agents.account:build",
-    "infrastructure": "counterpoint.agents.infrastructure:build",
-    "knowledge": "counterpoint.agents.knowledge:build",
+    "billing": "counterpoint.agents.investigator:build",
+    "account": "counterpoint.agents.investigator:build",
+    "infrastructure": "counterpoint.agents.investigator:build",
+    "knowledge": "counterpoint.agents.investigator:build",
     "synthesis": "counterpoint.agents.synthesis:build",
     "approvals": "counterpoint.agents.approvals:build",
     "executor": "counterpoint.agents.executor:build",
@@ -40,4 +41,4 @@ def build(name: str, ctx: AgentContext) -> Agent:
         raise UnknownAgent(
             f"no agent named {name!r}; choose one of: {', '.join(AGENT_NAMES)}"
         ) from None
-    return loading.build(spec, ctx)
+    return loading.build(spec, ctx.named(name))

@@ -1,33 +1,32 @@
 """What an agent process is given: its name and settings, a provider, and shared services.
 
 A factory (`def build(ctx: AgentContext) -> Agent`) receives one. `name` and `settings` come
-from the project file's `[agents.NAME]` entry; `config(Model)` validates the settings into a
-model of the agent's own, and a bad value names the file and key. Heavy parts (the business
-store) open on first use, so building an agent to check it, as `counterpoint up` does before
-starting processes, opens nothing.
+from the project file's `[agents.NAME]` entry. Each agent reads the settings it uses with
+`ctx.config(Model)`, a pydantic model of its own: a field named like a process setting takes
+that setting's value (`COUNTERPOINT_X` is field `x`) unless the project file gives the agent
+its own; a bad value or an unknown key names the file and key. Shared services open on first
+use, so building an agent to check it, as `counterpoint up` does before starting processes,
+opens nothing.
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping
-from datetime import timedelta
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
 from counterpoint.agents.approval_policy import ApprovalPolicy
-from counterpoint.agents.budget import metered
-from counterpoint.agents.cost import PriceTable
 from counterpoint.agents.llm.provider import LLMProvider
 from counterpoint.agents.outcomes import OutcomeStore
-from counterpoint.agents.reuse import DEFAULT_WINDOW
 from counterpoint.agents.signing import Keyring
 from counterpoint.agents.tools.business import BusinessStore
 from counterpoint.agents.tools.catalog import CATALOG
-from counterpoint.agents.tools.registry import DEFAULT_MAX_TURNS, Registry
+from counterpoint.agents.tools.registry import Registry
 
-# Claude models per agent once the anthropic provider lands; the offline provider ignores them.
+# Claude models per agent; the offline provider ignores them.
 DEFAULT_MODELS: Final[Mapping[str, str]] = {
     "triage": "claude-haiku-4-5",
     "synthesis": "claude-sonnet-4-6",
@@ -43,53 +42,33 @@ class SettingsError(ValueError):
 
 class AgentContext:
     def __init__(
-        self, *, provider: LLMProvider, name: str = "", settings: Mapping[str, Any] | None = None,
-        where: str = "settings", store: BusinessStore | None = None,
-        store_path: Path | None = None,
-        synthesis_deadline: timedelta = timedelta(seconds=30),
-        synthesis_replay_grace: timedelta = timedelta(seconds=2),
-        models: Mapping[str, str] | None = None, approvals: ApprovalPolicy | None = None,
-        keys: Keyring | None = None, prices: PriceTable | None = None, request_budget_usd: float | None = None,
-        reuse_window: timedelta = DEFAULT_WINDOW, outcomes: OutcomeStore | None = None,
-        tools: Registry = CATALOG, max_tool_turns: int = DEFAULT_MAX_TURNS,
-        webhook_targets: Mapping[str, str] | None = None, webhook_secret: str | None = None,
-        webhook_timeout_s: float = 10.0,
+        self, *, provider: LLMProvider, name: str = "",
+        settings: Mapping[str, Any] | None = None, defaults: Mapping[str, Any] | None = None,
+        where: str = "settings", models: Mapping[str, str] | None = None,
+        store: BusinessStore | None = None, store_path: Path | None = None,
+        outcomes: OutcomeStore | None = None, approvals: ApprovalPolicy | None = None,
+        keys: Keyring | None = None, tools: Registry = CATALOG,
     ) -> None:
-        # The agent's name in its project (a factory should name its Agent this), its
-        # settings from the project file, and how to name those settings in an error.
+        # The agent's name in its project (a factory names its Agent this), its settings from
+        # the project file, the process settings they default to, and how to name the
+        # settings in an error.
         self.name = name
         self.settings: Mapping[str, Any] = dict(settings or {})
+        self.defaults: Mapping[str, Any] = dict(defaults or {})
         self.where = where
-        self.prices = prices or PriceTable.default()
-        # Every agent's calls are priced, and checked against the step's budget.
-        self.provider = metered(provider, self.prices)
+        # Whoever made the provider wrapped it in what every call goes through (metering).
+        self.provider = provider
+        self.models: Mapping[str, str] = dict(DEFAULT_MODELS if models is None else models)
         self._store = store
         self._store_path = store_path
-        # How long synthesis waits for a request's findings before publishing a partial result.
-        self.synthesis_deadline = synthesis_deadline
-        # A plan is never due sooner than this after a process saw it, so a join rebuilt after
-        # a restart replays its findings before the deadline can fire.
-        self.synthesis_replay_grace = synthesis_replay_grace
-        self.models: Mapping[str, str] = dict(DEFAULT_MODELS if models is None else models)
-        # Which proposed actions wait for a person (risk table, threshold, time to decide).
+        # Past outcomes per customer and service (agents/outcomes.py); in memory unless given.
+        self.outcomes = outcomes or OutcomeStore.in_memory()
+        # Which proposed actions wait for a person: the same in every process that decides.
         self.approvals = approvals or ApprovalPolicy()
         # Keys this process signs approval events with, and the trust it checks them against.
         self.keys = keys or Keyring.ephemeral()
-        # Cost and budgets (agents/cost.py, agents/budget.py); None = no default budget.
-        self.request_budget_usd = request_budget_usd
-        # Identical investigation tasks within this window run once (agents/reuse.py).
-        self.reuse_window = reuse_window
-        # Past outcomes per customer and service (agents/outcomes.py); in memory unless given.
-        self.outcomes = outcomes or OutcomeStore.in_memory()
-        # The tools agents may be given (each agent only its allowlist) and how many model
-        # turns of one investigation may ask for tools before it must answer.
+        # The tools agents may be given (each agent only its allowlist).
         self.tools = tools
-        self.max_tool_turns = max_tool_turns
-        # Result webhooks (agents/webhooks.py): source or kind -> URL, the HMAC secret, the
-        # seconds one POST may take.
-        self.webhook_targets: Mapping[str, str] = dict(webhook_targets or {})
-        self.webhook_secret = webhook_secret
-        self.webhook_timeout_s = webhook_timeout_s
 
     @property
     def store(self) -> BusinessStore:
@@ -107,34 +86,42 @@ class AgentContext:
             raise RuntimeError("this context was given no business store")
         return self._store_path
 
+    def named(self, name: str) -> AgentContext:
+        """This context for the agent called `name` (same services and settings)."""
+        other = copy.copy(self)
+        other.name = name
+        return other
+
     def model_for(self, agent: str) -> str:
         return self.models.get(agent, DEFAULT_MODEL)
 
     def config(self, model: type[M]) -> M:
-        """This agent's settings validated as `model`; SettingsError names the key.
+        """This agent's settings as `model`: the project file's over the process's defaults.
 
         A key the model does not know is an error (a typo would otherwise pass unnoticed)
         unless the model says `extra="allow"` or `"ignore"` itself.
         """
+        fields = set(model.model_fields) | {
+            f.alias for f in model.model_fields.values() if f.alias}
         problems = []
         if model.model_config.get("extra") is None:
-            known = {f.alias or n for n, f in model.model_fields.items()} | set(
-                model.model_fields)
             problems = [f"{self.where}.{key}: unknown setting (known: "
                         f"{', '.join(model.model_fields) or 'none'})"
-                        for key in self.settings if key not in known]
+                        for key in self.settings if key not in fields]
+        values = {k: v for k, v in self.defaults.items() if k in fields}
+        values.update(self.settings)
         try:
-            value = model.model_validate(dict(self.settings))
+            value = model.model_validate(values)
         except ValidationError as exc:
             problems += [
-                f"{'.'.join([self.where, *(str(p) for p in e['loc'])])}: {_problem(e, model)}"
+                f"{'.'.join([self.where, *(str(p) for p in e['loc'])])}: {_problem(e)}"
                 for e in exc.errors()]
         if problems:
             raise SettingsError("; ".join(problems))
         return value
 
 
-def _problem(error: Any, model: type[BaseModel]) -> str:
-    if error.get("type") == "extra_forbidden":
-        return f"unknown setting (known: {', '.join(model.model_fields) or 'none'})"
+def _problem(error: Any) -> str:
+    if error["type"] == "extra_forbidden":
+        return "unknown setting"
     return f"{error['msg']} (got {error.get('input')!r})"

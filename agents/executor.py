@@ -31,7 +31,6 @@ from counterpoint.bus.agent import Agent, Emit, Incoming
 from counterpoint.schemas.approvals import ApprovalDecision
 from counterpoint.topics.registry import ACTIONS_EXECUTED, APPROVALS_DECIDED, Topic
 
-CONSUMES: tuple[Topic[Any], ...] = (APPROVALS_DECIDED,)
 EMITS: tuple[Topic[Any], ...] = (ACTIONS_EXECUTED,)
 
 

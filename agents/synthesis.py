@@ -25,8 +25,10 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
 
 from counterpoint.agents import approval_policy
 from counterpoint.agents.accounting import account, compose_within_budget
@@ -121,10 +123,23 @@ class Join:
                 del self.pending[rid]
 
 
+class SynthesisSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # How long it waits for a request's findings before a partial result (also the plan's).
+    synthesis_deadline_s: float = Field(default=30.0, gt=0)
+    # A plan is never due sooner than this after a process saw it, so a join rebuilt after a
+    # restart replays its findings before the deadline can fire.
+    replay_grace_s: float = Field(default=2.0, ge=0)
+
+
 def build(ctx: AgentContext) -> Agent:
-    agent = Agent("synthesis", emits=EMITS, joins=CONSUMES)
+    settings = ctx.config(SynthesisSettings)
+    deadline = timedelta(seconds=settings.synthesis_deadline_s)
+    replay_grace = timedelta(seconds=settings.replay_grace_s)
+    agent = Agent(ctx.name or "synthesis", emits=EMITS, joins=CONSUMES)
     join = Join()
-    model = ctx.model_for("synthesis")
+    model = ctx.model_for(agent.name)
     signer = ctx.keys.signer("synthesis")  # fails at start-up when this process has no key
 
     async def compose(p: Pending) -> list[Emit]:
@@ -202,8 +217,7 @@ def build(ctx: AgentContext) -> Agent:
             return []  # its result is already acknowledged: nothing to hold
         p = join.track(rid, event)
         p.decision, p.cause = event.data, event.cause()
-        p.due = max(min(event.data.deadline_at, now() + ctx.synthesis_deadline),
-                    now() + ctx.synthesis_replay_grace)
+        p.due = max(min(event.data.deadline_at, now() + deadline), now() + replay_grace)
         return await complete(p, event) if join.ready(p) else []
 
     @agent.handles(INVESTIGATION_FINDINGS)
@@ -228,7 +242,7 @@ def build(ctx: AgentContext) -> Agent:
             return await complete(p, event)
         # No plan here (yet): it may still be on its way, so wait briefly before closing alone.
         p.cause = p.cause or event.cause()
-        p.due = now() + ctx.synthesis_replay_grace
+        p.due = now() + replay_grace
         return []
 
     @agent.every(1.0)

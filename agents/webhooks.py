@@ -31,6 +31,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 import orjson
+from pydantic import BaseModel, ConfigDict, Field
 
 from counterpoint.agents.context import AgentContext
 from counterpoint.agents.webhook_signing import (
@@ -45,7 +46,6 @@ from counterpoint.bus.errors import CounterpointError, TransientError
 from counterpoint.schemas.events import Result, WebhookDelivery
 from counterpoint.topics.registry import SYNTHESIS_RESULTS, WEBHOOK_DELIVERIES, Topic
 
-CONSUMES: tuple[Topic[Any], ...] = (SYNTHESIS_RESULTS,)
 EMITS: tuple[Topic[Any], ...] = (WEBHOOK_DELIVERIES,)
 
 RETRIABLE_STATUS: Final = frozenset({408, 425, 429})
@@ -94,10 +94,21 @@ def delivery_headers(result_id: str, request_id: str, body: bytes, secret: str |
     return headers
 
 
+class WebhookSettings(BaseModel):
+    """COUNTERPOINT_WEBHOOKS, _WEBHOOK_SECRET and _WEBHOOK_TIMEOUT_S, or this agent's own."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    webhooks: dict[str, str] = Field(default_factory=dict)  # source or kind -> URL
+    webhook_secret: str | None = None
+    webhook_timeout_s: float = Field(default=10.0, gt=0, le=300)
+
+
 def build(ctx: AgentContext) -> Agent:
-    agent = Agent("webhooks", emits=EMITS)
-    targets = dict(ctx.webhook_targets)
-    secret = ctx.webhook_secret
+    settings = ctx.config(WebhookSettings)
+    agent = Agent(ctx.name or "webhooks", emits=EMITS)
+    targets = dict(settings.webhooks)
+    secret = settings.webhook_secret
     if not secret:
         log.warning("COUNTERPOINT_WEBHOOK_SECRET is not set: webhook deliveries are unsigned")
     attempts: OrderedDict[str, int] = OrderedDict()  # result id -> tries so far, this process
@@ -119,7 +130,8 @@ def build(ctx: AgentContext) -> Agent:
         headers = delivery_headers(result_id, result.request_id, body, secret, int(time.time()))
         where = shown(url)
         try:
-            async with httpx.AsyncClient(timeout=ctx.webhook_timeout_s, verify=tls) as http:
+            async with httpx.AsyncClient(timeout=settings.webhook_timeout_s,
+                                         verify=tls) as http:
                 response = await http.post(url, content=body, headers=headers)
         except httpx.HTTPError as exc:
             raise WebhookFailed(f"POST {where} (attempt {attempt}): "

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from counterpoint.agents.context import AgentContext, SettingsError
-from counterpoint.agents.cost import PriceTable
 from counterpoint.agents.llm.provider import LLMProvider
 from counterpoint.agents.loading import LoadError, build, default_name, is_import_string
 from counterpoint.agents.outcomes import OutcomeStore
@@ -40,9 +39,12 @@ def resolve(project: Project, wanted: str) -> tuple[str | None, AgentEntry]:
     if wanted in project.agents:
         return wanted, project.agents[wanted]
     if is_import_string(wanted):
-        for name, entry in project.agents.items():
-            if entry.use == wanted:
-                return name, entry
+        using = [name for name, entry in project.agents.items() if entry.use == wanted]
+        if len(using) > 1:
+            raise ProjectError(f"{project.origin}: {wanted!r} is used by several agents "
+                               f"({', '.join(using)}); name the one to run")
+        if using:
+            return using[0], project.agents[using[0]]
         return None, AgentEntry(use=wanted)
     raise ProjectError(f"{project.origin}: no agent named {wanted!r}; choose one of: "
                        f"{', '.join(project.agents)}, or give an import string MODULE:ATTRIBUTE")
@@ -50,24 +52,15 @@ def resolve(project: Project, wanted: str) -> tuple[str | None, AgentEntry]:
 
 def context_for(settings: Settings, project: Project, name: str, entry: AgentEntry,
                 provider: LLMProvider) -> AgentContext:
+    """The context one entry's factory is called with. Its settings default to the process
+    settings of the same names (ctx.config), so COUNTERPOINT_X still configures field x."""
     configured = {name: entry.model} if entry.model else {}
     return AgentContext(
-        name=name, settings=entry.settings,
-        where=project.where("agents", name, "settings"),
-        provider=provider,
-        store_path=default_db_path(settings.home),
-        synthesis_deadline=settings.synthesis_deadline,
-        models=settings.models(configured),
-        approvals=settings.approval_policy(),
-        keys=settings.keyring(),
-        prices=PriceTable.configured(settings.prices),
-        request_budget_usd=settings.request_budget_usd,
-        reuse_window=settings.reuse_window,
+        name=name, settings=entry.settings, defaults=settings.model_dump(),
+        where=project.where("agents", name, "settings"), provider=provider,
+        models=settings.models(configured), store_path=default_db_path(settings.home),
         outcomes=OutcomeStore.lazy(settings.memory_path),
-        max_tool_turns=settings.max_tool_turns,
-        webhook_targets=settings.webhooks,
-        webhook_secret=settings.webhook_secret,
-        webhook_timeout_s=settings.webhook_timeout_s,
+        approvals=settings.approval_policy(), keys=settings.keyring(),
     )
 
 

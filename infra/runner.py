@@ -8,6 +8,8 @@ import logging
 import os
 import signal
 
+from counterpoint.agents.budget import metered
+from counterpoint.agents.cost import PriceTable
 from counterpoint.bus.kafka import run_agent
 from counterpoint.infra.admin import create_topics
 from counterpoint.infra.assembly import build_one, resolve, topics_of
@@ -34,8 +36,10 @@ async def run_agent_process(wanted: str, settings: Settings, project: Project) -
     install_log_redaction()  # idempotent; covers callers that did not go through cli.main
     asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, dump_tasks)
     name, entry = resolve(project, wanted)
+    # Every model call is priced and held to its step's budget.
+    provider = metered(make_provider(settings), PriceTable.configured(settings.prices))
     # Fails here, at start-up, on a bad import string or a declaration mismatch.
-    built = build_one(settings, project, name, entry, make_provider(settings))
+    built = build_one(settings, project, name, entry, provider)
     agent = built.agent
     telemetry = setup_telemetry(built.name, traces_dir=default_traces_dir(settings.home))
     broker: EmbeddedBroker | None = None

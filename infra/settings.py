@@ -200,14 +200,6 @@ class Settings(BaseSettings):
     def memory_path(self) -> Path:
         return self.memory_db or self.home / "memory.db"
 
-    @property
-    def reuse_window(self) -> timedelta:
-        return timedelta(seconds=self.reuse_window_s)
-
-    @property
-    def synthesis_deadline(self) -> timedelta:
-        return timedelta(seconds=self.synthesis_deadline_s)
-
     def approval_policy(self) -> ApprovalPolicy:
         from counterpoint.agents.approval_policy import ApprovalPolicy, parse_risk_table
 

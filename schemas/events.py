@@ -114,7 +114,10 @@ ALERT_ADAPTER: TypeAdapter[Alert] = TypeAdapter(Alert)
 
 # --- internal -------------------------------------------------------------------------------
 
-Skill = Literal["billing", "account", "infrastructure", "knowledge"]
+# A skill is open: any name an investigator registers a task topic for
+# (topics/registry.py task_topic), not a fixed list.
+SKILL_PATTERN = r"^[A-Za-z][A-Za-z0-9_-]{0,62}$"
+Skill = Annotated[str, Field(pattern=SKILL_PATTERN)]
 RequestKind = Literal["ticket", "alert"]
 
 

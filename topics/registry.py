@@ -10,6 +10,7 @@ synthesis is built).
 
 from __future__ import annotations
 
+import re
 from typing import Any, Final
 
 from counterpoint.schemas.approvals import (
@@ -19,12 +20,12 @@ from counterpoint.schemas.approvals import (
     ApprovalRequested,
 )
 from counterpoint.schemas.events import (
+    SKILL_PATTERN,
     Alert,
     AlertResolved,
     Finding,
     InvestigationTask,
     Result,
-    Skill,
     Ticket,
     TriageDecision,
     WebhookDelivery,
@@ -89,20 +90,27 @@ WEBHOOK_DELIVERIES: Final[Topic[WebhookDelivery]] = _topic(
     key="request_id", description="Results POSTed to a webhook and acknowledged by it",
 )
 
-SKILLS: Final[tuple[Skill, ...]] = ("billing", "account", "infrastructure", "knowledge")
+# The built-in pipeline's skills. Any other skill is a task topic like these, declared by
+# whoever consumes or emits it (task_topic), with no list to edit.
+SKILLS: Final[tuple[str, ...]] = ("billing", "account", "infrastructure", "knowledge")
 
-# One task topic per skill: each skill scales as its own consumer group. Keyed by the task's
-# cache key (skill, focus and what the request is about; agents/reuse.py), so the tasks of one
-# request spread over partitions and run in parallel, while identical tasks of an alert storm
-# queue behind each other in one process, which investigates once and reuses the finding.
-TASKS: Final[dict[Skill, Topic[InvestigationTask]]] = {
-    skill: _topic(
-        f"investigation.tasks.{skill}", f"counterpoint.investigation.task.{skill}",
-        InvestigationTask, key="cache_key",
-        description=f"Investigation tasks for the {skill} skill",
-    )
-    for skill in SKILLS
-}
+
+def task_topic(skill: str) -> Topic[InvestigationTask]:
+    """The task topic of one investigation skill: each skill scales as its own consumer group.
+
+    Keyed by the task's cache key (skill, focus and what the request is about;
+    agents/reuse.py), so the tasks of one request spread over partitions and run in parallel,
+    while identical tasks of an alert storm queue behind each other in one process, which
+    investigates once and reuses the finding.
+    """
+    if not re.match(SKILL_PATTERN, skill):
+        raise ValueError(f"skill {skill!r}: use a letter, then letters, digits, _ or -")
+    return _topic(f"investigation.tasks.{skill}", f"counterpoint.investigation.task.{skill}",
+                  InvestigationTask, key="cache_key",
+                  description=f"Investigation tasks for the {skill} skill")
+
+
+TASKS: Final[dict[str, Topic[InvestigationTask]]] = {s: task_topic(s) for s in SKILLS}
 
 ALL_TOPICS: Final[tuple[Topic[Any], ...]] = (
     INTAKE_TICKETS,

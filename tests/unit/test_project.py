@@ -232,8 +232,10 @@ def test_agent_resolves_a_name_or_an_import_string() -> None:
     project = load_project(WORDS)
     assert resolve(project, "counter")[0] == "counter"
     assert resolve(project, "wordsapp:counter")[0] == "counter"  # the project's entry
-    name, entry = resolve(builtin_project(), "counterpoint.agents.billing:build")
-    assert (name, entry.use) == ("billing", "counterpoint.agents.billing:build")
+    name, entry = resolve(builtin_project(), "counterpoint.agents.synthesis:build")
+    assert (name, entry.use) == ("synthesis", "counterpoint.agents.synthesis:build")
+    with pytest.raises(ProjectError, match=r"used by several agents \(billing, account"):
+        resolve(builtin_project(), "counterpoint.agents.investigator:build")
     name, entry = resolve(builtin_project(), "elsewhere:thing")
     assert name is None and entry.use == "elsewhere:thing"
     with pytest.raises(ProjectError, match="no agent named 'nobody'; choose one of: shouter"):

@@ -8,7 +8,6 @@ closes the request whether its investigation is finished, still running, or was 
 from __future__ import annotations
 
 import copy
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -46,8 +45,7 @@ def resolved(body: dict[str, Any]) -> dict[str, Any]:
 @pytest.fixture
 def ctx(tmp_path: Path) -> AgentContext:
     store = BusinessStore.open(tmp_path / "b.db")
-    return AgentContext(store=store, provider=OfflineProvider(),
-                        synthesis_replay_grace=timedelta(0))
+    return AgentContext(store=store, provider=OfflineProvider(), defaults={"replay_grace_s": 0})
 
 
 def bus_with(ctx: AgentContext, names: tuple[str, ...]) -> MemoryBus:
@@ -112,9 +110,9 @@ async def test_resolved_while_investigating_finishes_the_request_resolved(
 
 async def test_resolution_for_an_unseen_request_waits_for_the_grace_then_closes(
         ctx: AgentContext) -> None:
-    ctx.synthesis_replay_grace = timedelta(hours=1)
     bus = bus_with(ctx, ("triage",))
-    synthesis = build("synthesis", ctx)
+    synthesis = build("synthesis", AgentContext(store=ctx.store, provider=OfflineProvider(),
+                                                defaults={"replay_grace_s": 3600}))
     bus.add(synthesis)
     await bus.publish(INTAKE_ALERTS.name, orjson.dumps(resolved(FIRING)), key=b"c0ffee1234abcd")
     await bus.run_until_idle()

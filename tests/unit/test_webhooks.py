@@ -89,7 +89,7 @@ def test_shown_url_drops_credentials_and_query() -> None:
 @pytest.fixture
 def ctx(tmp_path: Any) -> AgentContext:
     return AgentContext(store=BusinessStore.open(tmp_path / "b.db"), provider=OfflineProvider(),
-                        webhook_secret=SECRET, webhook_timeout_s=5)
+                        defaults={"webhook_secret": SECRET, "webhook_timeout_s": 5})
 
 
 async def deliver(ctx: AgentContext, res: Result, attempts: int = 4) -> MemoryBus:
