@@ -24,6 +24,7 @@ COPY agents/ agents/
 COPY bus/ bus/
 COPY infra/ infra/
 COPY kit/ kit/
+COPY testing/ testing/
 COPY schemas/ schemas/
 COPY topics/ topics/
 RUN pip install . \

@@ -3,7 +3,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
-PACKAGES := agents topics schemas bus infra client kit
+PACKAGES := agents topics schemas bus infra client kit testing
 # mypy and import-linter cannot follow setuptools' editable finder that maps these folders to
 # counterpoint.*, so they read a tree of symlinks with that shape.
 TYPECHECK := .typecheck

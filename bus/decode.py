@@ -69,7 +69,7 @@ def decode(topic: Topic[Any], record: RawRecord,
             raise DecodeError(
                 f"{topic.name} carries CloudEvents in binary mode; record has no ce_specversion"
             )
-        envelope, body = _structured(body, record) or (_raw_envelope(topic, record), body)
+        envelope, body = _structured(body, record) or (raw_envelope(topic, record), body)
     elif not topic.raw_intake and envelope.type != topic.ce_type:
         # Intake topics take any outside ce_type: the topic, not the type, gives the meaning.
         raise UnknownEventType(
@@ -148,7 +148,9 @@ def describe_validation_error(exc: ValidationError) -> str:
     return "; ".join(parts)
 
 
-def _raw_envelope(topic: Topic[Any], record: RawRecord) -> Envelope:
+def raw_envelope(topic: Topic[Any], record: RawRecord) -> Envelope:
+    """The envelope a record with none gets: its id (the request id) derives from where it
+    sits in the log, so a redelivery is the same request."""
     event_id = derive_event_id(
         "raw", record.topic, str(record.partition), str(record.offset), str(record.timestamp_ms)
     )
