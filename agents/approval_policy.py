@@ -14,7 +14,7 @@ as the result's, so a recomposed result re-emits the same approvals (and consume
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, Final, Literal
@@ -88,12 +88,19 @@ class ApprovalPolicy:
     def emits(self, result: Result, derive_from: str, signer: Signer) -> list[Emit]:
         """One signed approval request per action above the threshold, one signed policy
         approval (carrying its signed proposal) per other."""
+        return self.emits_for(result.request_id, result.source_id, result.title,
+                              result.proposed_actions, derive_from, signer)
+
+    def emits_for(self, request_id: str, source_id: str, title: str,
+                  proposed_actions: Sequence[ProposedAction], derive_from: str,
+                  signer: Signer) -> list[Emit]:
+        """`emits` for any agent's proposals (agents/patterns/approval.py)."""
         out: list[Emit] = []
         at = now()
-        for proposed in result.proposed_actions:
+        for proposed in proposed_actions:
             risk = self.risk_of(proposed.action)
             spec = ActionSpec(action=proposed.action, target=proposed.target, risk=risk)
-            aid = action_id(result.request_id, spec.action, spec.target)
+            aid = action_id(request_id, spec.action, spec.target)
             waits = self.needs_approval(risk)
             if not waits:
                 why = f"{risk} risk is not above the approval threshold ({self.threshold})"
@@ -102,19 +109,19 @@ class ApprovalPolicy:
             else:
                 why = f"{risk} risk, above the approval threshold ({self.threshold})"
             request = signer.seal("proposal", ApprovalRequested(
-                approval_id=aid, request_id=result.request_id, source_id=result.source_id,
+                approval_id=aid, request_id=request_id, source_id=source_id,
                 action=spec, reason=f"{spec.action} on {spec.target} is {why}; proposed for: "
-                f"{result.title}", requested_at=at, expires_at=at + self.ttl))
+                f"{title}", requested_at=at, expires_at=at + self.ttl))
             if waits:
-                out.append(Emit(APPROVALS_REQUESTED, request, key=result.request_id,
+                out.append(Emit(APPROVALS_REQUESTED, request, key=request_id,
                                 tag=f"approval/{aid}", derive_from=derive_from,
-                                subject=result.source_id))
+                                subject=source_id))
             else:
                 decision = signer.seal("policy", ApprovalDecision(
-                    approval_id=aid, request_id=result.request_id, source_id=result.source_id,
+                    approval_id=aid, request_id=request_id, source_id=source_id,
                     action=spec, decision="approved", decided_by=POLICY, via="policy",
                     reason=why, decided_at=at, proposal=request))
-                out.append(Emit(APPROVALS_DECIDED, decision, key=result.request_id,
+                out.append(Emit(APPROVALS_DECIDED, decision, key=request_id,
                                 tag=f"policy/{aid}", derive_from=derive_from,
-                                subject=result.source_id))
+                                subject=source_id))
         return out

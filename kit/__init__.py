@@ -29,8 +29,13 @@ Run it with `counterpoint agent mymodule:researcher`, or name it in counterpoint
 are the stable surface; modules under counterpoint.* that are not re-exported here may change.
 """
 
+from counterpoint.agents.approval_policy import ApprovalPolicy
 from counterpoint.agents.context import AgentContext, SettingsError
 from counterpoint.agents.llm.provider import LLMProvider, LLMRequest, LLMResponse, quote
+from counterpoint.agents.patterns.approval import ApprovalGate
+from counterpoint.agents.patterns.join import FanIn, Gathering
+from counterpoint.agents.patterns.loop import LoopBack
+from counterpoint.agents.signing import Refused
 from counterpoint.bus.agent import (
     Agent,
     AgentDeclarationError,
@@ -41,23 +46,32 @@ from counterpoint.bus.agent import (
     Publisher,
 )
 from counterpoint.bus.errors import CounterpointError, TransientError
-from counterpoint.schemas.events import Generation, Usage
+from counterpoint.schemas.approvals import ApprovalDecision
+from counterpoint.schemas.events import Generation, ProposedAction, Usage
 from counterpoint.topics.topic import Topic, intake, topic
 
 __all__ = [
     "Agent",
     "AgentContext",
     "AgentDeclarationError",
+    "ApprovalDecision",
+    "ApprovalGate",
+    "ApprovalPolicy",
     "Cause",
     "CounterpointError",
     "Emit",
+    "FanIn",
+    "Gathering",
     "Generation",
     "Hold",
     "Incoming",
     "LLMProvider",
     "LLMRequest",
     "LLMResponse",
+    "LoopBack",
+    "ProposedAction",
     "Publisher",
+    "Refused",
     "SettingsError",
     "Topic",
     "TransientError",
