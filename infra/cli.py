@@ -281,9 +281,15 @@ async def cmd_trace(args: argparse.Namespace) -> int:
 
 
 async def cmd_demo(args: argparse.Namespace) -> int:
+    settings = _settings()
+    project = _project(args, settings)
+    if project.file is not None:
+        from counterpoint.infra.project_demo import run_project_demo
+
+        return await run_project_demo(settings, console, project, timeout_s=args.timeout)
     from counterpoint.infra.demo import run_demo
 
-    return await run_demo(_settings(), console, timeout_s=args.timeout)
+    return await run_demo(settings, console, timeout_s=args.timeout)
 
 
 async def cmd_deadletter_list(args: argparse.Namespace) -> int:
@@ -574,8 +580,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="answer 503 when the broker has not acknowledged within this (default 5)")
     s.set_defaults(func=cmd_gateway)
 
-    s = sub.add_parser("demo", help="the main job end to end: up, publish, progress, results")
+    s = sub.add_parser("demo", help="the main job end to end: up, publish, progress, results "
+                       "(with --config: the project's samples)")
     s.add_argument("--timeout", type=float, default=120.0, metavar="SECONDS")
+    _config_option(s)
     s.set_defaults(func=cmd_demo)
 
     s = sub.add_parser("status", help="each agent: consumer group, partitions, lag and the "

@@ -18,7 +18,9 @@ Guarantees (synthesis's join is one use of this):
   the plan, and never sooner than `replay_grace` after it, so a rebuilt join replays its parts
   before it can fire. Checked every second; a failed compose is tried again at the next tick.
 - Once per key: a key composed recently (the last `remember`) is not joined again; parts are
-  kept by part id, so a redelivered part is harmless.
+  kept by part id, so a redelivered part is harmless; composed events derive their ids from
+  the plan (unless they say otherwise), so a join rebuilt after a crash, completed by a
+  different part, publishes the same events again, not new ones.
 - Co-partitioned: the plan and part topics (and `also`, topics the agent joins on the same
   key with handlers of its own) become the agent's joins, read with the range assignor and
   checked when the agent is built (bus/checks.py).
@@ -28,7 +30,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Collection, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, Generic, TypeVar
 
@@ -124,13 +126,19 @@ class FanIn(Generic[P, F]):
         """Compose now; every held input is released once the composed events are acked."""
         g.composing = True  # arrivals meanwhile are held too, and released with the output
         try:
-            emits = list(await self._compose(g))
+            emits = self._from_plan(g, await self._compose(g))
         except BaseException:
             g.composing = False  # the handler is retried or dead-lettered; the join stays
             raise
         self._finish(g.key)
         event.release_after_ack(g.holds)
         return emits
+
+    @staticmethod
+    def _from_plan(g: Gathering[P, F], emits: Sequence[Emit]) -> list[Emit]:
+        """Whichever input completed the join, what it composed gets one set of ids."""
+        assert g.cause is not None
+        return [e if e.derive_from else replace(e, derive_from=g.cause.event_id) for e in emits]
 
     def _ready(self, g: Gathering[P, F]) -> bool:
         if g.plan is None or g.composing:
@@ -147,7 +155,7 @@ class FanIn(Generic[P, F]):
                          g.key, len(g.parts), len(self.expects(g.plan)))
             g.composing = True
             try:
-                emits = await self._compose(g)
+                emits = self._from_plan(g, await self._compose(g))
                 self._finish(g.key)
                 await publisher.emit(emits, g.cause, release=list(g.holds))
             except Exception:
