@@ -16,6 +16,7 @@ from counterpoint.agents.context import AgentContext, SettingsError
 from counterpoint.agents.llm.provider import LLMProvider
 from counterpoint.agents.loading import LoadError, build, default_name, is_import_string
 from counterpoint.agents.outcomes import OutcomeStore
+from counterpoint.agents.signing import Keyring
 from counterpoint.agents.tools.business import default_db_path
 from counterpoint.bus.agent import Agent
 from counterpoint.infra.project import AgentEntry, Project, ProjectError
@@ -51,7 +52,7 @@ def resolve(project: Project, wanted: str) -> tuple[str | None, AgentEntry]:
 
 
 def context_for(settings: Settings, project: Project, name: str, entry: AgentEntry,
-                provider: LLMProvider) -> AgentContext:
+                provider: LLMProvider, keys: Keyring | None = None) -> AgentContext:
     """The context one entry's factory is called with. Its settings default to the process
     settings of the same names (ctx.config), so COUNTERPOINT_X still configures field x."""
     configured = {name: entry.model} if entry.model else {}
@@ -60,16 +61,17 @@ def context_for(settings: Settings, project: Project, name: str, entry: AgentEnt
         where=project.where("agents", name, "settings"), provider=provider,
         models=settings.models(configured), store_path=default_db_path(settings.home),
         outcomes=OutcomeStore.lazy(settings.memory_path),
-        approvals=settings.approval_policy(), keys=settings.keyring(),
+        approvals=settings.approval_policy(), keys=keys or settings.keyring(),
     )
 
 
 def build_one(settings: Settings, project: Project, name: str | None, entry: AgentEntry,
-              provider: LLMProvider) -> BuiltAgent:
+              provider: LLMProvider, keys: Keyring | None = None) -> BuiltAgent:
     """Build one entry's agent. With no name (an import string the project does not list),
-    it runs under the agent's own name; a factory is offered `default_name(use)`."""
+    it runs under the agent's own name; a factory is offered `default_name(use)`. `keys`:
+    the approval keys it signs with (default: the process's, from configuration)."""
     project.importable()
-    ctx = context_for(settings, project, name or default_name(entry.use), entry, provider)
+    ctx = context_for(settings, project, name or default_name(entry.use), entry, provider, keys)
     where = project.where("agents", name, "use") if name else f"agent {entry.use}"
     try:
         agent = build(entry.use, ctx)
@@ -87,10 +89,11 @@ def build_one(settings: Settings, project: Project, name: str | None, entry: Age
     return BuiltAgent(name, entry, agent)
 
 
-def build_project(settings: Settings, project: Project,
-                  provider: LLMProvider) -> list[BuiltAgent]:
-    """Every agent of the project, checked against each other."""
-    built = [build_one(settings, project, name, entry, provider)
+def build_project(settings: Settings, project: Project, provider: LLMProvider,
+                  keys: Keyring | None = None) -> list[BuiltAgent]:
+    """Every agent of the project, checked against each other. To learn or check their
+    declarations only, pass throwaway `keys` (Keyring.ephemeral()): nothing is read or made."""
+    built = [build_one(settings, project, name, entry, provider, keys)
              for name, entry in project.agents.items()]
     check_project(project, built)
     return built

@@ -78,10 +78,12 @@ def _project(args: argparse.Namespace, settings: Settings) -> Project:
 
 
 def _built(settings: Settings, project: Project) -> list[BuiltAgent]:
+    """The project's agents, built to learn their declarations (nothing is opened or made)."""
     from counterpoint.agents.llm.offline import OfflineProvider
+    from counterpoint.agents.signing import Keyring
     from counterpoint.infra.assembly import build_project
 
-    return build_project(settings, project, OfflineProvider())
+    return build_project(settings, project, OfflineProvider(), Keyring.ephemeral())
 
 
 def _parse_scale(items: Sequence[str], project: Project) -> dict[str, int]:

@@ -10,6 +10,7 @@ from collections.abc import Callable, Mapping
 from types import TracebackType
 
 from counterpoint.agents.llm.offline import OfflineProvider
+from counterpoint.agents.signing import Keyring
 from counterpoint.infra.admin import create_topics
 from counterpoint.infra.assembly import BuiltAgent, build_project, topics_of
 from counterpoint.infra.broker import EmbeddedBroker
@@ -29,7 +30,8 @@ class Stack:
         self.project = project or builtin_project()
         # Built here, so a bad project stops before the broker or any process starts; the
         # provider only has to exist (each process makes its own).
-        self.agents: list[BuiltAgent] = build_project(settings, self.project, OfflineProvider())
+        self.agents: list[BuiltAgent] = build_project(settings, self.project, OfflineProvider(),
+                                                      Keyring.ephemeral())
         self.scale = dict(scale or default_scale(self.project))
         self.home = settings.home.resolve()
         self.logs_dir = self.home / "logs"

@@ -35,6 +35,7 @@ from pydantic import BaseModel
 
 from counterpoint.agents.llm.offline import OfflineProvider
 from counterpoint.agents.llm.provider import LLMProvider, LLMRequest, LLMResponse
+from counterpoint.agents.signing import Keyring
 from counterpoint.bus.agent import DEFAULT_GROUP_PREFIX, Agent
 from counterpoint.bus.deadletter import DeadLetter
 from counterpoint.bus.decode import raw_envelope
@@ -104,17 +105,20 @@ class TestPipeline:
         self._cleanup = weakref.finalize(self, shutil.rmtree, home, True)
         self.settings = settings or Settings(home=home)
         self.model = model or OfflineProvider()
+        # One set of throwaway approval keys, so what one agent signs the others trust.
+        self.keys = Keyring.ephemeral()
         self.bus = MemoryBus()
         if agents:
             self.project = Project(name=DEFAULT_GROUP_PREFIX, agents={}, results=tuple(results))
             built = [BuiltAgent(a.name, AgentEntry(use=f"{__name__}:Agent"), a)
                      if isinstance(a, Agent) else
-                     build_one(self.settings, self.project, None, AgentEntry(use=a), self.model)
+                     build_one(self.settings, self.project, None, AgentEntry(use=a), self.model,
+                               self.keys)
                      for a in agents]
         else:
             self.project = (load_project(Path(project)) if project is not None
                             else find_project(None, self.settings.config))
-            built = build_project(self.settings, self.project, self.model)
+            built = build_project(self.settings, self.project, self.model, self.keys)
         self.agents: dict[str, BuiltAgent] = {b.name: b for b in built}
         self.topics: dict[str, Topic[Any]] = {
             t.name: t for t in topics_of(b.agent for b in built)}
@@ -196,7 +200,7 @@ class TestPipeline:
         old = self.agents[name]
         fresh = old if old.entry.use.startswith(f"{__name__}:") else build_one(
             self.settings, self.project, name if old.name in self.project.agents else None,
-            old.entry, self.model)
+            old.entry, self.model, self.keys)
         self.bus.restart(old.agent, fresh.agent)
         self.agents[name] = fresh
         return fresh.agent

@@ -22,6 +22,7 @@ import pytest
 
 from counterpoint.agents.catalog import AGENT_NAMES
 from counterpoint.agents.llm.offline import OfflineProvider
+from counterpoint.agents.signing import Keyring
 from counterpoint.bus.admin import group_lag
 from counterpoint.bus.decode import RawRecord
 from counterpoint.bus.kafka import Producer
@@ -225,7 +226,8 @@ async def _where_they_stopped(bootstrap: str, missing: set[str]) -> str:
     # A group Tansu left stuck stalls its partitions (lag > 0): late, not lost. Lag 0 everywhere
     # with a request still missing means a record was passed over: lost.
     lines.append("  lag per agent group right now (records waiting):")
-    for built in build_project(Settings(), builtin_project(), OfflineProvider()):
+    for built in build_project(Settings(), builtin_project(), OfflineProvider(),
+                               Keyring.ephemeral()):
         lags = await group_lag(bootstrap, built.agent.group_id,
                                [t.name for t in built.agent.consumes])
         waiting = {f"{p.topic}[{p.partition}]": p.lag for p in lags if p.lag}

@@ -13,6 +13,7 @@ from counterpoint.agents.catalog import build
 from counterpoint.agents.context import AgentContext, SettingsError
 from counterpoint.agents.llm.offline import OfflineProvider
 from counterpoint.agents.llm.outputs import ticket_assessment
+from counterpoint.agents.signing import Keyring
 from counterpoint.agents.tools.business import BusinessStore
 from counterpoint.agents.triage import TriageSettings
 from counterpoint.bus.memory import MemoryBus
@@ -91,7 +92,7 @@ use = "counterpoint.agents.investigator:build"
 [agents.synthesis]
 use = "counterpoint.agents.synthesis:build"
 ''')
-    built = build_project(Settings(), load_project(path), OfflineProvider())
+    built = build_project(Settings(), load_project(path), OfflineProvider(), Keyring.ephemeral())
     names = {t.name for t in topics_of(b.agent for b in built)}
     assert {"investigation.tasks.refunds", "investigation.tasks.knowledge"} <= names
     assert [b.agent.group_id for b in built] == [

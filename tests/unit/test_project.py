@@ -14,6 +14,7 @@ import pytest
 from counterpoint.agents.catalog import AGENT_NAMES, BUILTIN
 from counterpoint.agents.llm.offline import OfflineProvider
 from counterpoint.agents.loading import LoadError, default_name, load
+from counterpoint.agents.signing import Keyring
 from counterpoint.infra import cli
 from counterpoint.infra.assembly import build_project, resolve, topics_of
 from counterpoint.infra.project import (
@@ -44,7 +45,7 @@ def _project(tmp_path: Path, text: str, name: str = "counterpoint.toml") -> Path
 
 
 def _build(path: Path) -> list[str]:
-    built = build_project(Settings(), load_project(path), OfflineProvider())
+    built = build_project(Settings(), load_project(path), OfflineProvider(), Keyring.ephemeral())
     return [b.name for b in built]
 
 
@@ -56,7 +57,8 @@ def _error(path: Path) -> str:
 
 def test_the_words_project_loads_and_builds() -> None:
     project = load_project(WORDS)
-    built = {b.name: b for b in build_project(Settings(), project, OfflineProvider())}
+    built = {b.name: b for b in build_project(Settings(), project, OfflineProvider(),
+                                              Keyring.ephemeral())}
     assert list(built) == ["shouter", "counter"]
     assert project.agents["counter"].replicas == 2
     # Consumer groups are PROJECT.AGENT; topics come from the agents' declarations.
@@ -71,7 +73,7 @@ def test_the_builtin_project_is_todays_pipeline() -> None:
     project = builtin_project()
     assert list(project.agents) == list(AGENT_NAMES)
     assert {n: e.use for n, e in project.agents.items()} == BUILTIN
-    built = build_project(Settings(), project, OfflineProvider())
+    built = build_project(Settings(), project, OfflineProvider(), Keyring.ephemeral())
     assert [b.agent.group_id for b in built] == [f"counterpoint.{n}" for n in AGENT_NAMES]
     # Its declarations give exactly the topics the built-in pipeline always had.
     assert {t.name for t in topics_of(b.agent for b in built)} == {t.name for t in ALL_TOPICS}

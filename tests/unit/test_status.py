@@ -11,6 +11,7 @@ from rich.console import Console
 from counterpoint.agents.catalog import AGENT_NAMES, build
 from counterpoint.agents.context import AgentContext
 from counterpoint.agents.llm.offline import OfflineProvider
+from counterpoint.agents.signing import Keyring
 from counterpoint.agents.tools.business import BusinessStore
 from counterpoint.bus.admin import PartitionLag
 from counterpoint.infra.assembly import build_project
@@ -44,7 +45,7 @@ def test_status_learns_groups_and_topics_from_the_project(tmp_path: Path) -> Non
     with BusinessStore.open(tmp_path / "b.db") as store:
         ctx = AgentContext(store=store, provider=OfflineProvider())
         built = {b.name: b for b in build_project(Settings(), builtin_project(),
-                                                  OfflineProvider())}
+                                                  OfflineProvider(), Keyring.ephemeral())}
         assert list(built) == list(AGENT_NAMES)
         for name in AGENT_NAMES:
             agent = build(name, ctx)
