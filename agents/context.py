@@ -17,6 +17,8 @@ from counterpoint.agents.signing import Keyring
 from counterpoint.agents.tools.business import BusinessStore
 from counterpoint.agents.tools.catalog import CATALOG
 from counterpoint.agents.tools.registry import DEFAULT_MAX_TURNS, Registry
+from counterpoint.agents.webhook_egress import EgressPolicy
+from counterpoint.schemas.alert_cap import DEFAULT_MAX_ALERTS
 
 # Claude models per agent once the anthropic provider lands; the offline provider ignores them.
 DEFAULT_MODELS: Final[Mapping[str, str]] = {
@@ -56,10 +58,13 @@ class AgentContext:
     tools: Registry = CATALOG
     max_tool_turns: int = DEFAULT_MAX_TURNS
     # Result webhooks (agents/webhooks.py): source or kind -> URL, the HMAC secret, the
-    # seconds one POST may take.
+    # seconds one POST may take, and where deliveries may connect (agents/webhook_egress.py).
     webhook_targets: Mapping[str, str] = field(default_factory=dict)
     webhook_secret: str | None = None
     webhook_timeout_s: float = 10.0
+    webhook_egress: EgressPolicy = field(default_factory=EgressPolicy)
+    # Alerts one Alertmanager notification may carry (schemas/alert_cap.py).
+    max_alerts: int = DEFAULT_MAX_ALERTS
 
     def model_for(self, agent: str) -> str:
         return self.models.get(agent, DEFAULT_MODEL)

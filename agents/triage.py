@@ -3,11 +3,12 @@
 Consumes: intake.tickets (Ticket), intake.alerts (AlertmanagerWebhook | SimpleAlert)
 Emits:    triage.decisions (TriageDecision) — the plan synthesis waits on
           investigation.tasks.<skill> (InvestigationTask) — one per investigation (fan-out)
-          triage.closures (AlertResolved) — one per alert Alertmanager reports resolved
+          triage.closures (AlertResolved) — one per notification reporting alerts resolved
 
 An Alertmanager notification's request id comes from its lead alert's identity
 (schemas/identity.py), not from the envelope, so a firing and a resolved notification of one
-alert are one request however they arrived.
+alert are one request however they arrived. A notification with more alerts than
+COUNTERPOINT_MAX_ALERTS is dead-lettered (`too-many-alerts`), not triaged.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ from counterpoint.agents.llm.outputs import AlertAssessment, TicketAssessment
 from counterpoint.agents.llm.provider import LLMRequest, LLMResponse, quote
 from counterpoint.agents.reuse import task_cache_key
 from counterpoint.bus.agent import Agent, Emit, Incoming
+from counterpoint.bus.errors import CounterpointError
+from counterpoint.schemas.alert_cap import over_alert_cap
 from counterpoint.schemas.envelope import derive_event_id, now
 from counterpoint.schemas.events import (
     Alert,
@@ -69,6 +72,12 @@ INTENT_PLAN: dict[str, tuple[Skill, str]] = {
 }
 
 
+class TooManyAlerts(CounterpointError):
+    """An Alertmanager notification over COUNTERPOINT_MAX_ALERTS (schemas/alert_cap.py)."""
+
+    reason = "too-many-alerts"
+
+
 def build(ctx: AgentContext) -> Agent:
     agent = Agent("triage", emits=EMITS)
     model = ctx.model_for("triage")
@@ -97,6 +106,8 @@ def build(ctx: AgentContext) -> Agent:
 
     @agent.handles(INTAKE_ALERTS)
     async def on_alert(event: Incoming[Alert]) -> list[Emit]:
+        if (too_many := over_alert_cap(event.data, ctx.max_alerts)) is not None:
+            raise TooManyAlerts(too_many)
         closures = closures_of(event)
         if isinstance(event.data, AlertmanagerWebhook) and not firing_alerts(event.data):
             return closures  # nothing fires: close, investigate nothing

@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from counterpoint.agents.private_files import open_private_append
 from counterpoint.bus.admin import broker_reachable
 
 log = logging.getLogger(__name__)
@@ -72,7 +73,8 @@ class EmbeddedBroker:
             raise BrokerError(f"{self.bootstrap_servers} is in use by something that is not "
                               "a Kafka broker; choose another port (COUNTERPOINT_BROKER_PORT)")
         url = f"tcp://{self.host}:{self.port}"
-        with open(self.log_file or os.devnull, "ab") as out:
+        with (open_private_append(self.log_file) if self.log_file
+              else open(os.devnull, "ab")) as out:
             self.process = subprocess.Popen(
                 [broker_binary(), "broker", "--listener-url", url, "--advertised-listener-url",
                  url, "--storage-engine", "memory://tansu/"],

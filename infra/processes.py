@@ -18,6 +18,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from counterpoint.agents.private_files import open_private_append, private_dir
+
 log = logging.getLogger(__name__)
 
 
@@ -70,14 +72,14 @@ class Supervisor:
         self._stopping = False
 
     def start(self, scale: Mapping[str, int]) -> None:
-        self.logs_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(self.logs_dir)
         for name, count in scale.items():
             for index in range(1, count + 1):
                 self.processes.append(self._spawn(name, index))
 
     def _spawn(self, name: str, index: int) -> AgentProcess:
         log_path = self.logs_dir / f"{name}-{index}.log"
-        with open(log_path, "ab") as out:
+        with open_private_append(log_path) as out:
             offset = out.tell()
             popen = subprocess.Popen(agent_command(name), stdout=out, stderr=subprocess.STDOUT,
                                      stdin=subprocess.DEVNULL, env=self.env,

@@ -17,7 +17,7 @@ from counterpoint.bus.kafka import run_agent
 from counterpoint.infra.admin import create_topics
 from counterpoint.infra.broker import EmbeddedBroker
 from counterpoint.infra.providers import make_provider
-from counterpoint.infra.redaction import install_log_redaction
+from counterpoint.infra.redaction import install_log_redaction, redact
 from counterpoint.infra.settings import Settings
 from counterpoint.infra.telemetry import default_traces_dir, setup_telemetry
 
@@ -48,11 +48,13 @@ async def run_agent_process(name: str, settings: Settings) -> None:
             prices=PriceTable.configured(settings.prices),
             request_budget_usd=settings.request_budget_usd,
             reuse_window=settings.reuse_window,
-            outcomes=OutcomeStore.lazy(settings.memory_path),
+            outcomes=OutcomeStore.lazy(settings.memory_path, scrub=redact),
             max_tool_turns=settings.max_tool_turns,
             webhook_targets=settings.webhooks,
             webhook_secret=settings.webhook_secret,
             webhook_timeout_s=settings.webhook_timeout_s,
+            webhook_egress=settings.webhook_egress(),
+            max_alerts=settings.max_alerts,
         )
         agent = catalog.build(name, ctx)  # fails here, at start-up, on a declaration mismatch
         if settings.embedded:

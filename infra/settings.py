@@ -55,6 +55,12 @@
                                      (unset = your user name)
     COUNTERPOINT_APPROVERS           the gateway's approvers: JSON {name: token or
                                      "sha256:<hex of the token's SHA-256>"}, or a file of it
+    COUNTERPOINT_WEBHOOK_HOSTS       host names a callback_url may name, comma-separated
+                                     (`hooks.example.com, *.example.org`; unset = any)
+    COUNTERPOINT_WEBHOOK_NETWORKS    networks deliveries may reach although not public,
+                                     comma-separated (`10.0.0.0/8, 127.0.0.1/32`; unset =
+                                     public addresses only; agents/webhook_egress.py)
+    COUNTERPOINT_MAX_ALERTS          alerts one Alertmanager notification may carry (1000)
 """
 
 from __future__ import annotations
@@ -71,10 +77,12 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from counterpoint.bus.decode import InputLimits
 from counterpoint.bus.delivery import RetryPolicy
 from counterpoint.bus.kafka import KafkaConfig
+from counterpoint.schemas.alert_cap import DEFAULT_MAX_ALERTS
 
 if TYPE_CHECKING:
     from counterpoint.agents.approval_policy import ApprovalPolicy
     from counterpoint.agents.signing import Keyring
+    from counterpoint.agents.webhook_egress import EgressPolicy
 
 
 class Settings(BaseSettings):
@@ -139,6 +147,18 @@ class Settings(BaseSettings):
         parse_approvers(v)  # a bad mapping fails at start-up, naming the problem
         return v
 
+    webhook_hosts: str = ""
+    webhook_networks: str = ""
+    max_alerts: int = Field(default=DEFAULT_MAX_ALERTS, ge=1, le=100_000)
+
+    @field_validator("webhook_networks")
+    @classmethod
+    def _networks(cls, v: str) -> str:
+        from counterpoint.agents.webhook_egress import parse_networks
+
+        parse_networks(v)  # a bad network fails at start-up, naming the entry
+        return v
+
     @field_validator("kafka_bootstrap_servers", "anthropic_api_key", "anthropic_base_url",
                      "fallback_model", "webhook_secret", "approver")
     @classmethod
@@ -197,6 +217,12 @@ class Settings(BaseSettings):
     @property
     def synthesis_deadline(self) -> timedelta:
         return timedelta(seconds=self.synthesis_deadline_s)
+
+    def webhook_egress(self) -> EgressPolicy:
+        from counterpoint.agents.webhook_egress import EgressPolicy, parse_hosts, parse_networks
+
+        return EgressPolicy(hosts=parse_hosts(self.webhook_hosts),
+                            networks=parse_networks(self.webhook_networks))
 
     def approval_policy(self) -> ApprovalPolicy:
         from counterpoint.agents.approval_policy import ApprovalPolicy, parse_risk_table

@@ -9,6 +9,7 @@ from collections.abc import Callable, Mapping
 from types import TracebackType
 
 from counterpoint.agents.catalog import AGENT_NAMES
+from counterpoint.agents.private_files import private_dir
 from counterpoint.infra.admin import create_topics
 from counterpoint.infra.broker import EmbeddedBroker
 from counterpoint.infra.processes import Supervisor
@@ -43,7 +44,7 @@ class Stack:
         return env
 
     async def __aenter__(self) -> Stack:
-        self.logs_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(self.logs_dir)
         self.settings.keyring()  # makes the development approval keys once, or fails here
         if self.settings.embedded:
             self.broker = EmbeddedBroker(self.settings.broker_host, self.settings.broker_port,

@@ -25,6 +25,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal, cast
 
+from counterpoint.agents.private_files import private_dir
+
 # Bump when the schema or seed changes: an existing file with another version is rebuilt.
 SEED_VERSION = 3
 
@@ -208,7 +210,7 @@ class BusinessStore:
 
     @classmethod
     def open(cls, path: Path) -> BusinessStore:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(path.parent)  # the database itself is built 0600 (mkstemp)
         if _seed_version(path) != SEED_VERSION:
             _publish(_build(path.parent, path.name), path)
         return cls(sqlite3.connect(_ro_uri(path), uri=True, check_same_thread=False), path)

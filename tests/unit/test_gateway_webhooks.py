@@ -14,7 +14,7 @@ from counterpoint.bus.decode import InputLimits
 from counterpoint.infra import gateway_state
 from counterpoint.infra.gateway import create_app
 from counterpoint.infra.intake import PROVIDERS
-from counterpoint.schemas.envelope import derive_event_id
+from counterpoint.schemas.envelope import derive_event_id, scoped_id
 from tests.support.provider_webhooks import EXAMPLES, example, signed
 from tests.unit.test_gateway import DEAD, client, fields
 
@@ -71,8 +71,10 @@ async def test_the_delivery_id_is_the_request_so_a_redelivery_is_the_same_reques
         first = await http.post("/v1/webhooks/github", **post_args("github", delivery="d-1"))
         again = await http.post("/v1/webhooks/github", **post_args("github", delivery="d-1"))
         other = await http.post("/v1/webhooks/github", **post_args("github", delivery="d-2"))
-    assert first.json()["request_id"] == again.json()["request_id"] == derive_event_id(
-        "webhook", "github", "d-1")
+    # The event id comes from the delivery id; the request from it and the source (CloudEvents'
+    # identity is source + id).
+    assert first.json()["request_id"] == again.json()["request_id"] == scoped_id(
+        "/counterpoint/gateway/webhooks/github", derive_event_id("webhook", "github", "d-1"))
     assert other.json()["request_id"] != first.json()["request_id"]
     assert sent[0][2]["ce_id"] == sent[1][2]["ce_id"] != sent[2][2]["ce_id"]
 
