@@ -192,3 +192,13 @@ async def test_openapi_documents_each_provider_route() -> None:
     for name, provider in PROVIDERS.items():
         op = doc["paths"][f"/v1/webhooks/{name}"]["post"]
         assert provider.setting in op["description"] and "401" in op["responses"]
+
+
+async def test_a_grafana_notification_over_the_alert_cap_is_413(sent: Sent) -> None:
+    body = orjson.loads(example(EXAMPLES["grafana"]))
+    body["alerts"] = [body["alerts"][0]] * 2
+    async with client(app(max_alerts=1)) as http:
+        r = await http.post("/v1/webhooks/grafana", **post_args("grafana", orjson.dumps(body)))
+    assert r.status_code == 413, r.text
+    assert "COUNTERPOINT_MAX_ALERTS" in r.json()["error"] and "alert.alerts" in fields(r)
+    assert sent == []
