@@ -9,9 +9,10 @@ newline stay.
 Every renderer prints through one `SafeConsole`: it escapes the text of every segment rich
 renders (tables, panels, live status lines alike), while rich's own styling and cursor
 control, which it produces itself, pass as they are; links are dropped, since the only ones
-would come from markup inside data. JSON lines are written by `json_line`: JSON already
-escapes C0, and this escapes DEL, C1 and BiDi controls too (as `\\u` escapes, so a JSON reader
-gets the same strings). `SafeFormatter` does the same for log lines.
+would come from markup inside data, and text whose brackets are no valid markup (a ticket
+titled `[/x]`) is shown as it is rather than stopping the command. JSON lines are written by
+`json_line`: JSON already escapes C0, and this escapes DEL, C1 and BiDi controls too (as `\\u`
+escapes, so a JSON reader gets the same strings). `SafeFormatter` does the same for log lines.
 """
 
 from __future__ import annotations
@@ -23,7 +24,9 @@ from typing import Any, Final
 
 import orjson
 from rich.console import Console, ConsoleOptions, RenderableType
+from rich.errors import MarkupError
 from rich.segment import Segment
+from rich.text import Text
 
 # C0 but tab and newline, DEL, C1, and the BiDi marks, embeddings, overrides and isolates.
 _UNSAFE: Final = re.compile(
@@ -54,6 +57,12 @@ def json_line(value: Any) -> str:
 
 class SafeConsole(Console):
     """A rich Console whose output carries no control characters from the data it shows."""
+
+    def render_str(self, text: str, **kwargs: Any) -> Text:
+        try:
+            return super().render_str(text, **kwargs)
+        except MarkupError:  # brackets from data, not markup of ours
+            return super().render_str(text, **{**kwargs, "markup": False})
 
     def render(self, renderable: RenderableType,
                options: ConsoleOptions | None = None) -> Iterable[Segment]:

@@ -25,7 +25,7 @@ from counterpoint.infra.deadletters import render_letter, render_list
 from counterpoint.infra.progress import render_result
 from counterpoint.infra.terminal import SafeConsole, SafeFormatter, escape, json_line
 from counterpoint.infra.tracetree import SpanRecord, render_tree
-from counterpoint.schemas.events import Generation, Result, Usage
+from counterpoint.schemas.events import FindingRef, Generation, Result, Usage
 
 INFRA = Path(__file__).resolve().parents[2] / "infra"
 # Retitle the window, clear the screen, a CSI as a C1 control, reverse what follows.
@@ -97,6 +97,15 @@ def test_a_trace_prints_escaped() -> None:
                       duration_ms=5.0, status="OK",
                       attributes={"counterpoint.request_id": "req-1", "note": HOSTILE})
     assert_inert(printed(render_tree([span])))
+
+
+def test_brackets_in_data_do_not_stop_a_command() -> None:
+    finding = FindingRef(task_id="t", skill="billing", focus="charges", agent="billing",
+                         summary="charged [/twice]", facts=[])
+    broken = result().model_copy(update={"title": "[/x] refund [/bold]", "source_id": "[/]",
+                                         "findings": [finding]})
+    text = printed(render_result(broken))  # a panel title and a table cell
+    assert "[/x] refund [/bold]" in text and "charged [/twice]" in text
 
 
 def test_links_from_markup_in_data_are_dropped() -> None:
