@@ -124,7 +124,7 @@ class EgressPolicy:
         return any(name == h or (h.startswith("*.") and name.endswith(h[1:]))
                    for h in self.hosts)
 
-    def address_allowed(self, ip: Address) -> str | None:
+    def why_refused(self, ip: Address) -> str | None:
         """None when `ip` may be reached, else why not."""
         if any(ip in net or _embedded_ipv4(ip) in net for net in self.networks):
             return None
@@ -142,7 +142,7 @@ class EgressPolicy:
         checked: list[str] = []
         for answer in answers:
             ip = ipaddress.ip_address(answer.split("%", 1)[0])
-            why = self.address_allowed(ip)
+            why = self.why_refused(ip)
             if why is not None:
                 said = "is" if answer == host else f"resolves to {answer}, which is"
                 raise WebhookRefused(f"{host} {said} {why}, not a public address; {HINT}")
