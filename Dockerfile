@@ -16,15 +16,11 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
-# Install the distribution from only the files it is built from (pyproject.toml lists the
-# packages explicitly), then drop the sources: the image runs the installed package.
+# Install the distribution from the build context (the repository minus .dockerignore), then
+# drop the sources: the image runs the installed package. Which folders are packages is
+# pyproject.toml's to say, so a new package needs no line here.
 WORKDIR /tmp/counterpoint-src
-COPY pyproject.toml README.md ./
-COPY agents/ agents/
-COPY bus/ bus/
-COPY infra/ infra/
-COPY schemas/ schemas/
-COPY topics/ topics/
+COPY . .
 RUN pip install . \
     && cd / \
     && rm -rf /tmp/counterpoint-src
