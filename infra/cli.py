@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
+from counterpoint.agents.tools.business import UnrecognisedFile
 from counterpoint.infra.settings import Settings
 from counterpoint.infra.terminal import SafeConsole, SafeFormatter, json_line
 
@@ -563,6 +564,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CliError as exc:
         err_console.print(f"[red]error:[/red] {exc}", highlight=False)
         return exc.code
+    except UnrecognisedFile as exc:  # a file in the way that is not ours: the user decides
+        from rich.markup import escape
+
+        err_console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)
+        return EXIT_USAGE
     except KeyboardInterrupt:
         return 130
 

@@ -10,6 +10,7 @@ from types import TracebackType
 
 from counterpoint.agents.catalog import AGENT_NAMES
 from counterpoint.agents.private_files import private_dir
+from counterpoint.agents.tools.business import BusinessStore, default_db_path
 from counterpoint.infra.admin import create_topics
 from counterpoint.infra.broker import EmbeddedBroker
 from counterpoint.infra.processes import Supervisor
@@ -46,6 +47,10 @@ class Stack:
     async def __aenter__(self) -> Stack:
         private_dir(self.logs_dir)
         self.settings.keyring()  # makes the development approval keys once, or fails here
+        # Before anything starts: a business.db Counterpoint did not create stops `up` here
+        # (UnrecognisedFile) rather than every agent failing on it and being restarted; and
+        # the agents then find the sample database made once instead of all racing to make it.
+        BusinessStore.open(default_db_path(self.home)).close()
         if self.settings.embedded:
             self.broker = EmbeddedBroker(self.settings.broker_host, self.settings.broker_port,
                                          log_file=self.logs_dir / "broker.log")
