@@ -555,9 +555,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                         format=LOG_FORMAT, stream=sys.stderr)
     for handler in logging.getLogger().handlers:
         handler.setFormatter(SafeFormatter(LOG_FORMAT))
+    from counterpoint.infra.lifeline import follow_supervisor
     from counterpoint.infra.redaction import install_log_redaction
 
     install_log_redaction()  # secrets and personal data never reach a log (infra/redaction.py)
+    follow_supervisor()  # a child of `up` stops when `up` dies, however (infra/lifeline.py)
     logging.getLogger("aiokafka").setLevel(logging.WARNING)
     try:
         return int(asyncio.run(args.func(args)))

@@ -4,7 +4,9 @@ every agent as its own OS process. Used by `counterpoint up` and `counterpoint d
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
+import time
 from collections.abc import Callable, Mapping
 from types import TracebackType
 
@@ -15,6 +17,8 @@ from counterpoint.infra.admin import create_topics
 from counterpoint.infra.broker import EmbeddedBroker
 from counterpoint.infra.processes import Supervisor
 from counterpoint.infra.settings import Settings
+
+log = logging.getLogger(__name__)
 
 
 def default_scale() -> dict[str, int]:
@@ -67,10 +71,21 @@ class Stack:
     async def __aexit__(self, exc_type: type[BaseException] | None,
                         exc: BaseException | None, tb: TracebackType | None) -> None:
         # Blocking on purpose: this also runs in a cancelled task, where awaiting is unsafe.
+        # Agents first (they commit to the broker), then the broker; both bounded.
+        started = time.monotonic()
+        parts, killed = [], False
         if self.supervisor is not None:
-            self.supervisor.stop()
+            report = self.supervisor.stop()
+            parts.append(report.summary())
+            killed = bool(report.killed)
         if self.broker is not None:
-            self.broker.stop()
+            outcome = self.broker.stop()
+            if outcome is not None:
+                parts.append(f"embedded broker {outcome}")
+                killed = killed or outcome == "killed"
+        if parts:
+            log.log(logging.WARNING if killed else logging.INFO, "stopped in %.1f s: %s",
+                    time.monotonic() - started, "; ".join(parts))
 
     def joined(self) -> dict[str, bool]:
         assert self.supervisor is not None
