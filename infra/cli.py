@@ -436,7 +436,7 @@ async def cmd_status(args: argparse.Namespace) -> int:
 
     settings = _settings()
     await _require_broker(settings)
-    status = await collect_status(settings.bootstrap_servers, settings.home / "logs")
+    status = await collect_status(settings.bootstrap_servers, settings.home)
     if args.json:
         sys.stdout.write(json_line(status_json(status)))
         sys.stdout.flush()

@@ -66,13 +66,19 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable, Mapping
 from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import orjson
 from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
 
 from counterpoint.bus.decode import InputLimits
 from counterpoint.bus.delivery import RetryPolicy
@@ -83,6 +89,9 @@ if TYPE_CHECKING:
     from counterpoint.agents.approval_policy import ApprovalPolicy
     from counterpoint.agents.signing import Keyring
     from counterpoint.agents.webhook_egress import EgressPolicy
+
+# COUNTERPOINT_MODEL_<AGENT>: one variable per agent, so no field can name them all.
+MODEL_PREFIX = "COUNTERPOINT_MODEL_"
 
 
 class Settings(BaseSettings):
@@ -241,8 +250,41 @@ class Settings(BaseSettings):
         from counterpoint.agents.context import DEFAULT_MODELS
 
         models = dict(DEFAULT_MODELS)
-        prefix = "COUNTERPOINT_MODEL_"
         for key, value in os.environ.items():
-            if key.startswith(prefix) and value.strip():
-                models[key[len(prefix):].lower()] = value.strip()
+            if key.startswith(MODEL_PREFIX) and value.strip():
+                models[key[len(MODEL_PREFIX):].lower()] = value.strip()
         return models
+
+    @classmethod
+    def env_names(cls) -> dict[str, str]:
+        """Each field's environment variable, as pydantic-settings looks it up."""
+        prefix = cls.model_config.get("env_prefix") or ""
+        return {name: (f.validation_alias if isinstance(f.validation_alias, str)
+                       else f"{prefix}{name}").upper()
+                for name, f in cls.model_fields.items()}
+
+    @classmethod
+    def from_environ(cls, environ: Mapping[str, str], fields: Iterable[str]) -> Settings:
+        """What `fields` are for a process whose environment is `environ` (another
+        process's, say); the other fields keep their defaults. Raises ValidationError."""
+        names = cls.env_names()
+        upper = {key.upper(): value for key, value in environ.items()}  # case-insensitive
+        given: dict[str, Any] = {}
+        for name in fields:
+            if names[name] in upper:
+                alias = cls.model_fields[name].validation_alias
+                given[alias if isinstance(alias, str) else name] = upper[names[name]]
+        return _Given(**given)
+
+
+class _Given(Settings):
+    """Settings from the values handed over only, not from this process's environment."""
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls: type[BaseSettings],
+                                   init_settings: PydanticBaseSettingsSource,
+                                   env_settings: PydanticBaseSettingsSource,
+                                   dotenv_settings: PydanticBaseSettingsSource,
+                                   file_secret_settings: PydanticBaseSettingsSource,
+                                   ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings,)
