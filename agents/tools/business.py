@@ -8,11 +8,11 @@ Agents only read, so connections are opened read-only. Six agent processes start
 may all call `BusinessStore.open` on a missing file: each builds a complete database in a temp
 file next to the target and publishes it atomically, so nobody ever sees a half-seeded file.
 
-Counterpoint never replaces or changes a file it did not create. Every database it builds
-carries its mark (SQLite's `application_id` header field, meant for exactly this); a file at
-the path without the mark, a user's own database or not a database at all, stops the process
-with `UnrecognisedFile`, naming the file and what to do, and is left as it is. Only a database
-with the mark and an older seed version is rebuilt, with a warning.
+Counterpoint never replaces or changes a business database it did not create. Every one it
+builds carries its mark (SQLite's `application_id` header field, meant for exactly this); a
+file at the path without the mark, a user's own database or not a database at all, stops the
+process with `UnrecognisedFile`, naming the file and what to do, and is left as it is. Only a
+database with the mark and an older seed version is rebuilt, with a warning.
 """
 
 from __future__ import annotations
@@ -55,10 +55,10 @@ class UnrecognisedFile(Exception):
 
     def __init__(self, path: Path, what: str) -> None:
         super().__init__(
-            f"{path} {what}, so Counterpoint did not create it and will not replace or change "
-            "it. Move it elsewhere (or set COUNTERPOINT_HOME to another folder) and start "
-            "again: the sample business database is then created fresh. If it is the sample "
-            "database an older Counterpoint created, delete it.")
+            f"{path} {what}: Counterpoint does not replace or change a file it did not "
+            "create. Move it elsewhere (or set COUNTERPOINT_HOME to another folder) and start "
+            "again: the sample business database is then created fresh. If an older "
+            "Counterpoint made it (those carry no mark), delete it.")
         self.path = path
 
 
