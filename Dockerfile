@@ -26,11 +26,14 @@ RUN pip install . \
     && rm -rf /tmp/counterpoint-src
 
 # Non-root user whose home is the writable state folder (small SQLite file, local trace files).
+# /data/keys exists in the image so that a named volume mounted there starts owned by that user
+# (Docker copies a mount point's owner and mode into a new, empty volume).
 RUN groupadd --system --gid 10001 counterpoint \
     && useradd --system --uid 10001 --gid counterpoint --home-dir /data --no-create-home \
         --shell /usr/sbin/nologin counterpoint \
-    && mkdir -p /data /data/memory \
-    && chown counterpoint:counterpoint /data /data/memory
+    && mkdir -p /data /data/memory /data/keys \
+    && chown counterpoint:counterpoint /data /data/memory /data/keys \
+    && chmod 0700 /data/keys
 
 ENV COUNTERPOINT_HOME=/data \
     HOME=/data

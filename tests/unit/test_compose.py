@@ -413,6 +413,41 @@ def test_dockerfile_runs_as_non_root() -> None:
     assert user not in {"root", "0"}, f"image runs as {users[-1]!r}"
 
 
+def check_shared_keyring(compose: dict[str, Any]) -> list[str]:
+    """Every Counterpoint service mounts one named volume at its keys folder, and the image has
+    that folder owned by its user: signers and the executor must share one trust file, or
+    each container makes its own development keys and every approval is `untrusted-key`."""
+    problems: list[str] = []
+    home = next((v for k, v in instructions(DOCKERFILE.read_text(encoding="utf-8"))
+                 if k == "ENV" and "COUNTERPOINT_HOME=" in v), "")
+    match = re.search(r"COUNTERPOINT_HOME=(\S+)", home)
+    default_keys = f"{match.group(1) if match else '/data'}/keys"
+    volumes: dict[str, set[str]] = {}
+    for name, svc in counterpoint_services(compose).items():
+        keys_dir = env_of(svc).get("COUNTERPOINT_KEYS_DIR") or default_keys
+        mounted = {str(v).split(":")[0] for v in svc.get("volumes") or []
+                   if ":" in str(v) and str(v).split(":")[1] == keys_dir}
+        named = {m for m in mounted if m in (compose.get("volumes") or {})}
+        if not named:
+            problems.append(f"{name}: no named volume at its keys folder {keys_dir}")
+        for volume in named:
+            volumes.setdefault(volume, set()).add(name)
+    if len(volumes) > 1:
+        problems.append("services mount different keys volumes: "
+                        + "; ".join(f"{v}: {', '.join(sorted(s))}" for v, s in volumes.items()))
+    runs = " ".join(v for k, v in instructions(DOCKERFILE.read_text(encoding="utf-8"))
+                    if k == "RUN")
+    if not re.search(rf"mkdir[^&]*{re.escape(default_keys)}", runs) or \
+            not re.search(rf"chown[^&]*{re.escape(default_keys)}", runs):
+        problems.append(f"Dockerfile: {default_keys} is not made and given to the image's user, "
+                        "so a new volume mounted there is root's")
+    return problems
+
+
+def test_every_service_shares_one_approval_keyring() -> None:
+    assert check_shared_keyring(load_compose()) == []
+
+
 # -- the checks can fail ---------------------------------------------------------------------
 
 
@@ -460,3 +495,11 @@ def test_checks_catch_a_broken_compose(read_names: set[str]) -> None:
     missing = copy.deepcopy(good)
     missing["services"][COLLECTOR_SERVICE]["volumes"] = ["./deploy/no-such-file.yaml:/etc/c.yaml"]
     assert any("does not exist" in p for p in check_collector(missing))
+
+    split = copy.deepcopy(good)
+    split["services"]["executor"]["volumes"] = []
+    split["services"]["approvals"]["volumes"] = ["other-keys:/data/keys"]
+    split["volumes"]["other-keys"] = None
+    problems = check_shared_keyring(split)
+    assert any(p.startswith("executor: no named volume") for p in problems), problems
+    assert any("different keys volumes" in p for p in problems), problems
