@@ -4,7 +4,7 @@ Consumes: intake.tickets (Ticket), intake.alerts (AlertmanagerWebhook | SimpleAl
 Emits:    triage.decisions (TriageDecision) — the plan synthesis waits on
           investigation.tasks.<skill> (InvestigationTask) — one per investigation (fan-out),
             for every skill its settings route to
-          triage.closures (AlertResolved) — one per alert Alertmanager reports resolved
+          triage.closures (AlertResolved) — one per notification reporting alerts resolved
 
 Skills are open: `intents` in its settings says which skill investigates each need a ticket
 can have, and adding one is a project-file entry (a route here, an investigator there):
@@ -16,7 +16,8 @@ can have, and adding one is a project-file entry (a route here, an investigator 
 
 An Alertmanager notification's request id comes from its lead alert's identity
 (schemas/identity.py), not from the envelope, so a firing and a resolved notification of one
-alert are one request however they arrived.
+alert are one request however they arrived. A notification with more alerts than
+COUNTERPOINT_MAX_ALERTS is dead-lettered (`too-many-alerts`), not triaged.
 """
 
 from __future__ import annotations
@@ -41,6 +42,8 @@ from counterpoint.agents.llm.outputs import AlertAssessment, ticket_assessment
 from counterpoint.agents.llm.provider import LLMRequest, LLMResponse, quote
 from counterpoint.agents.reuse import task_cache_key
 from counterpoint.bus.agent import Agent, Emit, Incoming
+from counterpoint.bus.errors import CounterpointError
+from counterpoint.schemas.alert_cap import DEFAULT_MAX_ALERTS, over_alert_cap
 from counterpoint.schemas.envelope import derive_event_id, now
 from counterpoint.schemas.events import (
     Alert,
@@ -93,6 +96,12 @@ DEFAULT_INTENTS: dict[str, Route] = {
 }
 
 
+class TooManyAlerts(CounterpointError):
+    """An Alertmanager notification over COUNTERPOINT_MAX_ALERTS (schemas/alert_cap.py)."""
+
+    reason = "too-many-alerts"
+
+
 class TriageSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -105,6 +114,8 @@ class TriageSettings(BaseModel):
     # When the plan is due (synthesis publishes what it has then): COUNTERPOINT_SYNTHESIS_...
     synthesis_deadline_s: float = Field(default=30.0, gt=0)
     request_budget_usd: float | None = Field(default=None, ge=0)
+    # Alerts one Alertmanager notification may carry: COUNTERPOINT_MAX_ALERTS.
+    max_alerts: int = Field(default=DEFAULT_MAX_ALERTS, ge=1)
 
     @field_validator("intents", mode="after")
     @classmethod
@@ -155,6 +166,8 @@ def build(ctx: AgentContext) -> Agent:
 
     @agent.handles(INTAKE_ALERTS)
     async def on_alert(event: Incoming[Alert]) -> list[Emit]:
+        if (too_many := over_alert_cap(event.data, settings.max_alerts)) is not None:
+            raise TooManyAlerts(too_many)
         closures = closures_of(event)
         if isinstance(event.data, AlertmanagerWebhook) and not firing_alerts(event.data):
             return closures  # nothing fires: close, investigate nothing

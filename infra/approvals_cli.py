@@ -22,7 +22,6 @@ import sys
 from datetime import datetime
 from typing import Any
 
-import orjson
 from rich.console import Group, RenderableType
 from rich.markup import escape
 from rich.table import Table
@@ -50,6 +49,7 @@ from counterpoint.infra.cli import (
     console,
 )
 from counterpoint.infra.progress import WATCHED, Progress, render_result
+from counterpoint.infra.terminal import json_line
 from counterpoint.schemas.envelope import Envelope, now
 
 CLI_SOURCE = "/counterpoint/cli"
@@ -124,7 +124,7 @@ async def cmd_approvals(args: argparse.Namespace) -> int:
     items = book.waiting_for_people() if args.all else book.pending()
     if args.json:
         for a in items:
-            sys.stdout.write(orjson.dumps(a.as_json()).decode() + "\n")
+            sys.stdout.write(json_line(a.as_json()))
         sys.stdout.flush()
     else:
         console.print(render_approvals(items))
@@ -242,7 +242,7 @@ async def cmd_request(args: argparse.Namespace) -> int:
         raise CliError(f"no request {args.request_id!r} on this broker (triage has not seen "
                        "it, or the id is wrong)", EXIT_FAILED)
     if args.json:
-        sys.stdout.write(orjson.dumps(request_json(progress, actions)).decode() + "\n")
+        sys.stdout.write(json_line(request_json(progress, actions)))
         sys.stdout.flush()
     else:
         console.print(render_request(progress, actions))

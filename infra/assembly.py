@@ -20,6 +20,7 @@ from counterpoint.agents.signing import Keyring
 from counterpoint.agents.tools.business import default_db_path
 from counterpoint.bus.agent import Agent
 from counterpoint.infra.project import AgentEntry, Project, ProjectError
+from counterpoint.infra.redaction import redact
 from counterpoint.infra.settings import Settings
 from counterpoint.topics.topic import Topic
 
@@ -60,7 +61,7 @@ def context_for(settings: Settings, project: Project, name: str, entry: AgentEnt
         name=name, settings=entry.settings, defaults=settings.model_dump(),
         where=project.where("agents", name, "settings"), provider=provider,
         models=settings.models(configured), store_path=default_db_path(settings.home),
-        outcomes=OutcomeStore.lazy(settings.memory_path),
+        outcomes=OutcomeStore.lazy(settings.memory_path, scrub=redact),  # memory.db at rest
         approvals=settings.approval_policy(), keys=keys or settings.keyring(),
     )
 

@@ -16,13 +16,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import orjson
 from pydantic import ValidationError
-from rich.console import Console
 from rich.markup import escape
 
+from counterpoint.agents.tools.business import UnrecognisedFile
 from counterpoint.infra.project import ProjectError
 from counterpoint.infra.settings import Settings
+from counterpoint.infra.terminal import SafeConsole, SafeFormatter, json_line
 
 if TYPE_CHECKING:
     from counterpoint.agents.signing import Keyring
@@ -30,9 +30,12 @@ if TYPE_CHECKING:
     from counterpoint.infra.project import Project
 
 EXIT_FAILED, EXIT_USAGE, EXIT_NO_BROKER = 1, 2, 3
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
-console = Console()
-err_console = Console(stderr=True)
+# Every command prints through these (or json_line): nothing from the data can drive the
+# operator's terminal (infra/terminal.py).
+console = SafeConsole()
+err_console = SafeConsole(stderr=True)
 
 
 class CliError(Exception):
@@ -186,14 +189,16 @@ async def cmd_publish(args: argparse.Namespace) -> int:
     from counterpoint.infra.publishing import validate
 
     try:
-        validate(args.kind, raw, origin)  # before touching the broker: bad input fails fast
+        # Before touching the broker: bad input fails fast.
+        validate(args.kind, raw, origin, settings.max_alerts)
     except InputError as exc:
         raise CliError(str(exc)) from exc
     await _require_broker(settings)
     telemetry = setup_telemetry("cli", traces_dir=default_traces_dir(settings.home))
     started = time.monotonic()
     try:
-        receipt = await publish(settings.kafka(), args.kind, raw, origin)
+        receipt = await publish(settings.kafka(), args.kind, raw, origin,
+                                max_alerts=settings.max_alerts)
     finally:
         telemetry.shutdown()
     console.print(f"published {args.kind} {receipt.source_id} to {receipt.topic}"
@@ -248,7 +253,7 @@ async def cmd_results(args: argparse.Namespace) -> int:
         if args.request and result.request_id != args.request:
             continue
         if args.json:
-            sys.stdout.write(orjson.dumps(result.model_dump(mode="json")).decode() + "\n")
+            sys.stdout.write(json_line(result.model_dump(mode="json")))
             sys.stdout.flush()
         else:
             console.print(render_result(result))
@@ -303,7 +308,7 @@ async def cmd_deadletter_list(args: argparse.Namespace) -> int:
                        source_topic=args.source_topic)
     if args.json:
         for letter in letters:
-            sys.stdout.write(orjson.dumps(letter_json(letter)).decode() + "\n")
+            sys.stdout.write(json_line(letter_json(letter)))
         sys.stdout.flush()
     else:
         console.print(render_list(letters))
@@ -331,7 +336,7 @@ async def cmd_deadletter_show(args: argparse.Namespace) -> int:
     except LetterError as exc:
         raise CliError(str(exc)) from exc
     if args.json:
-        sys.stdout.write(orjson.dumps(letter_json(letter, full=True)).decode() + "\n")
+        sys.stdout.write(json_line(letter_json(letter, full=True)))
     else:
         console.print(render_letter(letter))
     return 0
@@ -443,7 +448,8 @@ async def cmd_gateway(args: argparse.Namespace) -> int:
                      keys=_keyring(settings), policy=settings.approval_policy(),
                      limits=settings.limits(), publish_timeout_s=args.publish_timeout,
                      webhook_secrets=secrets,
-                     signature_tolerance_s=settings.signature_tolerance_s)
+                     signature_tolerance_s=settings.signature_tolerance_s,
+                     max_alerts=settings.max_alerts)
     telemetry = setup_telemetry("gateway", traces_dir=default_traces_dir(settings.home))
     console.print(f"gateway on [bold]http://{args.host}:{args.port}[/bold] (OpenAPI at "
                   f"/openapi.json, docs at /docs) publishing to {settings.bootstrap_servers}; "
@@ -471,9 +477,9 @@ async def cmd_status(args: argparse.Namespace) -> int:
     settings = _settings()
     built = _built(settings, _project(args, settings))
     await _require_broker(settings)
-    status = await collect_status(settings.bootstrap_servers, settings.home / "logs", built)
+    status = await collect_status(settings.bootstrap_servers, settings.home, built)
     if args.json:
-        sys.stdout.write(orjson.dumps(status_json(status)).decode() + "\n")
+        sys.stdout.write(json_line(status_json(status)))
         sys.stdout.flush()
     else:
         console.print(render_status(status))
@@ -604,18 +610,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.command in ("agent", "broker", "up")
                         else logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                        stream=sys.stderr)
+                        format=LOG_FORMAT, stream=sys.stderr)
+    for handler in logging.getLogger().handlers:
+        handler.setFormatter(SafeFormatter(LOG_FORMAT))
+    from counterpoint.infra.lifeline import follow_supervisor
     from counterpoint.infra.redaction import install_log_redaction
 
     install_log_redaction()  # secrets and personal data never reach a log (infra/redaction.py)
+    follow_supervisor()  # a child of `up` stops when `up` dies, however (infra/lifeline.py)
     logging.getLogger("aiokafka").setLevel(logging.WARNING)
     try:
         return int(asyncio.run(args.func(args)))
     except CliError as exc:
         err_console.print(f"[red]error:[/red] {exc}", highlight=False)
         return exc.code
-    except ProjectError as exc:
+    except (ProjectError, UnrecognisedFile) as exc:  # the user's file to fix, or to move
         err_console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)
         return EXIT_USAGE
     except KeyboardInterrupt:

@@ -66,6 +66,7 @@ from counterpoint.infra.gateway_state import (
 )
 from counterpoint.infra.publishing import TOPICS, Kind, send_event
 from counterpoint.infra.webhook_status import DeliveryInfo
+from counterpoint.schemas.alert_cap import DEFAULT_MAX_ALERTS, over_alert_cap
 from counterpoint.schemas.envelope import new_event_id
 from counterpoint.schemas.events import (
     AlertmanagerWebhook,
@@ -194,7 +195,8 @@ def create_app(config: KafkaConfig, *, token: str | None = None,
                publish_timeout_s: float = 5.0, track: bool = True,
                max_tracked: int = 100_000,
                webhook_secrets: Mapping[str, bytes] | None = None,
-               signature_tolerance_s: float = 300.0) -> FastAPI:
+               signature_tolerance_s: float = 300.0,
+               max_alerts: int = DEFAULT_MAX_ALERTS) -> FastAPI:
     """The gateway. `token` (COUNTERPOINT_API_TOKEN) and `approvers` (name -> SHA-256 of the
     token, COUNTERPOINT_APPROVERS): with neither, no authentication, and nobody can approve.
     `keys`: the gateway's signing key and the trust approval events are checked against.
@@ -260,7 +262,11 @@ def create_app(config: KafkaConfig, *, token: str | None = None,
 
     async def publish(request: Request, kind: Kind, raw: bytes, event: Any, *,
                       event_id: str, source: str, ce_type: str | None = None,
-                      time: datetime | None = None) -> JSONResponse:
+                      time: datetime | None = None, alerts_field: str = "alerts",
+                      ) -> JSONResponse:
+        if (too_many := over_alert_cap(event, max_alerts)) is not None:
+            raise ApiError(413, too_many, [FieldProblem(field=alerts_field,
+                                                        problem=f"more than {max_alerts:,}")])
         try:
             sent = await send_event(publisher, kind, raw, event, source=source,
                                     event_id=event_id, ce_type=ce_type, time=time)
@@ -301,9 +307,10 @@ def create_app(config: KafkaConfig, *, token: str | None = None,
               responses={**errors, **documented(415)},
               dependencies=secured, openapi_extra=_body("CloudEvent"),
               summary="Publish a CloudEvent (structured JSON) carrying a ticket or an alert",
-              description=(event_kind.__doc__ or "") + "\nThe event's id becomes the request "
-              "id (an Alertmanager body's is derived from its alert), so posting the same "
-              "event again is the same request.")
+              description=(event_kind.__doc__ or "") + "\nThe request id derives from the "
+              "event's `source` and `id` together, the pair CloudEvents makes unique (an "
+              "Alertmanager body's from its alert instead): posting the same event again is the "
+              "same request, and another source's event with the same id is another request.")
     async def post_event(request: Request) -> JSONResponse:
         ctype = request.headers.get("content-type", "").lower()
         if "cloudevents-batch" in ctype:
@@ -315,7 +322,8 @@ def create_app(config: KafkaConfig, *, token: str | None = None,
         data = json_object(ce.data, f"{kind} in the CloudEvent's data", "data.")
         event = _validate(kind, data, prefix="data.")
         return await publish(request, kind, orjson.dumps(data), event, event_id=ce.id,
-                             source=ce.source, ce_type=ce.type, time=ce.time)
+                             source=ce.source, ce_type=ce.type, time=ce.time,
+                             alerts_field="data.alerts")
 
     @app.get("/v1/requests/{request_id}", response_model=RequestStatus, name="get_request",
              dependencies=secured, summary="A request's status, steps so far and result",

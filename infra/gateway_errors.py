@@ -89,7 +89,8 @@ ERRORS: dict[int, str] = {
     404: "unknown id or path",
     405: "method not allowed on this path",
     409: "already decided; the first decision stands",
-    413: "body too large (refused while reading, or at once from Content-Length)",
+    413: ("body too large (refused while reading, or at once from Content-Length), or more "
+          "alerts than COUNTERPOINT_MAX_ALERTS"),
     415: "unsupported media type",
     422: "invalid: every bad field is listed",
     503: "the broker did not acknowledge in time, or cannot be read; retry",

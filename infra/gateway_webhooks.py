@@ -31,7 +31,8 @@ from counterpoint.schemas.envelope import derive_event_id
 
 GATEWAY_SOURCE = "/counterpoint/gateway/webhooks"
 
-# publish(request, kind, raw, event, event_id=..., source=...) -> the 202 receipt
+# publish(request, kind, raw, event, event_id=..., source=..., alerts_field=...) -> the 202
+# receipt (or 413 for an Alertmanager body over COUNTERPOINT_MAX_ALERTS)
 Publish = Callable[..., Awaitable[JSONResponse]]
 
 
@@ -98,7 +99,8 @@ def _handler(provider: Provider, secret: bytes | None, publish: Publish,
         return await publish(request, provider.kind, orjson.dumps(outcome.body), event,
                              event_id=derive_event_id("webhook", provider.name,
                                                       outcome.delivery_id),
-                             source=f"{GATEWAY_SOURCE}/{provider.name}")
+                             source=f"{GATEWAY_SOURCE}/{provider.name}",
+                             alerts_field=f"{provider.kind}.alerts")
 
     receive.__name__ = f"webhook_{provider.name}"
     return receive

@@ -21,6 +21,7 @@ from rich.text import Text
 from counterpoint.bus.kafka import KafkaConfig, tail
 from counterpoint.infra.assembly import BuiltAgent, topics_of
 from counterpoint.infra.project import Project, ProjectError
+from counterpoint.infra.terminal import json_line
 from counterpoint.schemas.envelope import Envelope
 from counterpoint.topics.topic import Topic
 
@@ -57,7 +58,7 @@ async def show_results(console: Console, config: KafkaConfig, project: Project,
             continue
         data = topics[record.topic].decode(record.value)
         if as_json_lines:
-            sys.stdout.write(orjson.dumps(as_json(data)).decode() + "\n")
+            sys.stdout.write(json_line(as_json(data)))
             sys.stdout.flush()
         else:
             console.print(render(record.topic, envelope, data))

@@ -10,6 +10,7 @@ import signal
 
 from counterpoint.agents.budget import metered
 from counterpoint.agents.cost import PriceTable
+from counterpoint.agents.tools.business import BusinessStore, default_db_path
 from counterpoint.bus.kafka import run_agent
 from counterpoint.infra.admin import create_topics
 from counterpoint.infra.assembly import build_one, resolve, topics_of
@@ -36,6 +37,9 @@ async def run_agent_process(wanted: str, settings: Settings, project: Project) -
     install_log_redaction()  # idempotent; covers callers that did not go through cli.main
     asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, dump_tasks)
     name, entry = resolve(project, wanted)
+    # A business.db Counterpoint did not create stops the process here, before any agent
+    # could write to it; one of ours is opened when an agent first uses it.
+    BusinessStore.check(default_db_path(settings.home))
     # Every model call is priced and held to its step's budget.
     provider = metered(make_provider(settings), PriceTable.configured(settings.prices))
     # Fails here, at start-up, on a bad import string or a declaration mismatch.

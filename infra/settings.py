@@ -58,27 +58,42 @@
                                      (unset = your user name)
     COUNTERPOINT_APPROVERS           the gateway's approvers: JSON {name: token or
                                      "sha256:<hex of the token's SHA-256>"}, or a file of it
+    COUNTERPOINT_WEBHOOK_HOSTS       host names a callback_url may name, comma-separated
+                                     (`hooks.example.com, *.example.org`; unset = any)
+    COUNTERPOINT_WEBHOOK_NETWORKS    networks deliveries may reach although not public,
+                                     comma-separated (`10.0.0.0/8, 127.0.0.1/32`; unset =
+                                     public addresses only; agents/webhook_egress.py)
+    COUNTERPOINT_MAX_ALERTS          alerts one Alertmanager notification may carry (1000)
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import orjson
 from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
 
 from counterpoint.bus.decode import InputLimits
 from counterpoint.bus.delivery import RetryPolicy
 from counterpoint.bus.kafka import KafkaConfig
+from counterpoint.schemas.alert_cap import DEFAULT_MAX_ALERTS
 
 if TYPE_CHECKING:
     from counterpoint.agents.approval_policy import ApprovalPolicy
     from counterpoint.agents.signing import Keyring
+
+# COUNTERPOINT_MODEL_<AGENT>: one variable per agent, so no field can name them all.
+MODEL_PREFIX = "COUNTERPOINT_MODEL_"
 
 
 class Settings(BaseSettings):
@@ -142,6 +157,18 @@ class Settings(BaseSettings):
         if v is None or not v.strip():
             return None
         parse_approvers(v)  # a bad mapping fails at start-up, naming the problem
+        return v
+
+    webhook_hosts: str = ""
+    webhook_networks: str = ""
+    max_alerts: int = Field(default=DEFAULT_MAX_ALERTS, ge=1, le=100_000)
+
+    @field_validator("webhook_networks")
+    @classmethod
+    def _networks(cls, v: str) -> str:
+        from counterpoint.agents.webhook_egress import parse_networks
+
+        parse_networks(v)  # a bad network fails at start-up, naming the entry
         return v
 
     @field_validator("config", mode="before")
@@ -218,8 +245,41 @@ class Settings(BaseSettings):
         from counterpoint.agents.context import DEFAULT_MODELS
 
         models = {**DEFAULT_MODELS, **(configured or {})}
-        prefix = "COUNTERPOINT_MODEL_"
         for key, value in os.environ.items():
-            if key.startswith(prefix) and value.strip():
-                models[key[len(prefix):].lower()] = value.strip()
+            if key.startswith(MODEL_PREFIX) and value.strip():
+                models[key[len(MODEL_PREFIX):].lower()] = value.strip()
         return models
+
+    @classmethod
+    def env_names(cls) -> dict[str, str]:
+        """Each field's environment variable, as pydantic-settings looks it up."""
+        prefix = cls.model_config.get("env_prefix") or ""
+        return {name: (f.validation_alias if isinstance(f.validation_alias, str)
+                       else f"{prefix}{name}").upper()
+                for name, f in cls.model_fields.items()}
+
+    @classmethod
+    def from_environ(cls, environ: Mapping[str, str], fields: Iterable[str]) -> Settings:
+        """What `fields` are for a process whose environment is `environ` (another
+        process's, say); the other fields keep their defaults. Raises ValidationError."""
+        names = cls.env_names()
+        upper = {key.upper(): value for key, value in environ.items()}  # case-insensitive
+        given: dict[str, Any] = {}
+        for name in fields:
+            if names[name] in upper:
+                alias = cls.model_fields[name].validation_alias
+                given[alias if isinstance(alias, str) else name] = upper[names[name]]
+        return _Given(**given)
+
+
+class _Given(Settings):
+    """Settings from the values handed over only, not from this process's environment."""
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls: type[BaseSettings],
+                                   init_settings: PydanticBaseSettingsSource,
+                                   env_settings: PydanticBaseSettingsSource,
+                                   dotenv_settings: PydanticBaseSettingsSource,
+                                   file_secret_settings: PydanticBaseSettingsSource,
+                                   ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings,)

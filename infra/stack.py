@@ -5,18 +5,24 @@ its agents declare, and every agent as its own OS process. Used by `counterpoint
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
+import time
 from collections.abc import Callable, Mapping
 from types import TracebackType
 
 from counterpoint.agents.llm.offline import OfflineProvider
+from counterpoint.agents.private_files import private_dir
 from counterpoint.agents.signing import Keyring
+from counterpoint.agents.tools.business import BusinessStore, default_db_path
 from counterpoint.infra.admin import create_topics
 from counterpoint.infra.assembly import BuiltAgent, build_project, topics_of
 from counterpoint.infra.broker import EmbeddedBroker
 from counterpoint.infra.processes import Supervisor
 from counterpoint.infra.project import Project, builtin_project
 from counterpoint.infra.settings import Settings
+
+log = logging.getLogger(__name__)
 
 
 def default_scale(project: Project) -> dict[str, int]:
@@ -53,8 +59,12 @@ class Stack:
         return env
 
     async def __aenter__(self) -> Stack:
-        self.logs_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(self.logs_dir)
         self.settings.keyring()  # makes the development approval keys once, or fails here
+        # Before anything starts: a business.db Counterpoint did not create stops `up` here
+        # (UnrecognisedFile) rather than every agent failing on it and being restarted; and
+        # the agents then find the sample database made once instead of all racing to make it.
+        BusinessStore.open(default_db_path(self.home)).close()
         if self.settings.embedded:
             self.broker = EmbeddedBroker(self.settings.broker_host, self.settings.broker_port,
                                          log_file=self.logs_dir / "broker.log")
@@ -73,10 +83,21 @@ class Stack:
     async def __aexit__(self, exc_type: type[BaseException] | None,
                         exc: BaseException | None, tb: TracebackType | None) -> None:
         # Blocking on purpose: this also runs in a cancelled task, where awaiting is unsafe.
+        # Agents first (they commit to the broker), then the broker; both bounded.
+        started = time.monotonic()
+        parts, killed = [], False
         if self.supervisor is not None:
-            self.supervisor.stop()
+            report = self.supervisor.stop()
+            parts.append(report.summary())
+            killed = bool(report.killed)
         if self.broker is not None:
-            self.broker.stop()
+            outcome = self.broker.stop()
+            if outcome is not None:
+                parts.append(f"embedded broker {outcome}")
+                killed = killed or outcome == "killed"
+        if parts:
+            log.log(logging.WARNING if killed else logging.INFO, "stopped in %.1f s: %s",
+                    time.monotonic() - started, "; ".join(parts))
 
     def joined(self) -> dict[str, bool]:
         assert self.supervisor is not None

@@ -384,3 +384,23 @@ async def test_resolved_alert_needs_no_investigation(ctx: AgentContext) -> None:
     assert result.findings == []
     assert result.resolution is not None and result.resolution.during == "after"
     assert result.usage.calls == 0
+
+
+async def test_the_same_cloudevent_id_from_two_sources_gets_two_answers(
+        ctx: AgentContext) -> None:
+    """CloudEvents makes source + id unique. Two senders' `evt-1` are two requests: the second
+    must not be dropped as a duplicate of the first, nor share its request and its answer."""
+    bus, _ = _bus(ctx)
+    tickets = {"/crm": dict(orjson.loads(TICKET_RAW), id="T-CRM"),
+               "/helpdesk": dict(orjson.loads(PASSWORD_TICKET), id="T-DESK")}
+    for source, ticket in tickets.items():
+        event = {"specversion": "1.0", "id": "evt-1", "source": source,
+                 "type": "com.example.ticket.created", "data": ticket}
+        await bus.publish(INTAKE_TICKETS.name, orjson.dumps(event), key=b"k")
+    await bus.run_until_idle()
+
+    by_source = {r.origin: r for r in _results(bus)}
+    assert set(by_source) == set(tickets)
+    assert by_source["/crm"].request_id != by_source["/helpdesk"].request_id
+    assert by_source["/crm"].source_id == "T-CRM"
+    assert by_source["/helpdesk"].source_id == "T-DESK"

@@ -22,7 +22,7 @@ from counterpoint.bus.decode import RawRecord
 from counterpoint.bus.delivery import Delivery, RetryPolicy
 from counterpoint.bus.errors import TransientError
 from counterpoint.bus.memory import MemoryBus
-from counterpoint.schemas.envelope import Envelope, derive_event_id
+from counterpoint.schemas.envelope import Envelope, derive_event_id, scoped_id
 from counterpoint.schemas.events import Finding, Generation, Ticket, Usage
 from counterpoint.topics.registry import (
     DEADLETTER_NAME,
@@ -172,7 +172,7 @@ async def test_outputs_carry_derived_ids_correlation_causation_and_trace() -> No
         envelope = Envelope.from_headers(record.headers)
         assert envelope is not None
         assert envelope.request_id == "req-1"
-        assert envelope.causation_id == "evt-in"
+        assert envelope.causation_id == scoped_id("/tests", "evt-in")
         assert envelope.subject == "T-1"
         assert envelope.source == "/counterpoint/t"
         assert envelope.type == INVESTIGATION_FINDINGS.ce_type
@@ -184,8 +184,10 @@ async def test_outputs_carry_derived_ids_correlation_causation_and_trace() -> No
         assert match.group(2) != "00f067aa0ba902b7"
         by_tag[orjson.loads(record.value or b"")["task_id"]] = envelope.id
     assert by_tag == {
-        "T-1-task-1": derive_event_id("evt-in", "t", INVESTIGATION_FINDINGS.name, "f1"),
-        "T-1-task-2": derive_event_id("evt-in", "t", INVESTIGATION_FINDINGS.name, "f2"),
+        "T-1-task-1": derive_event_id(scoped_id("/tests", "evt-in"), "t",
+                                      INVESTIGATION_FINDINGS.name, "f1"),
+        "T-1-task-2": derive_event_id(scoped_id("/tests", "evt-in"), "t",
+                                      INVESTIGATION_FINDINGS.name, "f2"),
     }
 
 
