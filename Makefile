@@ -5,9 +5,12 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 # The integration tests' mcp-server-sqlite, in an environment of its own (see its requirements).
 MCP_SQLITE := $(VENV)/mcp-sqlite/bin/mcp-server-sqlite
-PACKAGES := agents topics schemas bus infra client
-# mypy and import-linter cannot follow setuptools' editable finder that maps these folders to
-# counterpoint.*, so they read a tree of symlinks with that shape.
+# The top-level folders installed as counterpoint.<folder>, read from pyproject.toml's package
+# list (the only one), and the other top-level packages as NAME=FOLDER from its package-dir (the
+# demo business). mypy and import-linter cannot follow setuptools' editable finder that maps
+# them, so they read a tree of symlinks with that shape.
+PACKAGES = $(shell $(PYTHON) -c 'import tomllib; t = tomllib.load(open("pyproject.toml", "rb")); print(*sorted({p.split(".")[1] for p in t["tool"]["setuptools"]["packages"] if p.startswith("counterpoint.")}))')
+ROOTS = $(shell $(PYTHON) -c 'import tomllib; t = tomllib.load(open("pyproject.toml", "rb")); print(*sorted(f"{k}={v}" for k, v in t["tool"]["setuptools"]["package-dir"].items() if k != "counterpoint"))')
 TYPECHECK := .typecheck
 
 .PHONY: demo test unit integration lint typecheck typecheck-tree bench clean
@@ -32,6 +35,7 @@ demo: $(STAMP)
 typecheck-tree:
 	@mkdir -p $(TYPECHECK)/counterpoint
 	@for p in $(PACKAGES); do ln -sfn ../../$$p $(TYPECHECK)/counterpoint/$$p; done
+	@for r in $(ROOTS); do ln -sfn ../$${r#*=} $(TYPECHECK)/$${r%%=*}; done
 	@ln -sfn ../demo $(TYPECHECK)/counterpoint_demo
 
 lint: $(STAMP) typecheck-tree

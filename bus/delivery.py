@@ -28,9 +28,10 @@ from opentelemetry.trace import Span, Status, StatusCode
 
 from counterpoint.bus import tracing
 from counterpoint.bus.agent import Agent, Cause, Emit, Hold, Incoming, Settlement
+from counterpoint.bus.checks import checked_emits
 from counterpoint.bus.deadletter import Failure, deadletter_headers
 from counterpoint.bus.decode import InputLimits, RawRecord, decode
-from counterpoint.bus.errors import CounterpointError, TooLarge, UndeclaredEmit, is_retriable
+from counterpoint.bus.errors import CounterpointError, TooLarge, is_retriable
 from counterpoint.schemas.envelope import Envelope, derive_event_id, now
 from counterpoint.topics.registry import DEADLETTER_NAME
 
@@ -136,8 +137,7 @@ class Delivery:
                 attempt += 1
                 incoming = replace(incoming, settlement=Settlement())  # a retry starts clean
                 try:
-                    emits = await handler(incoming)
-                    self._check_declared(emits)
+                    emits = checked_emits(self.agent, await handler(incoming))
                     break
                 except Exception as exc:  # a handler bug must not stop the agent
                     # A rate limit that says when to come back is honoured.
@@ -160,7 +160,7 @@ class Delivery:
 
     async def emit(self, emits: Sequence[Emit], cause: Cause) -> list[Ack]:
         """Publish `emits` as children of `cause`; ids derive from the cause's id."""
-        self._check_declared(emits)
+        emits = checked_emits(self.agent, emits)
         parent = tracing.extract(cause.trace_headers) if cause.trace_headers else None
         acks: list[Ack] = []
         for item in emits:
@@ -184,14 +184,6 @@ class Delivery:
                                                  headers))
         self.stats.emitted += len(acks)
         return acks
-
-    def _check_declared(self, emits: Sequence[Emit]) -> None:
-        for item in emits:
-            if not self.agent.declared(item.topic):
-                raise UndeclaredEmit(
-                    f"agent {self.agent.name} emitted to {item.topic.name}, which it does not "
-                    f"declare (declared: {', '.join(t.name for t in self.agent.emits)})"
-                )
 
     async def _deadletter(self, span: Span, record: RawRecord, failure: Failure) -> Ack:
         span.record_exception(failure.error)

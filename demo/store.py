@@ -22,6 +22,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Final, Literal, cast
 
+from counterpoint.agents.private_files import private_dir
 from counterpoint_demo.seed import SCHEMA, seed_rows, ts
 
 # Bump when the schema or seed changes: a file of ours with another version is rebuilt.
@@ -205,7 +206,7 @@ class BusinessStore:
     def open(cls, path: Path) -> BusinessStore:
         """Our database at `path`, created or rebuilt first when needed (`ForeignFile` when
         another file is there)."""
-        path.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(path.parent)  # it holds personal data; the file itself is made 0600
         if _seed_version(path) != SEED_VERSION:
             _publish(_build(path.parent, path.name), path)
         return cls(sqlite3.connect(_ro_uri(path), uri=True, check_same_thread=False), path)

@@ -6,7 +6,11 @@
 * payment card numbers (13-19 digits, optionally grouped with single spaces or dashes, that
   pass the Luhn check) -> ``[card]``; digit runs that fail Luhn (ids, timestamps) are kept;
 * bearer/basic credentials, ``sk-...``/``sk-ant-...`` API keys and ``api_key=...``,
-  ``token: ...``, ``"password": "..."``-style key/value pairs -> ``[secret]``.
+  ``token: ...``, ``"password": "..."``-style key/value pairs -> ``[secret]``;
+* in URLs, the userinfo (``https://user:pw@host`` -> ``https://[secret]@host``) and every
+  query value, whatever its name (``/hook?auth=x&v=2`` -> ``/hook?auth=[secret]&v=[secret]``):
+  a receiver's secret may sit in any of them. A ``url.query`` span attribute (the query alone,
+  without ``?``) has its values replaced the same way.
 
 It is idempotent: redacting redacted text changes nothing.
 
@@ -67,6 +71,17 @@ _KV_RE = re.compile(
 )
 
 
+_USERINFO_RE = re.compile(r"(?<=://)[^/\s@?#\"'<>]+@")
+# A query string runs from "?" to whitespace, a quote or "#"; each of its values goes.
+_QUERY_RE = re.compile(r"\?[^\s\"'<>#`]*=[^\s\"'<>#`]*")
+_PARAM_RE = re.compile(r"([?&][^=&]*=)[^&]*")
+QUERY_ATTRIBUTES: Final = frozenset({"url.query"})
+
+
+def _query(match: re.Match[str]) -> str:
+    return _PARAM_RE.sub(lambda m: m.group(1) + SECRET, match.group(0))
+
+
 def luhn_valid(digits: str) -> bool:
     """The Luhn checksum every payment card number satisfies."""
     total = 0
@@ -89,6 +104,10 @@ def redact(text: str) -> str:
     """``text`` with emails, card numbers and credentials replaced by placeholders."""
     if not text:
         return text
+    if "://" in text:  # before emails: `https://alice@example.com` is userinfo, not a mailbox
+        text = _USERINFO_RE.sub(SECRET + "@", text)
+    if "?" in text:
+        text = _QUERY_RE.sub(_query, text)
     text = _AUTH_RE.sub(lambda m: f"{m.group(1)} {SECRET}", text)
     text = _API_KEY_RE.sub(SECRET, text)
     text = _KV_RE.sub(lambda m: f"{m.group(1)}{m.group(2)}{SECRET}", text)
@@ -107,8 +126,14 @@ def redact_value(value: Any) -> Any:
     return value
 
 
+def _attribute(key: str, value: Any) -> Any:
+    if key in QUERY_ATTRIBUTES and isinstance(value, str):
+        value = redact("?" + value)[1:]
+    return redact_value(value)
+
+
 def _attributes(attributes: Mapping[str, Any] | None) -> dict[str, Any]:
-    return {k: redact_value(v) for k, v in (attributes or {}).items()}
+    return {k: _attribute(k, v) for k, v in (attributes or {}).items()}
 
 
 class _RedactedSpan(ReadableSpan):

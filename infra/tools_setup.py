@@ -1,33 +1,26 @@
-"""Which tool configuration a process uses: the built-in one over the demo business server, with
-the project file's tool sections on top (a source or an agent's allowlist it names replaces the
-built-in one)."""
+"""Which tool configuration a process uses: the project file's tool sections over the built-in
+ones (the demo business server). A source the file names replaces the built-in one of that name;
+an agent the file gives a `tools` list gets that allowlist. A built-in agent the file lists
+without one keeps its built-in allowlist; no other agent gets one from beneath."""
 
 from __future__ import annotations
 
-import tomllib
 from collections.abc import Iterable
 from urllib.parse import urlsplit
 
+from counterpoint.agents.catalog import BUILTIN
 from counterpoint.agents.tools.config import ToolsConfig, builtin
-from counterpoint.agents.tools.errors import ToolConfigError
+from counterpoint.infra.project import Project
 from counterpoint.infra.settings import Settings
 
 
-def tools_config(settings: Settings) -> ToolsConfig:
+def tools_config(settings: Settings, project: Project) -> ToolsConfig:
     base = builtin(settings.demo_business_url)
-    if settings.config is None:
-        return base
-    where = str(settings.config)
-    try:
-        data = tomllib.loads(settings.config.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ToolConfigError(f"{where}: cannot be read: {exc.strerror or exc}") from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise ToolConfigError(f"{where}: not valid TOML: {exc}") from exc
-    try:
-        return ToolsConfig.from_project(data, where).over(base)
-    except ValueError as exc:  # pydantic's ValidationError names the key
-        raise ToolConfigError(f"{where}: {exc}") from exc
+    # An agent of one's own that happens to be called `billing` is not the built-in billing
+    # investigator: it gets no tools it did not ask for.
+    ours = {name: entries for name, entries in base.allowlists.items()
+            if name in project.agents and project.agents[name].use == BUILTIN.get(name)}
+    return project.tools.over(base.model_copy(update={"allowlists": ours}))
 
 
 def demo_business_address(settings: Settings, config: ToolsConfig,

@@ -20,7 +20,7 @@ import os
 import re
 from collections.abc import Mapping, Sequence
 from contextlib import AsyncExitStack
-from typing import Any, Final
+from typing import Final
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -74,25 +74,16 @@ class ToolsConfig(_Strict):
 
     @model_validator(mode="after")
     def _names(self) -> ToolsConfig:
-        for name in [*self.servers, *self.python]:
-            if not re.match(_SOURCE, name):
-                raise ValueError(f"tool source name {name!r} must be lower-case letters, "
+        keys = [*(f"mcp.servers.{n}" for n in self.servers),
+                *(f"tools.python.{n}" for n in self.python)]
+        for key in keys:
+            if not re.match(_SOURCE, key.rpartition(".")[2]):
+                raise ValueError(f"{key}: a tool source's name must be lower-case letters, "
                                  "digits, '-' or '_'")
-        if both := set(self.servers) & set(self.python):
-            raise ValueError(f"{', '.join(sorted(both))}: both an MCP server and a Python "
-                             "tool source; a source name is used once")
+        if both := sorted(set(self.servers) & set(self.python)):
+            raise ValueError(f"tools.python.{both[0]}: also the name of an MCP server "
+                             f"(mcp.servers.{both[0]}); a source name is used once")
         return self
-
-    @classmethod
-    def from_project(cls, data: Mapping[str, Any], where: str) -> ToolsConfig:
-        """The tool sections of a parsed project file (see the module doc)."""
-        agents = data.get("agents") or {}
-        return cls.model_validate({
-            "servers": (data.get("mcp") or {}).get("servers") or {},
-            "python": (data.get("tools") or {}).get("python") or {},
-            "allowlists": {name: section["tools"] for name, section in agents.items()
-                           if isinstance(section, Mapping) and "tools" in section},
-            "where": where})
 
     def over(self, base: ToolsConfig) -> ToolsConfig:
         """This configuration on top of `base`: its sources replace theirs by name, and an
@@ -104,8 +95,17 @@ class ToolsConfig(_Strict):
             allowlists={**base.allowlists, **self.allowlists}, where=self.where)
 
     def sources_for(self, agents: Sequence[str]) -> set[str]:
-        return {entry.partition(".")[0] for agent in agents
+        """The sources `agents` use; `ToolConfigError` naming the first allowlist that names
+        a source not configured (so `up` stops before starting agents that would fail)."""
+        used = {entry.partition(".")[0] for agent in agents
                 for entry in self.allowlists.get(agent, [])}
+        for source in sorted(used - set(self.servers) - set(self.python)):
+            names = ", ".join(sorted([*self.servers, *self.python])) or "none"
+            user = next(a for a in agents if any(e.startswith(f"{source}.")
+                                                 for e in self.allowlists.get(a, [])))
+            raise ToolConfigError(f"{self.where}: agents.{user}.tools names tool source "
+                                  f"{source!r}, which is not configured (sources: {names})")
+        return used
 
 
 # The built-in agents' allowlists over the demo business server (demo/, `counterpoint-demo-
@@ -186,17 +186,11 @@ async def open_toolbox(config: ToolsConfig, agents: Sequence[str], stack: AsyncE
     for source in sorted(config.sources_for(agents)):
         if source in config.python:
             tools += python_source(source, config.python[source], config.where)
-        elif source in config.servers:
+        else:
             server = mcp_server(source, config.servers[source], config.where,
                                 connect_timeout_s=connect_timeout_s)
             stack.push_async_callback(server.close)
             tools += await server.start()
-        else:
-            names = ", ".join(sorted([*config.servers, *config.python])) or "none"
-            users = [a for a in agents if any(e.startswith(f"{source}.")
-                                              for e in allowlists.get(a, []))]
-            raise ToolConfigError(f"{config.where}: agents.{users[0]}.tools names tool source "
-                                  f"{source!r}, which is not configured (sources: {names})")
     try:
         return Toolbox(tools, allowlists)
     except ToolConfigError as exc:

@@ -62,6 +62,9 @@ def stack(bootstrap: str, api: MessagesAPI, shop_db: Path,
     home = tmp_path_factory.mktemp("home")
     project = home / "counterpoint.toml"
     project.write_text(f"""
+[project]
+name = "mcptest"
+
 [mcp.servers.time]
 command = "{BIN / 'mcp-server-time'}"
 args = ["--local-timezone", "UTC"]
@@ -81,6 +84,7 @@ read_only = ["hang"]
 timeout_s = 1
 
 [agents.knowledge]
+use = "counterpoint.agents.investigator:build"
 tools = ["time.get_current_time", "shop.read_query", "stub.hang"]
 """)
     s = AgentStack(bootstrap, home, {"knowledge": 1}, extra_env={

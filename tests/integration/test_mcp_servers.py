@@ -177,11 +177,15 @@ def test_an_agent_whose_tool_is_missing_does_not_start_and_says_which(tmp_path: 
 
     project = tmp_path / "counterpoint.toml"
     project.write_text(f"""
+[project]
+name = "mcptest"
+
 [mcp.servers.time]
 command = "{BIN / 'mcp-server-time'}"
 read_only = ["get_current_time"]
 
 [agents.knowledge]
+use = "counterpoint.agents.investigator:build"
 tools = ["time.get_weather"]
 """)
     env = {**os.environ, "COUNTERPOINT_CONFIG": str(project), "COUNTERPOINT_HOME": str(tmp_path),

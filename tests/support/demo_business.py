@@ -48,4 +48,5 @@ def demo_context(store: BusinessStore, **kwargs: Any) -> AgentContext:
     """An agent context whose tools are the demo business's (and whose executor records its
     actions in the same database, until actions move to the demo business server)."""
     kwargs.setdefault("tools", demo_toolbox(store))
-    return AgentContext(actions_db=store.path, **kwargs)
+    kwargs["defaults"] = {"home": store.path.parent, **kwargs.get("defaults", {})}
+    return AgentContext(**kwargs)

@@ -93,6 +93,18 @@ def test_publish_alert_with_no_alerts(capsys: pytest.CaptureFixture[str],
     assert "id:Fieldrequired" not in err
 
 
+def test_publish_alerts_over_the_cap(capsys: pytest.CaptureFixture[str], tmp_path: Path,
+                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    body = orjson.loads((EXAMPLES / "alert_alertmanager.json").read_bytes())
+    body["alerts"] = body["alerts"] * 3
+    path = _write(tmp_path, "storm.json", orjson.dumps(body))
+    monkeypatch.setenv("COUNTERPOINT_MAX_ALERTS", "2")
+    code, err = _run(capsys, "publish", "alert", str(path))
+    assert code == 2
+    assert _squash(f"{path}: alerts: the notification carries 3 alerts; the limit is 2") in err
+    assert "COUNTERPOINT_MAX_ALERTS" in err
+
+
 def test_publish_alertmanager_body_without_version(capsys: pytest.CaptureFixture[str],
                                                    tmp_path: Path) -> None:
     body = orjson.loads((EXAMPLES / "alert_alertmanager.json").read_bytes())

@@ -23,7 +23,8 @@ EXAMPLES = Path(__file__).resolve().parents[2] / "infra" / "examples"
 
 @pytest.fixture
 def ctx(tmp_path: Path) -> AgentContext:
-    return demo_context(BusinessStore.open(tmp_path / "b.db"), provider=OfflineProvider())
+    return demo_context(BusinessStore.open(tmp_path / "demo-business.db"),
+                        provider=OfflineProvider())
 
 
 def watched(bus: MemoryBus) -> list[RawRecord]:

@@ -23,6 +23,7 @@ from counterpoint.agents.context import AgentContext
 from counterpoint.agents.llm.offline import OfflineProvider
 from counterpoint.agents.llm.outputs import InvestigationSummary
 from counterpoint.agents.llm.provider import LLMRequest
+from counterpoint.agents.loading import LoadError
 from counterpoint.agents.tools.config import BUILTIN_ALLOWLISTS
 from counterpoint.agents.tools.define import Injected, tool, tools_in
 from counterpoint.agents.tools.errors import ToolConfigError
@@ -88,7 +89,8 @@ def test_a_session_refuses_a_tool_with_side_effects(store: BusinessStore) -> Non
                   {"billing": ["business.list_invoices", "payments.refund_invoice"]})
     with pytest.raises(ToolConfigError, match="side effects"):
         box.session("billing", request_id="r-1")
-    with pytest.raises(ToolConfigError, match="side effects"):
+    with pytest.raises(LoadError, match=r"ToolConfigError: the billing allowlist names "
+                                        r"payments\.refund_invoice, which has side effects"):
         build("billing", AgentContext(provider=OfflineProvider(), tools=box))
 
 
@@ -339,7 +341,7 @@ def test_the_turn_bound_is_a_setting(monkeypatch: pytest.MonkeyPatch) -> None:
 
 async def test_investigators_pass_the_turn_bound_to_their_tools(
         store: BusinessStore, spans: InMemorySpanExporter) -> None:
-    ctx = demo_context(store, provider=OfflineProvider(), max_tool_turns=0)
+    ctx = demo_context(store, provider=OfflineProvider(), defaults={"max_tool_turns": 0})
     bus = MemoryBus()
     for name in AGENT_NAMES:
         bus.add(build(name, ctx))

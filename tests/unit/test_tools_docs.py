@@ -5,17 +5,19 @@ alone, with the rest of the built-in pipeline on the demo business."""
 from __future__ import annotations
 
 import re
-import tomllib
 from pathlib import Path
 
 import pytest
 
 from counterpoint.agents.catalog import AGENT_NAMES, build
 from counterpoint.agents.llm.offline import OfflineProvider
-from counterpoint.agents.tools.config import ToolsConfig, builtin, mcp_server, python_source
+from counterpoint.agents.tools.config import ToolsConfig, mcp_server, python_source
 from counterpoint.agents.tools.define import tools_in
 from counterpoint.agents.tools.registry import Toolbox, python_tools
 from counterpoint.bus.memory import MemoryBus
+from counterpoint.infra.project import load_project
+from counterpoint.infra.settings import Settings
+from counterpoint.infra.tools_setup import tools_config
 from counterpoint.topics.registry import INTAKE_TICKETS, INVESTIGATION_FINDINGS
 from counterpoint_demo import tools as demo_tools
 from counterpoint_demo.store import BusinessStore
@@ -34,11 +36,21 @@ def _block(lang: str, containing: str) -> str:
     return found
 
 
-def test_the_mcp_example_parses_and_takes_its_token_from_the_environment(
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    project = tomllib.loads(_block("toml", "[mcp.servers.acme_billing]"))
-    config = ToolsConfig.from_project(project, "counterpoint.toml").over(
-        builtin("http://127.0.0.1:7300/mcp"))
+def _section(text: str, header: str) -> str:
+    """The section `header` of a TOML text, up to the next blank line."""
+    (found,) = re.findall(rf"^{re.escape(header)}\n.*?\n\n", text, flags=re.S | re.M)
+    return found
+
+
+def _project(folder: Path, text: str) -> ToolsConfig:
+    path = folder / "counterpoint.toml"
+    path.write_text(text, encoding="utf-8")
+    return tools_config(Settings(), load_project(path))
+
+
+def test_the_mcp_example_loads_and_takes_its_token_from_the_environment(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    config = _project(tmp_path, _block("toml", "[mcp.servers.acme_billing]"))
     assert config.allowlists["billing"][:2] == ["acme_billing.lookup_customer",
                                                 "acme_billing.list_invoices"]
     assert config.allowlists["account"][0].startswith("business.")  # the rest stays as it was
@@ -56,9 +68,13 @@ async def test_the_python_example_answers_the_billing_investigation(
     (package / "billing.py").write_text(_block("python", "# acme_tools/billing.py"))
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.setenv("ACME_API_KEY", "k-123")
-    project = tomllib.loads(_block("toml", "[tools.python.acme]"))
-    config = ToolsConfig.from_project(project, "counterpoint.toml").over(
-        builtin("http://127.0.0.1:7300/mcp"))
+    # The same file, the MCP server's section and billing's entry replaced as the doc says.
+    mcp_file = _block("toml", "[mcp.servers.acme_billing]")
+    instead = _block("toml", "[tools.python.acme]")
+    text = mcp_file.replace(_section(mcp_file, "[mcp.servers.acme_billing]"), "").replace(
+        _section(mcp_file, "[agents.billing]"), instead + "\n")
+    config = _project(tmp_path, text)
+    assert "acme_billing" not in config.servers
 
     # The demo business stays the `business` source, in-process here instead of over MCP.
     box = Toolbox([*python_source("acme", config.python["acme"], config.where),
