@@ -11,7 +11,6 @@ from contextlib import AsyncExitStack
 
 from counterpoint.agents.budget import metered
 from counterpoint.agents.cost import PriceTable
-from counterpoint.agents.loading import default_name
 from counterpoint.agents.tools.config import open_toolbox
 from counterpoint.bus.kafka import run_agent
 from counterpoint.infra.admin import create_topics
@@ -42,8 +41,12 @@ async def run_agent_process(wanted: str, settings: Settings, project: Project) -
     name, entry = resolve(project, wanted)
     # Every model call is priced and held to its step's budget.
     provider = metered(make_provider(settings), PriceTable.configured(settings.prices))
-    telemetry = setup_telemetry(name or default_name(entry.use),
-                                traces_dir=default_traces_dir(settings.home))
+    keys = settings.keyring()
+    # Fails here, before any tool server is started, on a bad import string, a declaration
+    # mismatch or a file of the agent's that Counterpoint did not create (built without tools:
+    # declarations only).
+    declared = build_one(settings, project, name, entry, provider, keys)
+    telemetry = setup_telemetry(declared.name, traces_dir=default_traces_dir(settings.home))
     broker: EmbeddedBroker | None = None
     try:
         async with AsyncExitStack() as tools:
@@ -53,8 +56,7 @@ async def run_agent_process(wanted: str, settings: Settings, project: Project) -
             # belong to a project's agents; an import string it does not list has none.
             toolbox = await open_toolbox(tools_config(settings, project), [name] if name else [],
                                          tools, connect_timeout_s=settings.tool_connect_timeout_s)
-            # Fails here, at start-up, on a bad import string or a declaration mismatch.
-            agent = build_one(settings, project, name, entry, provider, tools=toolbox).agent
+            agent = build_one(settings, project, name, entry, provider, keys, toolbox).agent
             if settings.embedded:
                 # Reuses a running broker; starts one (owned by this process) only if none
                 # answers.

@@ -5,7 +5,7 @@
                                      else the built-in pipeline (infra/project.py)
     KAFKA_BOOTSTRAP_SERVERS          broker to use; unset = the embedded broker
     COUNTERPOINT_BROKER_HOST/PORT    where the embedded broker listens (127.0.0.1:9092)
-    COUNTERPOINT_HOME                local state: demo-business.db, traces/ (./.counterpoint)
+    COUNTERPOINT_HOME                local state: actions.db, traces/, logs/ (./.counterpoint)
     COUNTERPOINT_FETCH_MAX_WAIT_MS   consumer fetch wait; each hop costs about this on the
                                      embedded broker (10 there, 100 on a real cluster)
     COUNTERPOINT_KAFKA_IDEMPOTENCE   idempotent producer; only where the broker supports

@@ -110,7 +110,7 @@ class ToolsConfig(_Strict):
 
 # The built-in agents' allowlists over the demo business server (demo/, `counterpoint-demo-
 # business`). A project file replaces them.
-BUILTIN_ALLOWLISTS: Final[dict[str, list[str]]] = {
+_READERS: Final[dict[str, list[str]]] = {
     "billing": ["business.lookup_customer", "business.list_invoices",
                 "business.search_knowledge_base"],
     "account": ["business.lookup_customer", "business.get_account_status",
@@ -121,7 +121,12 @@ BUILTIN_ALLOWLISTS: Final[dict[str, list[str]]] = {
     "synthesis": ["business.lookup_customer"],
 }
 BUILTIN_READ_ONLY: Final = sorted({entry.partition(".")[2]
-                                   for names in BUILTIN_ALLOWLISTS.values() for entry in names})
+                                   for names in _READERS.values() for entry in names})
+# The executor's are the server's actions: side-effecting tools called only after an approval
+# (agents/executor.py). They are not read-only, so no model session can be given one.
+BUILTIN_ALLOWLISTS: Final[dict[str, list[str]]] = {**_READERS, "executor": [
+    f"business.{kind}" for kind in ("refund", "unlock_account", "send_password_reset",
+                                    "rollback_deploy", "restart_service")]}
 
 
 def builtin(business_url: str) -> ToolsConfig:

@@ -30,12 +30,13 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Final, Protocol
 
 from opentelemetry import trace
-from opentelemetry.trace import Status, StatusCode
+from opentelemetry.trace import Span, Status, StatusCode
 from pydantic import ValidationError
 
 from counterpoint.agents.llm.tooluse import ToolOutcome, ToolSpec
@@ -203,11 +204,26 @@ class Toolbox:
             tools[tool.name] = tool
         return tools
 
-    def action(self, entry: str, *, agent: str) -> Tool:
-        """A side-effecting tool on `agent`'s allowlist, for running an approved action."""
+    async def action(self, entry: str, arguments: Mapping[str, Any], *, agent: str,
+                     request_id: str) -> ToolReply:
+        """Run `entry`, a tool on `agent`'s allowlist, for an approved action, traced like any
+        call. `ToolConfigError` when it is not on the allowlist, `InvalidInput` when the
+        arguments do not fit its schema (neither runs anything); a retriable error when its
+        server cannot be reached or is too slow."""
         if entry not in self.allowlist(agent):
             raise ToolConfigError(f"{entry} is not on the {agent} allowlist")
-        return self._resolve(entry, agent)
+        tool = self._resolve(entry, agent)
+        with _tool_span(tool.name, tool.source, agent, request_id) as span:
+            try:
+                reply = await tool.run(tool.check(arguments))
+            except Exception as exc:
+                _failed(span, exc)
+                raise
+            outcome = "failed" if reply.is_error else "ok"
+            span.set_attribute("counterpoint.tool.outcome", outcome)
+            span.set_status(Status(StatusCode.ERROR, outcome) if reply.is_error
+                            else Status(StatusCode.OK))
+            return reply
 
     def session(self, agent: str, *, request_id: str,
                 max_turns: int = DEFAULT_MAX_TURNS) -> ToolSession:
@@ -264,22 +280,13 @@ class ToolSession:
         shown = _span_safe(name)
         tool = self._allowed.get(name)
         server = tool.source if tool is not None else ""
-        with _tracer.start_as_current_span(f"tool {shown}", attributes={
-                "gen_ai.operation.name": "execute_tool",
-                "gen_ai.tool.name": shown,
-                "counterpoint.tool.name": shown,
-                "counterpoint.tool.server": server,
-                "counterpoint.agent": self.agent,
-                "counterpoint.request_id": self.request_id}) as span:
+        with _tool_span(shown, server, self.agent, self.request_id) as span:
             try:
                 call = await self._call(tool, shown, arguments)
             except Exception as exc:
                 # Unreachable or too slow: not an answer for the model, a retry for the bus.
-                outcome = getattr(exc, "reason", "failed") if is_retriable(exc) else "failed"
-                span.set_attribute("counterpoint.tool.outcome", outcome)
-                span.set_status(Status(StatusCode.ERROR, outcome))
                 log.warning("%s: tool %s.%s %s for request %s", self.agent, server, shown,
-                            outcome, self.request_id)
+                            _failed(span, exc), self.request_id)
                 raise
             self.calls.append(call)
             span.set_attribute("counterpoint.tool.outcome", call.outcome)
@@ -328,6 +335,26 @@ class ToolSession:
             return ToolCall(tool.name, tool.source, "failed", reply=None,
                             error=f"{tool.name} reported an error: {reply.text}")
         return ToolCall(tool.name, tool.source, "ok", reply=reply)
+
+
+@contextmanager
+def _tool_span(name: str, server: str, agent: str, request_id: str) -> Iterator[Span]:
+    """The `tool NAME` span of one call: names the server, never the input or the output."""
+    with _tracer.start_as_current_span(f"tool {name}", attributes={
+            "gen_ai.operation.name": "execute_tool",
+            "gen_ai.tool.name": name,
+            "counterpoint.tool.name": name,
+            "counterpoint.tool.server": server,
+            "counterpoint.agent": agent,
+            "counterpoint.request_id": request_id}) as span:
+        yield span
+
+
+def _failed(span: Span, exc: BaseException) -> str:
+    outcome = getattr(exc, "reason", "failed") if is_retriable(exc) else "failed"
+    span.set_attribute("counterpoint.tool.outcome", outcome)
+    span.set_status(Status(StatusCode.ERROR, outcome))
+    return outcome
 
 
 def facts_of(reply: ToolReply, source: str) -> list[Fact]:

@@ -126,7 +126,13 @@ async def drained(bootstrap: str, group: str, topic: str) -> None:
 
 
 def db(stack: AgentStack) -> sqlite3.Connection:
+    """The demo business server's database: what the actions did."""
     return sqlite3.connect(stack.home / "demo-business.db")
+
+
+def ledger(stack: AgentStack) -> sqlite3.Connection:
+    """The executor's own record of decisions and outcomes."""
+    return sqlite3.connect(stack.home / "actions.db")
 
 
 async def test_high_risk_action_waits_is_approved_from_the_cli_and_runs_exactly_once(
@@ -169,12 +175,18 @@ async def test_high_risk_action_waits_is_approved_from_the_cli_and_runs_exactly_
     assert len({e.id for e, _ in copies}) == 1, copies  # one outcome event, however many copies
     assert {v["outcome"] for _, v in copies} == {"succeeded"}
     assert "PAY-88122" in copies[0][1]["detail"] and copies[0][1]["decided_by"] == "alice"
+    # One refund at the business system, done under the approval id as its idempotency key
+    # by the demo business server's `refund` tool, and one outcome in the executor's ledger.
     with db(stack) as conn:
-        assert conn.execute("SELECT count(*) FROM refunds").fetchone()[0] == 1
+        assert conn.execute("SELECT idempotency_key FROM refunds").fetchall() == [(refund,)]
         assert conn.execute("SELECT status FROM payments WHERE id = 'PAY-88122'"
                             ).fetchone()[0] == "refunded"
-        assert conn.execute("SELECT count(*) FROM executed_actions WHERE action_id = ?",
-                            (refund,)).fetchone()[0] == 1
+        assert conn.execute("SELECT tool, outcome FROM action_effects WHERE "
+                            "idempotency_key = ?", (refund,)).fetchall() == [
+            ("refund", "succeeded")]
+    with ledger(stack) as conn:
+        assert conn.execute("SELECT outcome FROM executed_actions WHERE action_id = ?",
+                            (refund,)).fetchall() == [("succeeded",)]
 
     twice = cli(stack, "approve", refund, by="bob")
     assert twice.returncode == 1 and "already approved by alice" in " ".join(twice.stderr.split())
@@ -216,6 +228,9 @@ async def test_denied_action_never_runs(stack: AgentStack) -> None:
     with db(stack) as conn:
         assert conn.execute("SELECT status FROM accounts WHERE customer_id = 'C-42'"
                             ).fetchone()[0] == "locked"
+        assert conn.execute("SELECT count(*) FROM action_effects WHERE idempotency_key = ?",
+                            (unlock,)).fetchone() == (0,)  # never called
+    with ledger(stack) as conn:
         assert conn.execute("SELECT outcome FROM executed_actions WHERE action_id = ?",
                             (unlock,)).fetchone()[0] == "skipped"
 
@@ -310,9 +325,12 @@ async def test_forged_decisions_from_any_kafka_client_are_dead_lettered_and_noth
     ran = await collect(bootstrap, ACTIONS_EXECUTED.name, lambda _: False, 2)
     touched = {orjson.loads(r.value or b"")["action_id"] for r in ran}
     assert refund_id not in touched and INVENTED_APPROVAL not in touched
-    with db(stack) as conn:
+    with ledger(stack) as conn:
         assert conn.execute("SELECT count(*) FROM executed_actions WHERE action_id IN (?, ?)",
                             (refund_id, INVENTED_APPROVAL)).fetchone()[0] == 0
+    with db(stack) as conn:
+        assert conn.execute("SELECT count(*) FROM action_effects WHERE idempotency_key IN "
+                            "(?, ?)", (refund_id, INVENTED_APPROVAL)).fetchone()[0] == 0
         assert conn.execute("SELECT status FROM accounts WHERE customer_id = 'C-77'"
                             ).fetchone() in (None, ("locked",))
     # Nobody is misled either: the refund still waits for a person.

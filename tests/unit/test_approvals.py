@@ -7,7 +7,6 @@ by people are published the way the CLI publishes them (infra/approvals.py).
 from __future__ import annotations
 
 import sqlite3
-import threading
 from datetime import timedelta
 from pathlib import Path
 
@@ -19,7 +18,6 @@ from counterpoint.agents.catalog import AGENT_NAMES, build
 from counterpoint.agents.context import AgentContext
 from counterpoint.agents.llm.offline import OfflineProvider
 from counterpoint.agents.signing import Keyring
-from counterpoint.agents.tools.actions import ActionLedger
 from counterpoint.bus.agent import Agent
 from counterpoint.bus.memory import MemoryBus
 from counterpoint.infra.approvals import (
@@ -337,58 +335,6 @@ async def test_a_decision_read_before_its_request_is_held_until_the_request_arri
     await bus.run_until_idle()
     assert bus.records(APPROVALS_ESCALATED.name) == []  # decided, so never expired
     assert bus.committed(desk, APPROVALS_DECIDED.name, held.partition) > held.offset
-
-
-# --- the ledger -----------------------------------------------------------------------------
-
-
-def test_two_executor_processes_settling_one_action_have_one_effect(tmp_path: Path) -> None:
-    BusinessStore.open(tmp_path / "demo-business.db").close()
-    ledgers = [ActionLedger(tmp_path / "demo-business.db", executed_by=f"executor {n}")
-               for n in range(4)]
-    decision = ApprovalDecision(
-        approval_id="act-1", request_id="req-1", source_id="T-1001",
-        action=ActionSpec(action="refund", target="C-42", risk="high"), decision="approved",
-        decided_by="alice", via="person", decided_at=now())
-    outcomes = []
-    threads = [threading.Thread(target=lambda led=led: outcomes.append(led.settle(decision)))
-               for led in ledgers for _ in range(3)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert len(outcomes) == 12 and len({o.model_dump_json() for o in outcomes}) == 1
-    assert outcomes[0].outcome == "succeeded"
-    with _db(tmp_path) as db:
-        assert db.execute("SELECT count(*) FROM refunds").fetchone()[0] == 1
-        assert db.execute("SELECT count(*) FROM payments WHERE status = 'refunded'"
-                          ).fetchone()[0] == 1
-
-
-def test_a_tool_that_cannot_act_records_failed_and_leaves_nothing_half_done(
-        tmp_path: Path) -> None:
-    BusinessStore.open(tmp_path / "demo-business.db").close()
-    ledger = ActionLedger(tmp_path / "demo-business.db")
-
-    def settle(action: str, target: str) -> tuple[str, str]:
-        d = ApprovalDecision(approval_id=f"{action}-{target}", request_id="r", source_id="s",
-                             action=ActionSpec(action=action, target=target, risk="high"),
-                             decision="approved", decided_by="alice", via="person",
-                             decided_at=now())
-        out = ledger.settle(d)
-        return out.outcome, out.detail
-
-    assert settle("refund", "C-19") == ("failed",
-                                        "no invoice of C-19 has a duplicate payment to refund")
-    assert settle("restart_service", "nope")[0] == "failed"
-    assert settle("launch_rocket", "moon")[0] == "failed"
-    assert settle("rollback_deploy", "checkout-api") == (
-        "succeeded", "rolled back checkout-api D-5160 (v2.14.0) to v2.13.2")
-    assert settle("rollback_deploy", "checkout-api") == (  # one action id: the same outcome
-        "succeeded", "rolled back checkout-api D-5160 (v2.14.0) to v2.13.2")
-    assert settle("unlock_account", "C-42") == ("succeeded",
-                                                "account C-42 unlocked (was locked)")
-    assert ledger.outcomes()["restart_service-nope"][0] == "failed"
 
 
 def test_envelope_of_a_persons_decision_names_its_request(tmp_path: Path) -> None:

@@ -186,3 +186,35 @@ def test_usage_error_from_argparse(capsys: pytest.CaptureFixture[str]) -> None:
         cli.main(["publish", "invoice", "x.json"])
     assert info.value.code == 2
     assert "invalid choice" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", [["agent", "executor"], ["up"]])
+def test_an_actions_db_counterpoint_did_not_create_stops_the_command(
+        tmp_path: Path, command: list[str]) -> None:
+    """A user's own SQLite file where the executor's ledger goes: the process stops, naming
+    the file and what to do, and the file is untouched; `up` starts no broker, no demo business
+    server and no agent."""
+    import os
+    import sqlite3
+    import subprocess
+    import sys
+
+    home = Path(os.environ["COUNTERPOINT_HOME"])
+    home.mkdir(parents=True)
+    path = home / "actions.db"
+    db = sqlite3.connect(path)
+    db.execute("CREATE TABLE orders (id TEXT PRIMARY KEY)")
+    db.commit()
+    db.close()
+    before = path.read_bytes()
+    done = subprocess.run([str(Path(sys.executable).with_name("counterpoint")), *command],
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 2, done.stdout + done.stderr
+    err = _squash(done.stderr)
+    assert _squash(f"{path} is an SQLite database without Counterpoint's mark") in err, err
+    assert "COUNTERPOINT_HOME" in err and "Traceback" not in err
+    assert path.read_bytes() == before
+    port = int(os.environ["COUNTERPOINT_BROKER_PORT"])
+    with socket.socket() as probe:
+        assert probe.connect_ex(("127.0.0.1", port)) != 0, "a broker was started"
+    assert not list((home / "logs").glob("*-*.log")), "agents or services were started"

@@ -36,18 +36,19 @@ def test_an_action_runs_once_per_key(store: BusinessStore) -> None:
 async def test_concurrent_calls_with_one_key_have_one_effect(store: BusinessStore) -> None:
     box = Toolbox(python_tools("business", tools_in(actions), {"store": store}),
                   {"executor": ["business.rollback_deploy"]})
-    tool = box.action("business.rollback_deploy", agent="executor")
-    replies = await asyncio.gather(*(tool.run({"target": "checkout-api",
-                                               "idempotency_key": "act-9"}) for _ in range(6)))
+    replies = await asyncio.gather(*(box.action(
+        "business.rollback_deploy", {"target": "checkout-api", "idempotency_key": "act-9"},
+        agent="executor", request_id="r") for _ in range(6)))
     assert sorted(r.data["repeated"] for r in replies) == [False] + [True] * 5
     with sqlite3.connect(store.path) as db:
         assert db.execute("SELECT count(*) FROM deploy_rollbacks").fetchone() == (1,)
 
 
-def test_no_model_session_can_hold_an_action(store: BusinessStore) -> None:
+async def test_no_model_session_can_hold_an_action(store: BusinessStore) -> None:
     box = Toolbox(python_tools("business", tools_in(actions), {"store": store}),
                   {"billing": ["business.refund"]})
     with pytest.raises(ToolConfigError, match="side effects"):
         box.session("billing", request_id="r")
     with pytest.raises(ToolConfigError, match="not on the triage allowlist"):
-        box.action("business.refund", agent="triage")
+        await box.action("business.refund", {"target": "C-42", "idempotency_key": "k"},
+                         agent="triage", request_id="r")

@@ -66,15 +66,22 @@ def refund_invoice(invoice_id: str) -> str:
 # --- the built-in allowlists over the demo tools ------------------------------------------------
 
 
-def test_the_builtin_allowlists_name_read_only_demo_tools(store: BusinessStore) -> None:
+def test_the_builtin_allowlists_name_read_only_demo_tools_and_the_executor_its_actions(
+        store: BusinessStore) -> None:
     box = demo_toolbox(store)
+    actions = ["refund", "unlock_account", "send_password_reset", "rollback_deploy",
+               "restart_service"]
     assert sorted(box.names()) == sorted(f"business.{n}" for n in [
         "lookup_customer", "list_invoices", "get_account_status", "list_login_events",
         "search_service_logs", "get_service_metrics", "list_recent_deploys",
-        "search_knowledge_base"])
+        "search_knowledge_base", *actions])
     for agent in BUILTIN_ALLOWLISTS:
-        assert box.read_only(agent)  # read-only, or this raises
         assert agent in AGENT_NAMES
+        if agent != "executor":
+            assert box.read_only(agent)  # read-only, or this raises
+    assert box.allowlist("executor") == tuple(f"business.{n}" for n in actions)
+    with pytest.raises(ToolConfigError, match="side effects"):
+        box.read_only("executor")
     assert set(box.read_only("billing")) == {"lookup_customer", "list_invoices",
                                              "search_knowledge_base"}
     assert set(box.read_only("infrastructure")) == {
@@ -276,7 +283,9 @@ async def test_offline_investigators_call_their_tools_and_keep_their_facts(
             for s in _tool_spans(spans)}
     assert used == {("billing", "list_invoices"), ("account", "get_account_status"),
                     ("account", "list_login_events"), ("knowledge", "search_knowledge_base"),
-                    ("synthesis", "lookup_customer")}
+                    ("synthesis", "lookup_customer"),
+                    # the low-risk action policy approved, run by the executor as a tool
+                    ("executor", "send_password_reset")}
     for agent, name in used:
         assert f"business.{name}" in BUILTIN_ALLOWLISTS[str(agent)]
 

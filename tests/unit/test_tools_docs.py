@@ -19,6 +19,7 @@ from counterpoint.infra.project import load_project
 from counterpoint.infra.settings import Settings
 from counterpoint.infra.tools_setup import tools_config
 from counterpoint.topics.registry import INTAKE_TICKETS, INVESTIGATION_FINDINGS
+from counterpoint_demo import actions as demo_actions
 from counterpoint_demo import tools as demo_tools
 from counterpoint_demo.store import BusinessStore
 from tests.support.demo_business import demo_context
@@ -78,7 +79,8 @@ async def test_the_python_example_answers_the_billing_investigation(
 
     # The demo business stays the `business` source, in-process here instead of over MCP.
     box = Toolbox([*python_source("acme", config.python["acme"], config.where),
-                   *python_tools("business", tools_in(demo_tools), {"store": store})],
+                   *python_tools("business", [*tools_in(demo_tools), *tools_in(demo_actions)],
+                                 {"store": store})],
                   {a: config.allowlists[a] for a in AGENT_NAMES if a in config.allowlists})
     bus = MemoryBus()
     for name in AGENT_NAMES:
