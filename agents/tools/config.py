@@ -20,14 +20,16 @@ import os
 import re
 from collections.abc import Mapping, Sequence
 from contextlib import AsyncExitStack
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from counterpoint.agents.tools.define import tools_in
 from counterpoint.agents.tools.errors import ToolConfigError
-from counterpoint.agents.tools.mcp_servers import Endpoint, McpServer
 from counterpoint.agents.tools.registry import Tool, Toolbox, python_tools
+
+if TYPE_CHECKING:
+    from counterpoint.agents.tools.mcp_servers import McpServer
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _SOURCE = r"^[a-z][a-z0-9_-]{0,63}$"
@@ -155,6 +157,11 @@ def _expanded(values: Mapping[str, str], key: str, environ: Mapping[str, str]) -
 def mcp_server(name: str, config: McpServerConfig, where: str,
                environ: Mapping[str, str] | None = None, *,
                connect_timeout_s: float = 30.0) -> McpServer:
+    # Imported here, not above: the MCP SDK costs an agent's start-up most of its import time,
+    # and an agent without an MCP source (or a command that only reads the configuration)
+    # never needs it.
+    from counterpoint.agents.tools.mcp_servers import Endpoint, McpServer
+
     env = os.environ if environ is None else environ
     key = f"{where}: mcp.servers.{name}"
     endpoint = Endpoint(

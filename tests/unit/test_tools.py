@@ -363,3 +363,29 @@ async def test_investigators_pass_the_turn_bound_to_their_tools(
     billing = next(f for f in _findings(bus) if f.skill == "billing")
     assert [f.text for f in billing.facts] == ["The billing investigation read no business "
                                                "records."]
+
+
+def test_an_agent_without_an_mcp_source_does_not_import_the_mcp_sdk() -> None:
+    """The SDK is most of an agent's import time (docs/tools.md); triage has no tools, so its
+    process, configuration read and agent built, never loads it."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys\n"
+        "from counterpoint.infra import cli, runner\n"
+        "from counterpoint.agents.llm.offline import OfflineProvider\n"
+        "from counterpoint.agents.signing import Keyring\n"
+        "from counterpoint.infra.assembly import build_one\n"
+        "from counterpoint.infra.project import builtin_project\n"
+        "from counterpoint.infra.settings import Settings\n"
+        "from counterpoint.infra.tools_setup import tools_config\n"
+        "project = builtin_project()\n"
+        "tools_config(Settings(), project).sources_for(['triage'])\n"
+        "build_one(Settings(), project, 'triage', project.agents['triage'], OfflineProvider(),"
+        " Keyring.ephemeral())\n"
+        "print(sorted(m for m in sys.modules if m == 'mcp' or m.startswith('mcp.')))\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]", done.stdout
