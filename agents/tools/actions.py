@@ -126,15 +126,18 @@ class ActionLedger:
         self.executed_by = executed_by
         self._lock = threading.Lock()
         check(path)  # a file that is not ours stops the executor when it is built
+        self._ready = False
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
         # A connection per use, in autocommit mode with BEGIN IMMEDIATE: two executors
         # settling one action serialise instead of both reading "nothing recorded yet".
         with self._lock:
-            if not self.path.exists():
-                _create(self.path)
-            check(self.path)
+            if not self._ready:  # made now, or by another executor since this one was built
+                if not self.path.exists():
+                    _create(self.path)
+                check(self.path)
+                self._ready = True
             try:
                 with contextlib.closing(sqlite3.connect(self.path, timeout=30.0,
                                                         isolation_level=None)) as db:

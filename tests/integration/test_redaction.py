@@ -104,7 +104,8 @@ async def test_stored_outcomes_are_redacted_private_and_printed_escaped(
     for secret in (*FORBIDDEN, "hunter2"):
         assert secret.encode() not in stored, f"{secret!r} stored in clear in {memory}"
     assert b"password=[secret]" in stored and b"[card]" in stored
-    for path in [memory, stack.home / "demo-business.db", *stack.home.glob("memory.db-*"),
+    for path in [memory, stack.home / "demo-business.db", *stack.home.glob("actions.db"),
+                 *stack.home.glob("memory.db-*"),
                  *(stack.home / "traces").iterdir(), *(stack.home / "logs").iterdir()]:
         assert _mode(path) == 0o600, f"{path} is {_mode(path):o}"
     for folder in (stack.home / "traces", stack.home / "logs"):
