@@ -243,6 +243,8 @@ def _describe(path: Path, error: Any) -> str:
     problem = str(error["msg"]).removeprefix("Value error, ")
     if error["type"] == "string_pattern_mismatch" and loc[-1] == "use":
         problem = "expected an import string MODULE:ATTRIBUTE, e.g. 'mypackage.agents:writer'"
+    elif error["type"] == "string_pattern_mismatch" and loc[-2:-1] == ["tools"]:
+        problem = "expected SOURCE.TOOL, e.g. 'crm.lookup_account'"
     elif error["type"] == "missing":
         problem = "required key missing"
     got = error.get("input")

@@ -111,6 +111,18 @@ def test_found_by_flag_then_environment_then_working_directory(tmp_path: Path) -
     ('[project]\nname = "x"\npath = ["missing"]\n[agents.a]\nuse = "m:a"\n',
      "project.path.0:"),
     ('[project\nname = "x"\n', "not valid TOML"),
+    # The tool sections (docs/tools.md).
+    ('[project]\nname = "x"\n[agents.a]\nuse = "m:a"\n[mcp.servers.crm]\ncommand = "c"\n'
+     'url = "http://127.0.0.1:1/mcp"\n',
+     "mcp.servers.crm: give either `command` (stdio) or `url` (streamable HTTP)"),
+    ('[project]\nname = "x"\n[agents.a]\nuse = "m:a"\n[mcp.servers.crm]\ncommand = "c"\n'
+     'timeout = 5\n', "mcp.servers.crm.timeout: unknown key (known keys: command, args, env"),
+    ('[project]\nname = "x"\n[agents.a]\nuse = "m:a"\n[tools.python.crm]\nmodule = "m"\n'
+     '[mcp.servers.crm]\ncommand = "c"\n', "tools.python.crm: also the name of an MCP server"),
+    ('[project]\nname = "x"\n[agents.a]\nuse = "m:a"\ntools = ["lookup"]\n',
+     "agents.a.tools.0: expected SOURCE.TOOL, e.g. 'crm.lookup_account' (got 'lookup')"),
+    ('[project]\nname = "x"\n[agents.a]\nuse = "m:a"\n[mcp.server.crm]\ncommand = "c"\n',
+     "mcp.server: unknown key (known keys: servers)"),
 ])
 def test_a_bad_project_file_names_the_file_the_key_and_the_problem(
         tmp_path: Path, text: str, expected: str) -> None:
