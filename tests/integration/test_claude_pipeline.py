@@ -18,6 +18,7 @@ import pytest
 
 from counterpoint.agents.catalog import AGENT_NAMES
 from counterpoint.agents.llm.routing import HAIKU, SONNET
+from counterpoint.agents.tools.config import BUILTIN_ALLOWLISTS
 from counterpoint.infra.demo import example
 from counterpoint.infra.publishing import publish
 from tests.integration.conftest import AgentStack
@@ -148,8 +149,13 @@ async def test_investigators_call_their_tools_and_the_trace_shows_each_call(
     assert len({s["trace_id"] for s in spans}) == 1
     by_id = {s["span_id"]: s for s in spans}
     tools = {(s["service.name"], s["name"]): s for s in spans if s["name"].startswith("tool ")}
+    # An action policy approved may have run by now: the executor's call of its action tool is
+    # in the same trace (an action tool, never a read), and is not inside a model call.
+    actions = {key for key in tools if key[0] == "executor"}
+    assert {f"business.{name.removeprefix('tool ')}" for _, name in actions} <= set(
+        BUILTIN_ALLOWLISTS["executor"])
     # The investigators' calls, and synthesis's customer lookup (code, through the same layer).
-    assert set(tools) == {("billing", "tool list_invoices"),
+    assert set(tools) - actions == {("billing", "tool list_invoices"),
                           ("account", "tool get_account_status"),
                           ("account", "tool list_login_events"),
                           ("knowledge", "tool search_knowledge_base"),
@@ -160,8 +166,8 @@ async def test_investigators_call_their_tools_and_the_trace_shows_each_call(
         assert attrs["counterpoint.agent"] == service
         assert attrs["counterpoint.tool.outcome"] == "ok"
         assert "C-42" not in json.dumps(attrs)  # no tool input in spans
-        if service == "synthesis":
-            continue  # called by code while composing, not inside a model call
+        if service in ("synthesis", "executor"):
+            continue  # called by code (composing, acting), not inside a model call
         # Under the request: inside the model call of the agent's handling of its task.
         ancestors = []
         parent = by_id.get(span["parent_id"] or "")
