@@ -67,7 +67,8 @@
     COUNTERPOINT_DEMO_BUSINESS_URL   the demo business server the built-in agents use when the
                                      project file names no other tools (http://127.0.0.1:7300/mcp)
     COUNTERPOINT_TOOL_CONNECT_TIMEOUT_S  seconds an agent waits at start-up for its tool
-                                     servers to answer before it fails (30)
+                                     servers to answer, trying again meanwhile, before it
+                                     fails (60)
 """
 
 from __future__ import annotations
@@ -149,7 +150,7 @@ class Settings(BaseSettings):
     webhook_timeout_s: float = Field(default=10.0, gt=0, le=300)
     signature_tolerance_s: float = Field(default=300.0, gt=0, le=86_400)
     demo_business_url: str = "http://127.0.0.1:7300/mcp"
-    tool_connect_timeout_s: float = Field(default=30.0, gt=0, le=600)
+    tool_connect_timeout_s: float = Field(default=60.0, gt=0, le=600)
     keys_dir: Path | None = None
     trust: Path | None = None
     approver: str | None = None

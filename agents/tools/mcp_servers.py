@@ -109,16 +109,32 @@ class McpServer:
         self._in_flight: dict[int, int] = {}  # connection number -> calls using it
 
     async def start(self) -> list[McpTool]:
-        """Connect and list the tools; `ToolConfigError` naming the server when it cannot."""
-        try:
-            async with asyncio.timeout(self.connect_timeout_s):
-                client = await self._connected()
-                listed = await client.list_tools()
-        except Exception as exc:
-            await self.close()
-            raise ToolConfigError(
-                f"tool server {self.name!r} ({self.endpoint.describe()}) did not start or "
-                f"answer: {_why(exc)}") from exc
+        """Connect and list the tools; `ToolConfigError` naming the server when it cannot.
+
+        A server that is not answering yet (starting, restarting, or slow on a busy host) is
+        tried again, with backoff, until `connect_timeout_s` has passed in all: agents that
+        restart together must not give up on a shared server that is merely busy. A stdio
+        command that cannot be run at all fails at once."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.connect_timeout_s
+        delay = 0.5
+        while True:
+            try:
+                async with asyncio.timeout_at(deadline):
+                    client = await self._connected()
+                    listed = await client.list_tools()
+                break
+            except Exception as exc:
+                await self.close()
+                if not _cannot_run(exc) and loop.time() + delay < deadline:
+                    log.warning("tool server %r (%s) not answering yet (%s); trying again in "
+                                "%.1f s", self.name, self.endpoint.describe(), _why(exc), delay)
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 5.0)
+                    continue
+                raise ToolConfigError(
+                    f"tool server {self.name!r} ({self.endpoint.describe()}) did not start or "
+                    f"answer within {self.connect_timeout_s:g} s: {_why(exc)}") from exc
         tools = [McpTool(self, t) for t in listed.tools]
         for name in sorted(self.read_only - {t.name for t in tools}):
             await self.close()
@@ -229,6 +245,13 @@ def _reply(result: mcp_types.CallToolResult) -> ToolReply:
         with contextlib.suppress(ValueError):
             data = json.loads(text)
     return ToolReply(text, data, is_error=result.is_error)
+
+
+def _cannot_run(exc: BaseException) -> bool:
+    """A stdio command that is missing or not executable: trying again changes nothing."""
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    return isinstance(exc, FileNotFoundError | PermissionError | NotADirectoryError)
 
 
 def _why(exc: BaseException) -> str:

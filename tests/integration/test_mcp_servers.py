@@ -172,6 +172,37 @@ async def test_the_demo_business_server_over_stdio(tmp_path: Path) -> None:
         assert session.facts()[0].source == "billing.invoices/INV-2291"
 
 
+async def test_a_server_that_comes_up_late_is_waited_for(tmp_path: Path) -> None:
+    """Agents restarting together reach a shared server that is down or busy for a moment:
+    start-up tries again within COUNTERPOINT_TOOL_CONNECT_TIMEOUT_S instead of giving up."""
+    import asyncio
+    import subprocess
+
+    from counterpoint.infra.broker import free_port
+
+    port = free_port("127.0.0.1")
+    config = ToolsConfig(servers={"business": McpServerConfig(
+        url=f"http://127.0.0.1:{port}/mcp", read_only=["list_invoices"])},
+        allowlists={"billing": ["business.list_invoices"]})
+
+    async def start_late() -> subprocess.Popen[bytes]:
+        await asyncio.sleep(3)  # nothing listens on the port until then
+        return subprocess.Popen([str(BIN / "counterpoint-demo-business"), "--port", str(port),
+                                 "--db", str(tmp_path / "demo.db")],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    late = asyncio.ensure_future(start_late())
+    try:
+        async for box in opened(config, "billing"):
+            answer = await box.session("billing", request_id="r").call(
+                "list_invoices", {"customer_id": "C-42"})
+            assert not answer.is_error
+    finally:
+        server = await late
+        server.terminate()
+        server.wait(10)
+
+
 def test_an_agent_whose_tool_is_missing_does_not_start_and_says_which(tmp_path: Path) -> None:
     import subprocess
 
