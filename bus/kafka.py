@@ -210,12 +210,17 @@ class _Engine:
 
     def start(self, msg: Any) -> None:
         tp = TopicPartition(msg.topic, msg.partition)
-        offsets = self.offsets.setdefault(tp, PartitionOffsets())
+        offsets = self.offsets.get(tp)
+        if offsets is None:
+            offsets = self.offsets[tp] = PartitionOffsets()
         offsets.track(msg.offset)
         chain = (tp, msg.key) if msg.key is not None else None
         previous = self.tails.get(chain) if chain else None
         task = asyncio.create_task(self._run(offsets, _record(msg), previous))
-        self.tasks.setdefault(tp, set()).add(task)
+        tasks = self.tasks.get(tp)
+        if tasks is None:
+            tasks = self.tasks[tp] = set()
+        tasks.add(task)
         if chain:
             self.tails[chain] = task
         self.in_flight += 1
@@ -236,7 +241,8 @@ class _Engine:
         if previous is not None:
             await asyncio.wait([previous])  # order within a key; its failure is its own
         outcome = await self.delivery.handle(record)
-        await asyncio.gather(*outcome.acks)  # a failed publish raises: the record stays open
+        for ack in outcome.acks:
+            await ack  # a failed publish raises: the record stays open
 
         def done() -> None:
             offsets.done(record.offset)

@@ -78,11 +78,18 @@ def default_traces_dir(home: Path) -> Path:
     return home / "traces"
 
 
+_second: tuple[int, str] = (-1, "")
+
+
 def format_time(ns: int) -> str:
     """RFC 3339 UTC with microseconds, e.g. ``2025-01-01T12:00:00.123456Z``."""
+    global _second
     seconds, rest = divmod(ns, 1_000_000_000)
-    moment = datetime.fromtimestamp(seconds, tz=UTC).replace(microsecond=rest // 1000)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    cached_second, prefix = _second
+    if seconds != cached_second:  # spans of one batch mostly share their second
+        prefix = datetime.fromtimestamp(seconds, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S")
+        _second = (seconds, prefix)
+    return f"{prefix}.{rest // 1000:06d}Z"
 
 
 def _plain(attributes: Mapping[str, Any] | None) -> dict[str, Any]:
