@@ -155,11 +155,12 @@ class KafkaSink:
             raise TooLarge(f"{topic}: record of {len(value or b''):,} bytes refused by the "
                            f"producer: {exc}") from exc
         if self._nudger is not None:
-            _nudge_when_acked(ack, self._nudger, topic)
+            nudge_when_acked(ack, self._nudger, topic)
         return ack
 
 
-def _nudge_when_acked(ack: asyncio.Future[Any], nudger: Nudger, topic: str) -> None:
+def nudge_when_acked(ack: asyncio.Future[Any], nudger: Nudger, topic: str) -> None:
+    """Nudge `topic`'s local consumers once `ack` (a produce) succeeded."""
     def acked(fut: asyncio.Future[Any]) -> None:
         if not fut.cancelled() and fut.exception() is None:
             nudger.nudge(topic)

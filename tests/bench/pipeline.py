@@ -23,7 +23,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from counterpoint.agents.catalog import AGENT_NAMES
 from counterpoint.bus import tracing
-from counterpoint.bus.kafka import KafkaConfig
+from counterpoint.bus.kafka import KafkaConfig, fetch_plan, nudge_when_acked
+from counterpoint.bus.wake import Nudger
 from counterpoint.infra.admin import create_topics
 from counterpoint.infra.demo import example
 from counterpoint.infra.processes import Supervisor
@@ -105,8 +106,10 @@ class TicketPublisher:
     validates the ticket and builds the same CloudEvents envelope and producer span, then sends.
     """
 
-    def __init__(self, producer: AIOKafkaProducer, run_id: str) -> None:
+    def __init__(self, producer: AIOKafkaProducer, run_id: str,
+                 nudger: Nudger | None = None) -> None:
         self.producer = producer
+        self.nudger = nudger  # as `publish` does through the bus's producer
         self.run_id = run_id
         self.template = orjson.loads(example("ticket_dual_intent.json"))
         self.published: dict[str, float] = {}
@@ -130,6 +133,8 @@ class TicketPublisher:
             self.published[event_id] = time.time()
             fut: asyncio.Future[Any] = await self.producer.send(
                 INTAKE_TICKETS.name, raw, key=sid.encode(), headers=headers)
+        if self.nudger is not None:
+            nudge_when_acked(fut, self.nudger, INTAKE_TICKETS.name)
         return fut
 
 
@@ -188,8 +193,8 @@ async def run_pipeline(bootstrap: str, *, requests: int, rate: float, workdir: P
     home = workdir / "pipeline"
     env = dict(os.environ)
     env.pop("ANTHROPIC_API_KEY", None)  # the bench measures the bus, not a model's latency
-    env.update({"KAFKA_BOOTSTRAP_SERVERS": bootstrap, "COUNTERPOINT_HOME": str(home),
-                "COUNTERPOINT_FETCH_MAX_WAIT_MS": str(FETCH_MAX_WAIT_MS)})
+    # The agents fetch as they would from this broker by default (bus/fetching.py).
+    env.update({"KAFKA_BOOTSTRAP_SERVERS": bootstrap, "COUNTERPOINT_HOME": str(home)})
     supervisor = Supervisor(home / "logs", env=env, restart=False)
     sink = ResultSink(bootstrap)
     producer: AIOKafkaProducer | None = None
@@ -222,7 +227,9 @@ async def run_pipeline(bootstrap: str, *, requests: int, rate: float, workdir: P
         producer = KafkaConfig(bootstrap_servers=bootstrap).producer(f"bench-publisher-{run_id}")
         await producer.start()
         await sink.start()
-        publisher = TicketPublisher(producer, run_id)
+        plan = await fetch_plan(KafkaConfig(bootstrap), producer.client)
+        publisher = TicketPublisher(producer, run_id,
+                                    Nudger(plan.broker) if plan.adaptive else None)
 
         step = status.step("warm-up requests", total=warmup)
         await _requests("warm-up", publisher, sink, warmup, None, step, DRAIN_S, check)
