@@ -67,6 +67,7 @@ class ResultSink(BackgroundReader):
         self.status: dict[str, str] = {}
         self.missing: dict[str, list[str]] = {}
         self.counts: dict[str, int] = {}
+        self.calls: dict[str, dict[str, int]] = {}  # request -> model calls per step
 
     async def start(self) -> None:
         self.consumer = consumer = AIOKafkaConsumer(
@@ -97,6 +98,8 @@ class ResultSink(BackgroundReader):
                         self.first_seen[rid] = seen
                         self.status[rid] = body.get("status", "?")
                         self.missing[rid] = body.get("missing", [])
+                        self.calls[rid] = {step: int(usage.get("calls", 0)) for step, usage
+                                           in (body.get("usage_by_step") or {}).items()}
 
 
 class TicketPublisher:
@@ -198,6 +201,7 @@ async def run_pipeline(bootstrap: str, *, requests: int, rate: float, workdir: P
     supervisor = Supervisor(home / "logs", env=env, restart=False)
     sink = ResultSink(bootstrap)
     producer: AIOKafkaProducer | None = None
+    nudger: Nudger | None = None
 
     def check() -> None:
         dead = [p.label for p in supervisor.processes if not p.alive]
@@ -228,8 +232,8 @@ async def run_pipeline(bootstrap: str, *, requests: int, rate: float, workdir: P
         await producer.start()
         await sink.start()
         plan = await fetch_plan(KafkaConfig(bootstrap), producer.client)
-        publisher = TicketPublisher(producer, run_id,
-                                    Nudger(plan.broker) if plan.adaptive else None)
+        nudger = Nudger(plan.broker) if plan.adaptive else None
+        publisher = TicketPublisher(producer, run_id, nudger)
 
         step = status.step("warm-up requests", total=warmup)
         await _requests("warm-up", publisher, sink, warmup, None, step, DRAIN_S, check)
@@ -256,6 +260,8 @@ async def run_pipeline(bootstrap: str, *, requests: int, rate: float, workdir: P
             if producer is not None:
                 with contextlib.suppress(Exception):
                     await producer.stop()
+            if nudger is not None:
+                nudger.close()
         finally:
             supervisor.stop()
         step.finish()

@@ -241,6 +241,7 @@ async def run_relay(kind: RelayKind, bootstrap: str, *, messages: int, rate: flo
     children = Children()
     sink = RelaySink(bootstrap, topics[-1].name)
     producer: AIOKafkaProducer | None = None
+    nudger: Nudger | None = None
     try:
         step = status.step("create topics", total=len(topics))
         await ensure_topics(bootstrap, [TopicSpec(t.name, t.partitions) for t in topics])
@@ -267,7 +268,6 @@ async def run_relay(kind: RelayKind, bootstrap: str, *, messages: int, rate: flo
         await producer.start()
         await sink.start()
 
-        nudger = None
         if kind == "counterpoint":
             plan = await fetch_plan(KafkaConfig(bootstrap), producer.client)
             nudger = Nudger(plan.broker) if plan.adaptive else None
@@ -304,6 +304,8 @@ async def run_relay(kind: RelayKind, bootstrap: str, *, messages: int, rate: flo
             if producer is not None:
                 with contextlib.suppress(Exception):
                     await producer.stop()
+            if nudger is not None:
+                nudger.close()
         finally:
             children.stop()
             # A later scenario should not run on a broker still holding this one's records.

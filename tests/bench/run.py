@@ -36,18 +36,21 @@ from rich.table import Table
 
 from counterpoint.infra.broker import EmbeddedBroker, free_port
 from tests.bench.idle import run_idle
+from tests.bench.model import run_model
 from tests.bench.pipeline import run_pipeline
 from tests.bench.relay import BenchError, run_relay
 from tests.bench.results import Phase, ScenarioResult
 from tests.bench.status import LiveStatus
 
 DEFAULTS = {"messages": 20_000, "rate": 200.0, "duration": 10.0, "requests": 200,
-            "request_rate": 20.0, "idle_seconds": 20.0}
+            "request_rate": 20.0, "idle_seconds": 20.0, "model_requests": 400,
+            "model_delay": 1.0}
 QUICK = {"messages": 2_000, "rate": 200.0, "duration": 3.0, "requests": 40,
-         "request_rate": 20.0, "idle_seconds": 10.0}
+         "request_rate": 20.0, "idle_seconds": 10.0, "model_requests": 60,
+         "model_delay": 1.0}
 DEFAULT_JSON = Path(".counterpoint/bench/latest.json")
 TIMES = "\N{MULTIPLICATION SIGN}"
-SCENARIOS = ("raw", "counterpoint", "tracing", "pipeline", "idle")
+SCENARIOS = ("raw", "counterpoint", "tracing", "pipeline", "idle", "model")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -63,6 +66,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="pipeline paced rate, requests/s (default 20)")
     p.add_argument("--idle-seconds", type=float,
                    help="idle scenario: how long the resting stack is measured (default 20)")
+    p.add_argument("--model-requests", type=int,
+                   help="model scenario: requests published at once (default 400; quick 60)")
+    p.add_argument("--model-delay", type=float,
+                   help="model scenario: seconds every model call takes (default 1)")
     p.add_argument("--quick", action="store_true", help="small sizes: a run of about a minute")
     p.add_argument("--only", default=",".join(SCENARIOS), metavar="LIST",
                    help=f"comma-separated subset of {','.join(SCENARIOS)} (default: all)")
@@ -76,9 +83,11 @@ def resolve(args: argparse.Namespace) -> dict[str, Any]:
     base = QUICK if args.quick else DEFAULTS
     sizes = {k: (getattr(args, k) if getattr(args, k) is not None else v)
              for k, v in base.items()}
-    errors = [f"--{k.replace('_', '-')} must be positive" for k in ("messages", "requests")
+    errors = [f"--{k.replace('_', '-')} must be positive"
+              for k in ("messages", "requests", "model_requests")
               if sizes[k] < 1]
-    errors += [f"--{k.replace('_', '-')} must be positive" for k in ("rate", "request_rate")
+    errors += [f"--{k.replace('_', '-')} must be positive"
+               for k in ("rate", "request_rate", "model_delay")
                if sizes[k] <= 0]
     if sizes["idle_seconds"] <= 0:
         errors.append("--idle-seconds must be positive")
@@ -293,6 +302,10 @@ async def bench(args: argparse.Namespace, console: Console) -> int:
             "idle": ("the stack at rest: start-up, idle CPU, the first request after it",
                      lambda s: run_idle(bootstrap, broker_pid=broker_pid, workdir=workdir,
                                         status=s, seconds=sizes["idle_seconds"])),
+            "model": ("every model call takes a set time: the anthropic SDK against a stand-in",
+                      lambda s: run_model(bootstrap, broker_pid=broker_pid, workdir=workdir,
+                                          status=s, requests=sizes["model_requests"],
+                                          delay_s=sizes["model_delay"])),
         }
         plan = [runs[name] for name in SCENARIOS if name in sizes["only"]]
         for n, (name, run) in enumerate(plan, 1):
