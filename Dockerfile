@@ -16,25 +16,24 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
-# Install the distribution from only the files it is built from (pyproject.toml lists the
-# packages explicitly), then drop the sources: the image runs the installed package.
+# Install the distribution from the build context (the repository minus .dockerignore), then
+# drop the sources: the image runs the installed package. Which folders are packages is
+# pyproject.toml's to say, so a new package needs no line here.
 WORKDIR /tmp/counterpoint-src
-COPY pyproject.toml README.md ./
-COPY agents/ agents/
-COPY bus/ bus/
-COPY infra/ infra/
-COPY schemas/ schemas/
-COPY topics/ topics/
+COPY . .
 RUN pip install . \
     && cd / \
     && rm -rf /tmp/counterpoint-src
 
 # Non-root user whose home is the writable state folder (small SQLite file, local trace files).
+# /data/keys exists in the image so that a named volume mounted there starts owned by that user
+# (Docker copies a mount point's owner and mode into a new, empty volume).
 RUN groupadd --system --gid 10001 counterpoint \
     && useradd --system --uid 10001 --gid counterpoint --home-dir /data --no-create-home \
         --shell /usr/sbin/nologin counterpoint \
-    && mkdir -p /data /data/memory \
-    && chown counterpoint:counterpoint /data /data/memory
+    && mkdir -p /data /data/memory /data/keys \
+    && chown counterpoint:counterpoint /data /data/memory /data/keys \
+    && chmod 0700 /data/keys
 
 ENV COUNTERPOINT_HOME=/data \
     HOME=/data

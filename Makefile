@@ -3,9 +3,10 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
-PACKAGES := agents topics schemas bus infra client
-# mypy and import-linter cannot follow setuptools' editable finder that maps these folders to
-# counterpoint.*, so they read a tree of symlinks with that shape.
+# The top-level folders installed as counterpoint.<folder>, read from pyproject.toml's package
+# list (the only one). mypy and import-linter cannot follow setuptools' editable finder that maps
+# them to counterpoint.*, so they read a tree of symlinks with that shape.
+PACKAGES = $(shell $(PYTHON) -c 'import tomllib; t = tomllib.load(open("pyproject.toml", "rb")); print(*sorted({p.split(".")[1] for p in t["tool"]["setuptools"]["packages"]}))')
 TYPECHECK := .typecheck
 
 .PHONY: demo test unit integration lint typecheck typecheck-tree bench clean

@@ -4,7 +4,9 @@ Risk comes from configuration, never from the model: a table of action kinds (DE
 overridable with COUNTERPOINT_ACTION_RISK) and a kind nobody configured is high risk, so an
 action a model invents can never run without a person. Actions above the threshold
 (COUNTERPOINT_APPROVAL_THRESHOLD, default `low`) go to `approvals.requested` and wait; the
-others are approved by policy on `approvals.decided` at once.
+others are approved by policy on `approvals.decided` at once. Every action gets a proposal
+signed by synthesis; a policy decision carries its own and is signed too (agents/signing.py),
+so the executor can tell both from forgeries.
 
 Synthesis calls `emits` with its result; the ids of what it returns derive from the same event
 as the result's, so a recomposed result re-emits the same approvals (and consumers dedupe).
@@ -12,12 +14,13 @@ as the result's, so a recomposed result re-emits the same approvals (and consume
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, Final, Literal
 
 from counterpoint.agents.json_setting import json_object_setting
+from counterpoint.agents.signing import Signer
 from counterpoint.bus.agent import Emit
 from counterpoint.schemas.approvals import (
     RISKS,
@@ -82,32 +85,43 @@ class ApprovalPolicy:
         """The proposed actions with their configured risk in place of the provider's."""
         return [p.model_copy(update={"risk": self.risk_of(p.action)}) for p in proposed]
 
-    def emits(self, result: Result, derive_from: str) -> list[Emit]:
-        """One approval request per action above the threshold, one policy approval per other."""
+    def emits(self, result: Result, derive_from: str, signer: Signer) -> list[Emit]:
+        """One signed approval request per action above the threshold, one signed policy
+        approval (carrying its signed proposal) per other."""
+        return self.emits_for(result.request_id, result.source_id, result.title,
+                              result.proposed_actions, derive_from, signer)
+
+    def emits_for(self, request_id: str, source_id: str, title: str,
+                  proposed_actions: Sequence[ProposedAction], derive_from: str,
+                  signer: Signer) -> list[Emit]:
+        """`emits` for any agent's proposals (agents/patterns/approval.py)."""
         out: list[Emit] = []
         at = now()
-        for proposed in result.proposed_actions:
+        for proposed in proposed_actions:
             risk = self.risk_of(proposed.action)
             spec = ActionSpec(action=proposed.action, target=proposed.target, risk=risk)
-            aid = action_id(result.request_id, spec.action, spec.target)
-            if self.needs_approval(risk):
-                above = ("every action needs approval" if self.threshold == "none" else
-                         f"above the approval threshold ({self.threshold})")
-                request = ApprovalRequested(
-                    approval_id=aid, request_id=result.request_id, source_id=result.source_id,
-                    action=spec, reason=f"{spec.action} on {spec.target} is {risk} risk, "
-                    f"{above}; proposed for: {result.title}", requested_at=at,
-                    expires_at=at + self.ttl)
-                out.append(Emit(APPROVALS_REQUESTED, request, key=result.request_id,
-                                tag=f"approval/{aid}", derive_from=derive_from,
-                                subject=result.source_id))
+            aid = action_id(request_id, spec.action, spec.target)
+            waits = self.needs_approval(risk)
+            if not waits:
+                why = f"{risk} risk is not above the approval threshold ({self.threshold})"
+            elif self.threshold == "none":
+                why = f"{risk} risk; every action needs approval"
             else:
-                decision = ApprovalDecision(
-                    approval_id=aid, request_id=result.request_id, source_id=result.source_id,
+                why = f"{risk} risk, above the approval threshold ({self.threshold})"
+            request = signer.seal("proposal", ApprovalRequested(
+                approval_id=aid, request_id=request_id, source_id=source_id,
+                action=spec, reason=f"{spec.action} on {spec.target} is {why}; proposed for: "
+                f"{title}", requested_at=at, expires_at=at + self.ttl))
+            if waits:
+                out.append(Emit(APPROVALS_REQUESTED, request, key=request_id,
+                                tag=f"approval/{aid}", derive_from=derive_from,
+                                subject=source_id))
+            else:
+                decision = signer.seal("policy", ApprovalDecision(
+                    approval_id=aid, request_id=request_id, source_id=source_id,
                     action=spec, decision="approved", decided_by=POLICY, via="policy",
-                    reason=f"{risk} risk is not above the approval threshold "
-                    f"({self.threshold})", decided_at=at)
-                out.append(Emit(APPROVALS_DECIDED, decision, key=result.request_id,
+                    reason=why, decided_at=at, proposal=request))
+                out.append(Emit(APPROVALS_DECIDED, decision, key=request_id,
                                 tag=f"policy/{aid}", derive_from=derive_from,
-                                subject=result.source_id))
+                                subject=source_id))
         return out

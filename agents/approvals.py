@@ -16,6 +16,11 @@ request's approvals and decisions meet in one process, in log order.
 A decision can be read before its request (the two topics are read independently); it is held
 until its request arrives, so a restart replays both, or until ORPHAN_GRACE passes (a decision
 for an approval that never existed). Decisions by policy have no request and are ignored.
+
+Only signed events count (agents/approval_checks.py): a request synthesis did not sign, or a
+decision that fails the executor's checks, is dead-lettered with the reason, so a forgery can
+neither start an expiry clock nor stop one. The desk signs its expiries (kind `expiry`) with
+its own key, carrying the signed request they expire.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Final
 
+from counterpoint.agents.approval_checks import check_decision, check_request
 from counterpoint.agents.context import AgentContext
 from counterpoint.bus.agent import Agent, Cause, Emit, Hold, Incoming, Publisher
 from counterpoint.schemas.approvals import ApprovalDecision, ApprovalEscalated, ApprovalRequested
@@ -105,11 +111,13 @@ class Desk:
 
 
 def build(ctx: AgentContext) -> Agent:
-    agent = Agent("approvals", emits=EMITS, assignor="range")
+    agent = Agent("approvals", emits=EMITS, joins=CONSUMES)
     desk = Desk()
+    signer = ctx.keys.signer("approvals")  # fails at start-up when this process has no key
 
     @agent.handles(APPROVALS_REQUESTED)
     async def on_request(event: Incoming[ApprovalRequested]) -> list[Emit]:
+        check_request(ctx.keys.trust, event.data)  # Refused -> dead letter
         aid = event.data.approval_id
         if aid in desk.orphans:  # its decision came first: both are done
             event.release_after_ack(desk.decide(aid))
@@ -125,6 +133,7 @@ def build(ctx: AgentContext) -> Agent:
     @agent.handles(APPROVALS_DECIDED)
     async def on_decision(event: Incoming[ApprovalDecision]) -> list[Emit]:
         d = event.data
+        check_decision(ctx.keys.trust, ctx.approvals, d)
         if d.via == "policy" or d.approval_id in desk.decided:
             return []  # nothing waits for these; the first decision already settled it
         if d.approval_id in desk.waiting:
@@ -144,10 +153,10 @@ def build(ctx: AgentContext) -> Agent:
             waited = r.expires_at - r.requested_at
             log.info("approval %s (%s on %s) expired undecided after %s", r.approval_id,
                      r.action.action, r.action.target, waited)
-            decision = ApprovalDecision(
+            decision = signer.seal("expiry", ApprovalDecision(
                 approval_id=r.approval_id, request_id=r.request_id, source_id=r.source_id,
                 action=r.action, decision="expired", decided_by=DESK, via="expiry",
-                reason=f"nobody decided within {_span(waited)}", decided_at=at)
+                reason=f"nobody decided within {_span(waited)}", decided_at=at, proposal=r))
             escalation = ApprovalEscalated(
                 approval_id=r.approval_id, request_id=r.request_id, source_id=r.source_id,
                 action=r.action, requested_at=r.requested_at, expired_at=at,

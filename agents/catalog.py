@@ -1,38 +1,33 @@
-"""Every agent by name: what `counterpoint agent NAME` and `counterpoint up` start."""
+"""The built-in agents, by the import strings a project file would use for them.
+
+With no project file, Counterpoint runs these (the ticket and alert pipeline); a project file
+can name any of them too. They are loaded like a user's agents (agents/loading.py). The four
+investigators are one factory; each investigates the skill named by its entry's name.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
-from counterpoint.agents import (
-    account,
-    approvals,
-    billing,
-    executor,
-    infrastructure,
-    knowledge,
-    memory,
-    synthesis,
-    triage,
-    webhooks,
-)
-from counterpoint.agents.context import AgentContext
-from counterpoint.bus.agent import Agent
+from counterpoint.agents import loading
 
-BUILDERS: Final[dict[str, Callable[[AgentContext], Agent]]] = {
-    "triage": triage.build,
-    "billing": billing.build,
-    "account": account.build,
-    "infrastructure": infrastructure.build,
-    "knowledge": knowledge.build,
-    "synthesis": synthesis.build,
-    "approvals": approvals.build,
-    "executor": executor.build,
-    "memory": memory.build,
-    "webhooks": webhooks.build,
+if TYPE_CHECKING:
+    from counterpoint.agents.context import AgentContext
+    from counterpoint.bus.agent import Agent
+
+BUILTIN: Final[dict[str, str]] = {
+    "triage": "counterpoint.agents.triage:build",
+    "billing": "counterpoint.agents.investigator:build",
+    "account": "counterpoint.agents.investigator:build",
+    "infrastructure": "counterpoint.agents.investigator:build",
+    "knowledge": "counterpoint.agents.investigator:build",
+    "synthesis": "counterpoint.agents.synthesis:build",
+    "approvals": "counterpoint.agents.approvals:build",
+    "executor": "counterpoint.agents.executor:build",
+    "memory": "counterpoint.agents.memory:build",
+    "webhooks": "counterpoint.agents.webhooks:build",
 }
-AGENT_NAMES: Final = tuple(BUILDERS)
+AGENT_NAMES: Final = tuple(BUILTIN)
 
 
 class UnknownAgent(LookupError):
@@ -41,9 +36,9 @@ class UnknownAgent(LookupError):
 
 def build(name: str, ctx: AgentContext) -> Agent:
     try:
-        builder = BUILDERS[name]
+        spec = BUILTIN[name]
     except KeyError:
         raise UnknownAgent(
             f"no agent named {name!r}; choose one of: {', '.join(AGENT_NAMES)}"
         ) from None
-    return builder(ctx)
+    return loading.build(spec, ctx.named(name))

@@ -1,8 +1,12 @@
 """Closing the request of an alert that resolved.
 
-Triage turns each resolved alert of an Alertmanager notification into an `AlertResolved` on
-`triage.closures`, under the request id of that alert's firing notification
-(schemas/identity.py). Synthesis, which owns the request's join, closes it: a request still
+Triage turns a notification that reports resolved alerts into one `AlertResolved` on
+`triage.closures`, for its first resolved alert, under the request id of that alert's firing
+notification (schemas/identity.py): the request that group's investigation was filed under,
+which the receipt of a resolved notification names. One closure, not one per alert: a group of
+10,000 resolved alerts closes its request with one result, not 10,000 (other alerts of a group
+never started a request of their own unless they led a firing notification; such a request
+stays open). Synthesis, which owns the request's join, closes it: a request still
 being investigated gets its result now, marked resolved (findings so far, missing ones named);
 a request whose result is out (or was never seen here) gets a short closing result of its own.
 Either way the last result on `synthesis.results` for the request carries `resolution`.
@@ -31,25 +35,26 @@ RULE = Generation(provider="rule", model="alert-resolved", offline=True)
 
 
 def closures_of(event: Incoming[Alert]) -> list[Emit]:
-    """One closure per resolved alert in an Alertmanager notification (none for others)."""
+    """The closure of an Alertmanager notification's request, if it reports an alert resolved
+    (none for other alerts)."""
     body = event.data
     if not isinstance(body, AlertmanagerWebhook):
         return []
-    emits = []
-    for alert in resolved_alerts(body):
-        rid = alert_request_id(alert)
-        labels = {**body.commonLabels, **alert.labels}
-        name = labels.get("alertname", "alert")
-        summary = (alert.annotations.get("summary") or body.commonAnnotations.get("summary")
-                   or name)
-        source_id = alert.fingerprint or body.groupKey
-        closure = AlertResolved(
-            request_id=rid, source_id=source_id, title=f"{name}: {summary}",
-            resolved_at=alert.endsAt, labels=labels, callback_url=body.callback_url,
-            origin=event.envelope.source)
-        emits.append(Emit(TRIAGE_CLOSURES, closure, key=rid, tag=f"resolved:{rid}",
-                          subject=source_id, request_id=rid))
-    return emits
+    resolved = resolved_alerts(body)
+    if not resolved:
+        return []
+    alert = resolved[0]
+    rid = alert_request_id(alert)
+    labels = {**body.commonLabels, **alert.labels}
+    name = labels.get("alertname", "alert")
+    summary = alert.annotations.get("summary") or body.commonAnnotations.get("summary") or name
+    source_id = alert.fingerprint or body.groupKey
+    closure = AlertResolved(
+        request_id=rid, source_id=source_id, title=f"{name}: {summary}",
+        resolved_at=alert.endsAt, labels=labels, callback_url=body.callback_url,
+        origin=event.envelope.source)
+    return [Emit(TRIAGE_CLOSURES, closure, key=rid, tag=f"resolved:{rid}", subject=source_id,
+                 request_id=rid)]
 
 
 def _when(closure: AlertResolved) -> str:

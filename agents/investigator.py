@@ -1,24 +1,36 @@
-"""The shape every investigation specialist shares: look up records with tools, summarise,
-report a finding.
+"""An investigation specialist: look up records with tools, summarise, report a finding.
 
-A specialist module (billing.py, account.py, ...) names its skill; this builds the agent. The
-provider gets the tools on the skill's allowlist (agents/tools/catalog.py) and may call them
-for a bounded number of turns before it answers; the facts those calls returned become the
-finding's facts. Each skill is its own consumer group on its own task topic, so each scales by
-starting more processes of that one agent.
+Consumes: investigation.tasks.<skill> (InvestigationTask)
+Emits:    investigation.findings (Finding)
+
+One factory serves every skill: `counterpoint.agents.investigator:build` investigates the
+skill its settings name (default: its own name), so a new skill is a project-file entry:
+
+    [agents.refunds]
+    use = "counterpoint.agents.investigator:build"   # skill = "refunds"
+
+The provider gets the tools on the skill's allowlist (agents/tools/catalog.py) and may call
+them for a bounded number of turns before it answers; the facts those calls returned become
+the finding's facts. Each skill is its own consumer group on its own task topic, so each
+scales by starting more processes of that one agent.
 """
 
 from __future__ import annotations
 
+from datetime import timedelta
+
+from pydantic import BaseModel, ConfigDict, Field
+
 from counterpoint.agents.context import AgentContext
 from counterpoint.agents.llm.outputs import InvestigationSummary
 from counterpoint.agents.llm.provider import LLMRequest, quote
-from counterpoint.agents.reuse import FindingCache, reuse_and_budget
+from counterpoint.agents.reuse import DEFAULT_WINDOW, FindingCache, reuse_and_budget
 from counterpoint.agents.tools.catalog import allowlist
 from counterpoint.agents.tools.facts import nothing_checked
+from counterpoint.agents.tools.registry import DEFAULT_MAX_TURNS
 from counterpoint.bus.agent import Agent, Emit, Incoming
-from counterpoint.schemas.events import Finding, InvestigationTask, Skill
-from counterpoint.topics.registry import INVESTIGATION_FINDINGS, TASKS
+from counterpoint.schemas.events import SKILL_PATTERN, Finding, InvestigationTask
+from counterpoint.topics.registry import INVESTIGATION_FINDINGS, task_topic
 
 SYSTEM = (
     "You are the {skill} investigator. Use your tools to read the business records that "
@@ -30,18 +42,30 @@ SYSTEM = (
 )
 
 
-def build_investigator(skill: Skill, ctx: AgentContext) -> Agent:
-    agent = Agent(skill, emits=[INVESTIGATION_FINDINGS])
-    model = ctx.model_for(skill)
-    cache = FindingCache(ctx.reuse_window)
+class InvestigatorSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    skill: str | None = Field(default=None, pattern=SKILL_PATTERN)  # None: the agent's name
+    # Identical tasks within this window run once (agents/reuse.py): COUNTERPOINT_REUSE_...
+    reuse_window_s: float = Field(default=DEFAULT_WINDOW.total_seconds(), ge=0)
+    # Model turns that may call tools before the answer is due (0 = no tools).
+    max_tool_turns: int = Field(default=DEFAULT_MAX_TURNS, ge=0, le=16)
+
+
+def build(ctx: AgentContext) -> Agent:
+    settings = ctx.config(InvestigatorSettings)
+    skill = settings.skill or ctx.name
+    agent = Agent(ctx.name or skill, emits=[INVESTIGATION_FINDINGS])
+    model = ctx.model_for(agent.name)
+    cache = FindingCache(timedelta(seconds=settings.reuse_window_s))
     ctx.tools.read_only(allowlist(skill), agent=skill)  # a tool with side effects: fail at start
 
-    @agent.handles(TASKS[skill])
+    @agent.handles(task_topic(skill))
     @reuse_and_budget(cache, agent.name)
     async def on_task(event: Incoming[InvestigationTask]) -> list[Emit]:
         task = event.data
         tools = ctx.tools.session(allowlist(skill), ctx.store, agent=agent.name,
-                                  request_id=task.request_id, max_turns=ctx.max_tool_turns)
+                                  request_id=task.request_id, max_turns=settings.max_tool_turns)
         answer = await ctx.provider.generate(LLMRequest(
             task="investigate", system=SYSTEM.format(skill=skill), output=InvestigationSummary,
             content=quote("case", f"{task.subject.title}\n{task.subject.text}"),

@@ -18,7 +18,6 @@ from counterpoint.bus.agent import Agent, Emit, Incoming
 from counterpoint.schemas.events import Result
 from counterpoint.topics.registry import SYNTHESIS_RESULTS, Topic
 
-CONSUMES: tuple[Topic[Any], ...] = (SYNTHESIS_RESULTS,)
 EMITS: tuple[Topic[Any], ...] = ()
 
 

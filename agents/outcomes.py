@@ -7,6 +7,10 @@ host (WAL mode, so readers never wait for the writer). On several hosts each wou
 only what its own memory agent recorded; a shared database would replace this module.
 
 Recording is idempotent (one row per request id), so a redelivered result changes nothing.
+What is stored outlives every span and log, so it passes the same redaction first (`scrub`,
+infra/redaction.py's `redact` in every agent process): the ids, titles and summaries kept
+carry no card numbers, email addresses or credentials. The file is its owner's alone (0600,
+agents/private_files.py; SQLite gives its -wal and -shm files the same mode).
 """
 
 from __future__ import annotations
@@ -20,7 +24,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Final
 
+from counterpoint.agents.private_files import private_file
 from counterpoint.schemas.events import Finding, PastOutcome, Result
+
+Scrub = Callable[[str], str]  # text -> the same text without secrets or personal data
 
 SUMMARY_CHARS: Final = 240
 RECALLED: Final = 3  # how many past outcomes are offered as context
@@ -67,7 +74,7 @@ def _retry_locked(step: Callable[[], object], timeout_s: float = 30.0) -> None:
 
 def _connect(path: Path | str) -> sqlite3.Connection:
     if str(path) != ":memory:":
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        private_file(Path(path))  # before SQLite creates it with the umask's mode
     conn = sqlite3.connect(str(path), check_same_thread=False, timeout=30.0,
                            isolation_level=None)
     conn.execute("PRAGMA busy_timeout=30000")
@@ -84,25 +91,28 @@ class OutcomeStore:
     """The outcome table; the file is opened on first use, so the agents that never read or
     write memory (all but synthesis and memory) never touch it."""
 
-    def __init__(self, connect: Callable[[], sqlite3.Connection]) -> None:
+    def __init__(self, connect: Callable[[], sqlite3.Connection], scrub: Scrub) -> None:
         self._connect = connect
+        self._scrub = scrub
         self._opened: sqlite3.Connection | None = None
         self._lock = threading.Lock()  # one connection, used from worker threads
 
     @classmethod
-    def open(cls, path: Path | str) -> OutcomeStore:
+    def open(cls, path: Path | str, *, scrub: Scrub) -> OutcomeStore:
         """Open now: a broken path fails here, not at the first request."""
-        store = cls.lazy(path)
+        store = cls.lazy(path, scrub=scrub)
         store._opened = _connect(path)
         return store
 
     @classmethod
-    def lazy(cls, path: Path | str) -> OutcomeStore:
-        return cls(lambda: _connect(path))
+    def lazy(cls, path: Path | str, *, scrub: Scrub) -> OutcomeStore:
+        return cls(lambda: _connect(path), scrub)
 
     @classmethod
-    def in_memory(cls) -> OutcomeStore:
-        return cls.open(":memory:")
+    def in_memory(cls, scrub: Scrub = str) -> OutcomeStore:
+        """Kept in this process only (tests): nothing reaches a disk, so nothing is scrubbed
+        unless asked."""
+        return cls.open(":memory:", scrub=scrub)
 
     @property
     def opened(self) -> bool:
@@ -122,11 +132,13 @@ class OutcomeStore:
                 self._opened = None
 
     def record(self, result: Result, customer_id: str | None, service: str | None) -> None:
+        scrub = self._scrub
+        # Customer id and service stay as they are: they are what recall looks up.
         with self._lock:
             self._conn.execute(
                 "INSERT OR REPLACE INTO outcomes VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (result.request_id, result.source_id, result.kind, result.title,
-                 summarize(result), result.status, result.completed_at.isoformat(),
+                (result.request_id, scrub(result.source_id), result.kind, scrub(result.title),
+                 scrub(summarize(result)), result.status, result.completed_at.isoformat(),
                  customer_id, service))
 
     def recall(self, *, customer_id: str | None, service: str | None, exclude: str,

@@ -16,10 +16,17 @@ exponential backoff in this request's own task, bounded by COUNTERPOINT_RETRY_MA
 _MAX_SECONDS, and then dead-letters the result with the last error (`dlq.agent` = webhooks),
 which the gateway's request record shows as a failed delivery. Another 4xx is dead-lettered at
 once: sending the same body again will not change the answer.
+
+A callback URL comes from a publisher, so it must pass the egress policy first
+(agents/webhook_egress.py: public addresses only unless configured, checked again at connect
+time); a refused one is dead-lettered as `webhook-refused` without a connection attempt. What
+a receiver answered never travels back: errors name the status code, never the body. URLs are
+logged and recorded without credentials or query string.
 """
 
 from __future__ import annotations
 
+import http
 import logging
 import ssl
 import time
@@ -31,8 +38,15 @@ from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 import orjson
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from counterpoint.agents.context import AgentContext
+from counterpoint.agents.webhook_egress import (
+    EgressPolicy,
+    WebhookRefused,
+    parse_hosts,
+    parse_networks,
+)
 from counterpoint.agents.webhook_signing import (
     DELIVERY_HEADER,
     REQUEST_HEADER,
@@ -45,7 +59,6 @@ from counterpoint.bus.errors import CounterpointError, TransientError
 from counterpoint.schemas.events import Result, WebhookDelivery
 from counterpoint.topics.registry import SYNTHESIS_RESULTS, WEBHOOK_DELIVERIES, Topic
 
-CONSUMES: tuple[Topic[Any], ...] = (SYNTHESIS_RESULTS,)
 EMITS: tuple[Topic[Any], ...] = (WEBHOOK_DELIVERIES,)
 
 RETRIABLE_STATUS: Final = frozenset({408, 425, 429})
@@ -94,12 +107,59 @@ def delivery_headers(result_id: str, request_id: str, body: bytes, secret: str |
     return headers
 
 
-def build(ctx: AgentContext) -> Agent:
-    agent = Agent("webhooks", emits=EMITS)
-    targets = dict(ctx.webhook_targets)
-    secret = ctx.webhook_secret
+def status_text(code: int) -> str:
+    """`HTTP 404 Not Found`: the standard phrase, not the receiver's, which is its own text."""
+    try:
+        return f"HTTP {code} {http.HTTPStatus(code).phrase}"
+    except ValueError:
+        return f"HTTP {code}"
+
+
+def failure_text(exc: Exception) -> str:
+    """The error's class, and its message only where that cannot quote what the other end
+    sent: a protocol error's message may carry the first bytes a (non-HTTP) service answered."""
+    if isinstance(exc, httpx.ConnectError | httpx.TimeoutException | OSError):
+        return f"{type(exc).__name__}: {exc}"
+    return type(exc).__name__
+
+
+class WebhookSettings(BaseModel):
+    """COUNTERPOINT_WEBHOOKS, _WEBHOOK_SECRET, _WEBHOOK_TIMEOUT_S, _WEBHOOK_HOSTS and
+    _WEBHOOK_NETWORKS, or this agent's own."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    webhooks: dict[str, str] = Field(default_factory=dict)  # source or kind -> URL
+    webhook_secret: str | None = None
+    webhook_timeout_s: float = Field(default=10.0, gt=0, le=300)
+    # Where deliveries may connect (agents/webhook_egress.py): host names (empty = any) and
+    # the non-public networks allowed (empty = public addresses only).
+    webhook_hosts: str = ""
+    webhook_networks: str = ""
+
+    @field_validator("webhook_networks")
+    @classmethod
+    def _networks(cls, v: str) -> str:
+        parse_networks(v)  # a bad network fails at start-up, naming the entry
+        return v
+
+    def egress(self) -> EgressPolicy:
+        return EgressPolicy(hosts=parse_hosts(self.webhook_hosts),
+                            networks=parse_networks(self.webhook_networks))
+
+
+def build(ctx: AgentContext, egress: EgressPolicy | None = None) -> Agent:
+    """The agent; `egress` (where deliveries may connect) defaults to its settings'."""
+    settings = ctx.config(WebhookSettings)
+    agent = Agent(ctx.name or "webhooks", emits=EMITS)
+    targets = dict(settings.webhooks)
+    egress = (egress or settings.egress()).allowing_hosts_of(targets.values())
+    secret = settings.webhook_secret
     if not secret:
         log.warning("COUNTERPOINT_WEBHOOK_SECRET is not set: webhook deliveries are unsigned")
+    # httpx logs every request with its full URL, credentials and query included; this agent
+    # logs its own line instead.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     attempts: OrderedDict[str, int] = OrderedDict()  # result id -> tries so far, this process
     # Built once: making a TLS context is the costly part of a client. A client per POST
     # keeps nothing open between deliveries (the agent has no shutdown hook to close one).
@@ -119,17 +179,21 @@ def build(ctx: AgentContext) -> Agent:
         headers = delivery_headers(result_id, result.request_id, body, secret, int(time.time()))
         where = shown(url)
         try:
-            async with httpx.AsyncClient(timeout=ctx.webhook_timeout_s, verify=tls) as http:
-                response = await http.post(url, content=body, headers=headers)
-        except httpx.HTTPError as exc:
+            await egress.check(url, settings.webhook_timeout_s)
+            # The answer's body is never read: nothing a receiver says may travel back.
+            async with (egress.client(timeout_s=settings.webhook_timeout_s, tls=tls) as client,
+                        client.stream("POST", url, content=body, headers=headers) as response):
+                code = response.status_code
+        except WebhookRefused as exc:
+            raise WebhookRefused(f"POST {where} refused: {exc}") from exc
+        except (httpx.HTTPError, OSError) as exc:
             raise WebhookFailed(f"POST {where} (attempt {attempt}): "
-                                f"{type(exc).__name__}: {exc}") from exc
-        code = response.status_code
+                                f"{failure_text(exc)}") from exc
+        log.info("POST %s (attempt %d): %s", where, attempt, status_text(code))
         if code >= 500 or code in RETRIABLE_STATUS:
-            raise WebhookFailed(f"POST {where} (attempt {attempt}): HTTP {code}")
+            raise WebhookFailed(f"POST {where} (attempt {attempt}): {status_text(code)}")
         if code >= 300:
-            raise WebhookRejected(f"POST {where} (attempt {attempt}): HTTP {code} "
-                                  f"{response.text[:200]!r}")
+            raise WebhookRejected(f"POST {where} (attempt {attempt}): {status_text(code)}")
         attempts.pop(result_id, None)
         delivered = WebhookDelivery(request_id=result.request_id, result_id=result_id,
                                     url=where, attempts=attempt, status_code=code,

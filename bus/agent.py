@@ -13,15 +13,16 @@ derives their ids from the input's, publishes them and commits only afterwards.
 
 from __future__ import annotations
 
+import re
 import typing
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Generic, Literal, TypeVar
+from typing import Any, Final, Generic, Literal, TypeVar
 
 from pydantic import BaseModel
 
 from counterpoint.schemas.envelope import Envelope
-from counterpoint.topics.registry import Topic
+from counterpoint.topics.topic import Topic
 
 E = TypeVar("E")
 
@@ -145,23 +146,53 @@ class AgentDeclarationError(TypeError):
     pass
 
 
+NAME_PATTERN: Final = re.compile(r"^[A-Za-z][A-Za-z0-9._-]{0,99}$")
+DEFAULT_GROUP_PREFIX: Final = "counterpoint"
+
+
 @dataclass
 class Agent:
+    """One agent type: the topics it handles and emits. Each type is one consumer group;
+    every process running it shares that group's partitions."""
+
     name: str
     emits: Sequence[Topic[Any]]
-    # "range" keeps partition N of co-partitioned topics on one process (needed for joins).
-    assignor: Literal["roundrobin", "range"] = "roundrobin"
+    # Topics this agent joins by key: they must be co-partitioned (bus/checks.py), and the
+    # agent then reads with the range assignor, which keeps partition N of each on one process.
+    joins: Sequence[Topic[Any]] = ()
+    # None: "range" for a join, else "roundrobin".
+    assignor: Literal["roundrobin", "range"] | None = None
+    # The consumer group; None = `counterpoint.NAME` (a project sets `PROJECT.NAME`).
+    group: str | None = None
     handlers: dict[str, tuple[Topic[Any], Handler]] = field(default_factory=dict)
     periodic: list[tuple[float, Periodic]] = field(default_factory=list)
     revoked_hooks: list[Revoked] = field(default_factory=list)
 
+    def __post_init__(self) -> None:
+        if not NAME_PATTERN.match(self.name):
+            raise AgentDeclarationError(
+                f"agent name {self.name!r}: use a letter, then letters, digits, ., _ or - "
+                "(it names the agent's consumer group, processes and log files)")
+        self.emits = tuple(self.emits)
+        self.joins = tuple(self.joins)
+        if self.assignor is None:
+            self.assignor = "range" if self.joins else "roundrobin"
+
     @property
     def group_id(self) -> str:
-        return f"counterpoint.{self.name}"
+        return self.group or f"{DEFAULT_GROUP_PREFIX}.{self.name}"
 
     @property
     def consumes(self) -> list[Topic[Any]]:
         return [topic for topic, _ in self.handlers.values()]
+
+    @property
+    def topics(self) -> list[Topic[Any]]:
+        """Every topic this agent reads or writes, once each: what its process creates."""
+        seen: dict[str, Topic[Any]] = {}
+        for t in [*self.consumes, *self.emits]:
+            seen.setdefault(t.name, t)
+        return list(seen.values())
 
     def handles(self, topic: Topic[E]) -> Callable[[Callable[[Incoming[E]], Awaitable[Sequence[Emit]]]], Callable[[Incoming[E]], Awaitable[Sequence[Emit]]]]:  # noqa: E501
         def register(

@@ -5,7 +5,10 @@ Three shapes are accepted:
 - structured-mode CloudEvents (a JSON value with `specversion` and `data`): intake topics only;
 - raw JSON with no envelope at all: intake topics only, so any Kafka client can publish.
 A raw record gets an id derived from its topic, partition, offset and timestamp, so a
-redelivered record becomes the same request, never a second one.
+redelivered record becomes the same request, never a second one. A CloudEvent on an intake
+topic comes from outside, where only `source` + `id` is unique: its envelope id becomes
+`scoped_id(source, id)`, so two senders' `evt-1` never meet in duplicate detection or in the
+ids derived from it (its request id comes from the same pair, schemas/envelope.py).
 """
 
 from __future__ import annotations
@@ -19,7 +22,13 @@ import orjson
 from pydantic import ValidationError
 
 from counterpoint.bus.errors import DecodeError, SchemaError, TooDeep, TooLarge, UnknownEventType
-from counterpoint.schemas.envelope import Envelope, EnvelopeError, derive_event_id, now
+from counterpoint.schemas.envelope import (
+    Envelope,
+    EnvelopeError,
+    derive_event_id,
+    now,
+    scoped_id,
+)
 from counterpoint.topics.registry import Topic
 
 MAX_ERRORS_SHOWN: Final = 5
@@ -69,8 +78,15 @@ def decode(topic: Topic[Any], record: RawRecord,
             raise DecodeError(
                 f"{topic.name} carries CloudEvents in binary mode; record has no ce_specversion"
             )
-        envelope, body = _structured(body, record) or (_raw_envelope(topic, record), body)
-    elif not topic.raw_intake and envelope.type != topic.ce_type:
+        structured = _structured(body, record)
+        if structured is None:
+            envelope = raw_envelope(topic, record)
+        else:
+            envelope, body = structured
+            envelope = _scoped(envelope)
+    elif topic.raw_intake:
+        envelope = _scoped(envelope)
+    elif envelope.type != topic.ce_type:
         # Intake topics take any outside ce_type: the topic, not the type, gives the meaning.
         raise UnknownEventType(
             f"ce_type {envelope.type!r} is not carried by {topic.name} (expects {topic.ce_type!r})"
@@ -148,7 +164,13 @@ def describe_validation_error(exc: ValidationError) -> str:
     return "; ".join(parts)
 
 
-def _raw_envelope(topic: Topic[Any], record: RawRecord) -> Envelope:
+def _scoped(envelope: Envelope) -> Envelope:
+    return envelope.model_copy(update={"id": scoped_id(envelope.source, envelope.id)})
+
+
+def raw_envelope(topic: Topic[Any], record: RawRecord) -> Envelope:
+    """The envelope a record with none gets: its id (the request id) derives from where it
+    sits in the log, so a redelivery is the same request."""
     event_id = derive_event_id(
         "raw", record.topic, str(record.partition), str(record.offset), str(record.timestamp_ms)
     )

@@ -28,9 +28,10 @@ from opentelemetry.trace import Span, Status, StatusCode
 
 from counterpoint.bus import tracing
 from counterpoint.bus.agent import Agent, Cause, Emit, Handler, Hold, Incoming, Settlement
+from counterpoint.bus.checks import checked_emits
 from counterpoint.bus.deadletter import Failure, deadletter_headers
 from counterpoint.bus.decode import InputLimits, RawRecord, decode
-from counterpoint.bus.errors import CounterpointError, TooLarge, UndeclaredEmit, is_retriable
+from counterpoint.bus.errors import CounterpointError, TooLarge, is_retriable
 from counterpoint.schemas.envelope import Envelope, derive_event_id, now
 from counterpoint.topics.registry import DEADLETTER_NAME
 
@@ -102,7 +103,6 @@ class Delivery:
         self.limits = limits or InputLimits()
         self.stats = DeliveryStats()
         self._finished: OrderedDict[str, None] = OrderedDict()
-        self._declared = frozenset(t.name for t in agent.emits)
 
     def finished(self, event_id: str) -> None:
         """Remember a finished event: its effects are durable, a redelivery can be skipped."""
@@ -152,8 +152,7 @@ class Delivery:
             if attempt > 1:
                 incoming = replace(incoming, settlement=Settlement())  # a retry starts clean
             try:
-                emits = await handler(incoming)
-                self._check_declared(emits)
+                emits = checked_emits(self.agent, await handler(incoming))
                 break
             except Exception as exc:  # a handler bug must not stop the agent
                 # A rate limit that says when to come back is honoured.
@@ -189,8 +188,7 @@ class Delivery:
 
     async def emit(self, emits: Sequence[Emit], cause: Cause) -> list[Ack]:
         """Publish `emits` as children of `cause`; ids derive from the cause's id."""
-        self._check_declared(emits)
-        return await self._publish(emits, cause)
+        return await self._publish(checked_emits(self.agent, emits), cause)
 
     async def _publish(self, emits: Sequence[Emit], cause: Cause) -> list[Ack]:
         recording = tracing.recording()
@@ -222,14 +220,6 @@ class Delivery:
                     span.end()
         self.stats.emitted += len(acks)
         return acks
-
-    def _check_declared(self, emits: Sequence[Emit]) -> None:
-        for item in emits:
-            if item.topic.name not in self._declared:
-                raise UndeclaredEmit(
-                    f"agent {self.agent.name} emitted to {item.topic.name}, which it does not "
-                    f"declare (declared: {', '.join(t.name for t in self.agent.emits)})"
-                )
 
     async def _deadletter(self, span: Span | None, record: RawRecord, failure: Failure) -> Ack:
         if span is not None:

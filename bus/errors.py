@@ -56,6 +56,12 @@ class UndeclaredEmit(CounterpointError):
     reason = "undeclared-emit"
 
 
+class DuplicateEmit(CounterpointError):
+    """A handler returned two emits that would get one event id: a bug in the agent."""
+
+    reason = "duplicate-emit"
+
+
 def is_retriable(exc: BaseException) -> bool:
     return bool(getattr(exc, "retriable", False))
 

@@ -19,10 +19,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from counterpoint.bus.agent import Agent, Cause, Emit, Hold
+from counterpoint.bus.checks import check_agent
 from counterpoint.bus.commits import PartitionOffsets
 from counterpoint.bus.decode import RawRecord
 from counterpoint.bus.delivery import Ack, Delivery, RetryPolicy, settle
-from counterpoint.topics.registry import ALL_TOPICS, DEADLETTER_NAME, DEADLETTER_PARTITIONS
+from counterpoint.topics.topic import (
+    DEADLETTER_NAME,
+    DEADLETTER_PARTITIONS,
+    DEFAULT_PARTITIONS,
+    Topic,
+)
 
 
 @dataclass
@@ -45,8 +51,9 @@ class _Pub:
 
 class MemoryBus:
     def __init__(self) -> None:
-        self._partitions = {t.name: t.partitions for t in ALL_TOPICS}
-        self._partitions[DEADLETTER_NAME] = DEADLETTER_PARTITIONS
+        # Partition counts come from the declarations of the agents added (as a process
+        # creates its topics); a topic nobody declared gets the broker's default.
+        self._partitions = {DEADLETTER_NAME: DEADLETTER_PARTITIONS}
         self.log: dict[str, list[list[RawRecord]]] = defaultdict(list)
         self._agents: list[tuple[Agent, Delivery]] = []
         self._cursors: dict[tuple[str, str, int], _Cursor] = defaultdict(_Cursor)
@@ -65,11 +72,18 @@ class MemoryBus:
 
     def _ensure(self, topic: str) -> list[list[RawRecord]]:
         if topic not in self.log:
-            self.log[topic] = [[] for _ in range(self._partitions.get(topic, 4))]
+            self.log[topic] = [[] for _ in range(self._partitions.get(topic,
+                                                                       DEFAULT_PARTITIONS))]
         return self.log[topic]
 
     # --- agents ---
+    def declare(self, topics: Iterable[Topic[Any]]) -> None:
+        for t in topics:
+            self._partitions.setdefault(t.name, t.partitions)
+
     def add(self, agent: Agent, retry: RetryPolicy | None = None) -> Delivery:
+        check_agent(agent)  # as a process does when it builds its agent
+        self.declare(agent.topics)
         delivery = Delivery(agent, self, retry)
         self._agents.append((agent, delivery))
         return delivery

@@ -31,7 +31,7 @@ from counterpoint.bus.decode import RawRecord
 from counterpoint.bus.kafka import KafkaConfig, Producer, tail
 from counterpoint.infra.publishing import InputError, Kind, Receipt, send_event, validate
 from counterpoint.infra.settings import Settings
-from counterpoint.schemas.envelope import Envelope, new_event_id
+from counterpoint.schemas.envelope import Envelope, new_event_id, scoped_id
 from counterpoint.schemas.events import AlertmanagerWebhook, Result, SimpleAlert, Ticket
 from counterpoint.schemas.identity import request_id_for
 from counterpoint.topics.registry import SYNTHESIS_RESULTS
@@ -131,11 +131,13 @@ class Counterpoint:
 
     def __init__(self, bootstrap_servers: str | None = None, *,
                  source: str = "/counterpoint/sdk") -> None:
-        config = Settings().kafka()  # fetch wait, idempotence etc. as every process has them
+        settings = Settings()
+        config = settings.kafka()  # fetch wait, idempotence etc. as every process has them
         if bootstrap_servers is not None:
             config = dataclasses.replace(config, bootstrap_servers=bootstrap_servers)
         self.config: KafkaConfig = config
         self.source = source
+        self.max_alerts = settings.max_alerts
         self._stack = AsyncExitStack()
         self._producer: Producer | None = None
         self._opening = asyncio.Lock()
@@ -177,12 +179,12 @@ class Counterpoint:
         origin = f"sdk {kind}"
         raw = _encode(event, origin)
         # Validated again even for a model: one built with model_construct is unchecked.
-        return raw, validate(kind, raw, origin)
+        return raw, validate(kind, raw, origin, self.max_alerts)
 
-    async def _send(self, kind: Kind, raw: bytes, event: Any, request_id: str) -> Receipt:
+    async def _send(self, kind: Kind, raw: bytes, event: Any, event_id: str) -> Receipt:
         producer = await self._open_producer()
         return await send_event(producer, kind, raw, event, source=self.source,
-                                event_id=request_id)
+                                event_id=event_id)
 
     async def _open_producer(self) -> Producer:
         async with self._opening:  # two first calls at once must not open two producers
@@ -205,7 +207,8 @@ class Counterpoint:
         resolved = _kind_of(event, kind)
         raw, parsed = self._validated(resolved, event)
         event_id = new_event_id()
-        request_id = request_id_for(parsed, event_id)  # an Alertmanager alert has its own
+        # As send_event names it: from source + id, or an Alertmanager alert's own.
+        request_id = request_id_for(parsed, scoped_id(self.source, event_id))
         # Registered before publishing, and the shared reader reads from the beginning of
         # the topic, so the result cannot slip past between publishing and listening.
         future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()

@@ -5,8 +5,14 @@ agent): `ApprovalBook` folds approvals.requested, approvals.decided, approvals.e
 actions.executed into one `ActionRecord` per action. The first decision in the log for an
 approval wins, for every reader alike (the executor applies the same rule).
 
+Only what passes the agents' own checks is folded in (agents/approval_checks.py): a request
+synthesis did not sign, or a forged decision, is counted in `refused` and shown nowhere, so a
+forgery can neither list an action nor make it look decided.
+
 A person's decision is an event on approvals.decided whose id derives from the approval, the
-decision and the person, so the same person sending the same decision twice is one event.
+decision and the person, so the same person sending the same decision twice is one event. It
+is signed (kind `person`) by the key of whoever sends it (the gateway, the CLI), under the
+identity that sender authenticated, and carries the signed request it decides.
 """
 
 from __future__ import annotations
@@ -20,6 +26,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
+from counterpoint.agents.approval_checks import check_decision, check_request
+from counterpoint.agents.approval_policy import ApprovalPolicy
+from counterpoint.agents.signing import Keyring, Refused, Signer, Trust
 from counterpoint.bus import tracing
 from counterpoint.bus.decode import RawRecord
 from counterpoint.bus.kafka import KafkaConfig, tail
@@ -105,7 +114,10 @@ def _iso(moment: datetime | None) -> str | None:
 class ApprovalBook:
     """Every action seen on the approval topics, by approval id."""
 
-    def __init__(self, max_actions: int = 200_000) -> None:
+    def __init__(self, trust: Trust, policy: ApprovalPolicy,
+                 max_actions: int = 200_000) -> None:
+        self.trust, self.policy = trust, policy
+        self.refused = 0  # events that failed the checks: forged, or signed by a stranger
         self.actions: OrderedDict[str, ActionRecord] = OrderedDict()
         # Event ids: a redelivered copy is folded in once. Each action has a few events.
         self._seen: OrderedDict[str, None] = OrderedDict()
@@ -123,6 +135,14 @@ class ApprovalBook:
         while len(self._seen) > 8 * self._max:
             self._seen.popitem(last=False)
         event = topic.decode(record.value)
+        try:
+            if isinstance(event, ApprovalRequested):
+                check_request(self.trust, event)
+            elif isinstance(event, ApprovalDecision):
+                check_decision(self.trust, self.policy, event)
+        except Refused:
+            self.refused += 1
+            return False
         item = self._entry(event.approval_id if not isinstance(event, ActionExecuted)
                            else event.action_id, event.request_id, event.source_id, event.action)
         if isinstance(event, ApprovalRequested):
@@ -195,17 +215,31 @@ def check_decidable(item: ActionRecord) -> None:
                             "first decision stands", "decided")
 
 
-def make_decision(item: ActionRecord, verdict: Verdict, by: str,
-                  reason: str) -> ApprovalDecision:
+def make_decision(item: ActionRecord, verdict: Verdict, by: str, reason: str,
+                  signer: Signer) -> ApprovalDecision:
+    """`by` is the identity the caller authenticated (a token's name, a key's identity), never
+    a name the request itself brought."""
     by, reason = by.strip(), reason.strip()
     if not by:
         raise ApprovalError("by: who decides must not be empty", "invalid")
     if verdict == "deny" and not reason:
         raise ApprovalError("reason: a denial needs a reason", "invalid")
-    return ApprovalDecision(
+    if item.requested is None:
+        raise ApprovalError(f"approval {item.approval_id} was never waiting for a person",
+                            "decided")
+    return signer.seal("person", ApprovalDecision(
         approval_id=item.approval_id, request_id=item.request_id, source_id=item.source_id,
         action=item.action, decision="approved" if verdict == "approve" else "denied",
-        decided_by=by, via="person", reason=reason, decided_at=now())
+        decided_by=by, via="person", reason=reason, decided_at=now(),
+        proposal=item.requested))
+
+
+def cli_approver(keys: Keyring, fallback: str) -> tuple[Signer, str]:
+    """The CLI's signing key and the identity it decides as: the one the trust binds to that
+    key, else `fallback` (COUNTERPOINT_APPROVER, your user name, the demo's name)."""
+    signer = keys.signer("cli")
+    trusted = keys.trust.keys.get(signer.key_id)
+    return signer, (trusted.identity if trusted and trusted.identity else fallback)
 
 
 def decision_event_id(d: ApprovalDecision) -> str:
@@ -229,10 +263,10 @@ async def send_decision(sender: Sender, item: ActionRecord, d: ApprovalDecision,
     return event_id
 
 
-async def read_book(config: KafkaConfig,
+async def read_book(config: KafkaConfig, trust: Trust, policy: ApprovalPolicy,
                     topics: Sequence[Topic[Any]] = APPROVAL_TOPICS) -> ApprovalBook:
-    """Everything on the approval topics so far."""
-    book = ApprovalBook()
+    """Everything on the approval topics so far that passes the checks."""
+    book = ApprovalBook(trust, policy)
     async with aclosing(tail(config, [t.name for t in topics], idle_timeout_s=0.2)) as stream:
         async for record in stream:
             book.apply(record)

@@ -1,9 +1,13 @@
 """`counterpoint approvals | approve | deny | request`: human approval from the command line.
 
     counterpoint approvals [--all] [--json]     what waits for a person (with --all: decided too)
-    counterpoint approve ID [--by NAME]         ID: the whole approval id or a unique prefix
-    counterpoint deny ID --reason TEXT [--by NAME]
+    counterpoint approve ID [--reason TEXT]     ID: the whole approval id or a unique prefix
+    counterpoint deny ID --reason TEXT
     counterpoint request REQUEST_ID [--json]    proposed -> decided (by whom) -> executed
+
+Who decides is not a flag: a decision is signed with the CLI's key ($COUNTERPOINT_KEYS_DIR/
+cli.pem) under the identity the trust binds to that key, or, for a key bound to none (the
+development key), COUNTERPOINT_APPROVER or your user name.
 
 Nothing here waits on an agent: a decision is published to approvals.decided and the command
 reads the log back to confirm that its decision is the first one (the one that counts).
@@ -18,7 +22,6 @@ import sys
 from datetime import datetime
 from typing import Any
 
-import orjson
 from rich.console import Group, RenderableType
 from rich.markup import escape
 from rich.table import Table
@@ -32,6 +35,7 @@ from counterpoint.infra.approvals import (
     ApprovalError,
     Verdict,
     check_decidable,
+    cli_approver,
     make_decision,
     read_book,
     send_decision,
@@ -39,11 +43,13 @@ from counterpoint.infra.approvals import (
 from counterpoint.infra.cli import (
     EXIT_FAILED,
     CliError,
+    _keyring,
     _require_broker,
     _settings,
     console,
 )
 from counterpoint.infra.progress import WATCHED, Progress, render_result
+from counterpoint.infra.terminal import json_line
 from counterpoint.schemas.envelope import Envelope, now
 
 CLI_SOURCE = "/counterpoint/cli"
@@ -114,11 +120,11 @@ def render_actions(items: list[ActionRecord]) -> RenderableType:
 async def cmd_approvals(args: argparse.Namespace) -> int:
     settings = _settings()
     await _require_broker(settings)
-    book = await read_book(settings.kafka())
+    book = await read_book(settings.kafka(), _keyring(settings).trust, settings.approval_policy())
     items = book.waiting_for_people() if args.all else book.pending()
     if args.json:
         for a in items:
-            sys.stdout.write(orjson.dumps(a.as_json()).decode() + "\n")
+            sys.stdout.write(json_line(a.as_json()))
         sys.stdout.flush()
     else:
         console.print(render_approvals(items))
@@ -126,23 +132,28 @@ async def cmd_approvals(args: argparse.Namespace) -> int:
 
 
 async def _decide(args: argparse.Namespace, verdict: Verdict) -> int:
-    by = args.by if args.by is not None else getpass.getuser()
     reason = args.reason or ""
     if verdict == "deny" and not reason.strip():
         raise CliError("--reason: a denial needs a reason, e.g. --reason \"customer withdrew\"")
     settings = _settings()
+    keys = _keyring(settings)
+    try:
+        signer, by = cli_approver(keys, settings.approver or getpass.getuser())
+    except LookupError as exc:
+        raise CliError(f"cannot sign a decision: {exc}") from exc
     await _require_broker(settings)
     config = settings.kafka()
-    book = await read_book(config)
+    policy = settings.approval_policy()
+    book = await read_book(config, keys.trust, policy)
     try:
         item = book.find(args.id)
         check_decidable(item)
-        decision = make_decision(item, verdict, by, reason)
+        decision = make_decision(item, verdict, by, reason, signer)
     except ApprovalError as exc:
         raise CliError(str(exc), EXIT_FAILED if exc.kind == "decided" else 2) from exc
     async with Producer(config) as producer:
         event_id = await send_decision(producer, item, decision, source=CLI_SOURCE)
-    first = await _first_decision(config, item.approval_id)
+    first = await _first_decision(config, book, item.approval_id)
     what = f"{item.action.action} on {item.action.target} ({item.action.risk} risk)"
     if first is None:
         console.print(f"sent {decision.decision} for {item.approval_id} ({what}); it is not "
@@ -161,10 +172,11 @@ async def _decide(args: argparse.Namespace, verdict: Verdict) -> int:
     return 0
 
 
-async def _first_decision(config: KafkaConfig, approval_id: str) -> ActionRecord | None:
+async def _first_decision(config: KafkaConfig, book: ApprovalBook,
+                          approval_id: str) -> ActionRecord | None:
     deadline = asyncio.get_running_loop().time() + CONFIRM_S
     while True:
-        item = (await read_book(config)).actions.get(approval_id)
+        item = (await read_book(config, book.trust, book.policy)).actions.get(approval_id)
         if item is not None and item.decision is not None:
             return item
         if asyncio.get_running_loop().time() >= deadline:
@@ -180,9 +192,9 @@ async def cmd_deny(args: argparse.Namespace) -> int:
     return await _decide(args, "deny")
 
 
-async def read_request(config: KafkaConfig, request_id: str) -> tuple[Progress, ApprovalBook]:
+async def read_request(config: KafkaConfig, request_id: str,
+                       book: ApprovalBook) -> tuple[Progress, ApprovalBook]:
     progress = Progress(request_id, "")
-    book = ApprovalBook()
     topics = [t.name for t in (*WATCHED, *APPROVAL_TOPICS)]
     async for record in tail(config, topics, idle_timeout_s=0.2):
         if record.topic in {t.name for t in APPROVAL_TOPICS}:
@@ -223,13 +235,14 @@ def render_request(progress: Progress, actions: list[ActionRecord]) -> Renderabl
 async def cmd_request(args: argparse.Namespace) -> int:
     settings = _settings()
     await _require_broker(settings)
-    progress, book = await read_request(settings.kafka(), args.request_id)
+    progress, book = await read_request(settings.kafka(), args.request_id, ApprovalBook(
+        _keyring(settings).trust, settings.approval_policy()))
     actions = book.for_request(args.request_id)
     if progress.decision is None and progress.result is None and not actions:
         raise CliError(f"no request {args.request_id!r} on this broker (triage has not seen "
                        "it, or the id is wrong)", EXIT_FAILED)
     if args.json:
-        sys.stdout.write(orjson.dumps(request_json(progress, actions)).decode() + "\n")
+        sys.stdout.write(json_line(request_json(progress, actions)))
         sys.stdout.flush()
     else:
         console.print(render_request(progress, actions))
@@ -244,14 +257,12 @@ def add_parsers(sub: Any) -> None:
 
     s = sub.add_parser("approve", help="approve a waiting action (the executor then runs it)")
     s.add_argument("id", metavar="ID", help="approval id, or a unique prefix (6+ characters)")
-    s.add_argument("--by", metavar="NAME", help="who approves (default: your user name)")
     s.add_argument("--reason", metavar="TEXT", help="optional note")
     s.set_defaults(func=cmd_approve)
 
     s = sub.add_parser("deny", help="deny a waiting action (it never runs)")
     s.add_argument("id", metavar="ID", help="approval id, or a unique prefix (6+ characters)")
     s.add_argument("--reason", metavar="TEXT", required=True, help="why (required)")
-    s.add_argument("--by", metavar="NAME", help="who denies (default: your user name)")
     s.set_defaults(func=cmd_deny)
 
     s = sub.add_parser("request", help="one request's record: result, and each proposed "

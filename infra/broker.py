@@ -15,8 +15,11 @@ import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
+from counterpoint.agents.private_files import open_private_append
 from counterpoint.bus.admin import broker_reachable
+from counterpoint.infra.lifeline import guarded
 
 log = logging.getLogger(__name__)
 
@@ -72,10 +75,12 @@ class EmbeddedBroker:
             raise BrokerError(f"{self.bootstrap_servers} is in use by something that is not "
                               "a Kafka broker; choose another port (COUNTERPOINT_BROKER_PORT)")
         url = f"tcp://{self.host}:{self.port}"
-        with open(self.log_file or os.devnull, "ab") as out:
+        with (open_private_append(self.log_file) if self.log_file
+              else open(os.devnull, "ab")) as out:
             self.process = subprocess.Popen(
-                [broker_binary(), "broker", "--listener-url", url, "--advertised-listener-url",
-                 url, "--storage-engine", "memory://tansu/"],
+                # Dies with this process, whatever kills it (infra/lifeline.py).
+                guarded([broker_binary(), "broker", "--listener-url", url,
+                         "--advertised-listener-url", url, "--storage-engine", "memory://tansu/"]),
                 stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 # Its own process group: Ctrl-C goes to our handler, which stops it last.
                 start_new_session=True,
@@ -95,14 +100,17 @@ class EmbeddedBroker:
         raise BrokerError(f"the embedded broker did not answer on {self.bootstrap_servers} "
                           f"within {timeout_s:.0f}s")
 
-    def stop(self, timeout_s: float = 5.0) -> None:
-        """Stop the broker this object started; a reused broker is left running."""
+    def stop(self, timeout_s: float = 5.0) -> Literal["stopped", "killed"] | None:
+        """Stop the broker this object started (None: nothing to stop; a reused broker is
+        left running); SIGKILL when SIGTERM did not stop it within `timeout_s`."""
         proc, self.process = self.process, None
         if proc is None or proc.poll() is not None:
-            return
+            return None
         proc.send_signal(signal.SIGTERM)
         try:
             proc.wait(timeout=timeout_s)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+            return "killed"
+        return "stopped"

@@ -14,18 +14,28 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import orjson
 from pydantic import ValidationError
-from rich.console import Console
+from rich.markup import escape
 
+from counterpoint.agents.tools.business import UnrecognisedFile
+from counterpoint.infra.project import ProjectError
 from counterpoint.infra.settings import Settings
+from counterpoint.infra.terminal import SafeConsole, SafeFormatter, json_line
+
+if TYPE_CHECKING:
+    from counterpoint.agents.signing import Keyring
+    from counterpoint.infra.assembly import BuiltAgent
+    from counterpoint.infra.project import Project
 
 EXIT_FAILED, EXIT_USAGE, EXIT_NO_BROKER = 1, 2, 3
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
-console = Console()
-err_console = Console(stderr=True)
+# Every command prints through these (or json_line): nothing from the data can drive the
+# operator's terminal (infra/terminal.py).
+console = SafeConsole()
+err_console = SafeConsole(stderr=True)
 
 
 class CliError(Exception):
@@ -44,6 +54,15 @@ def _settings() -> Settings:
         raise CliError(f"bad environment setting: {problems}") from exc
 
 
+def _keyring(settings: Settings) -> Keyring:
+    from counterpoint.infra.approval_keys import KeyConfigError
+
+    try:
+        return settings.keyring()
+    except KeyConfigError as exc:
+        raise CliError(f"approval keys: {exc}") from exc
+
+
 async def _require_broker(settings: Settings) -> None:
     from counterpoint.bus.admin import broker_reachable
 
@@ -54,16 +73,31 @@ async def _require_broker(settings: Settings) -> None:
                        EXIT_NO_BROKER)
 
 
-def _parse_scale(items: Sequence[str]) -> dict[str, int]:
-    from counterpoint.agents.catalog import AGENT_NAMES
+def _project(args: argparse.Namespace, settings: Settings) -> Project:
+    """--config, else COUNTERPOINT_CONFIG, else ./counterpoint.toml, else the built-in one."""
+    from counterpoint.infra.project import find_project
+
+    return find_project(getattr(args, "config", None), settings.config)
+
+
+def _built(settings: Settings, project: Project) -> list[BuiltAgent]:
+    """The project's agents, built to learn their declarations (nothing is opened or made)."""
+    from counterpoint.agents.llm.offline import OfflineProvider
+    from counterpoint.agents.signing import Keyring
+    from counterpoint.infra.assembly import build_project
+
+    return build_project(settings, project, OfflineProvider(), Keyring.ephemeral())
+
+
+def _parse_scale(items: Sequence[str], project: Project) -> dict[str, int]:
     from counterpoint.infra.stack import default_scale
 
-    scale = default_scale()
+    scale = default_scale(project)
     for item in items:
         name, sep, count = item.partition("=")
-        if not sep or name not in AGENT_NAMES or not (count.isascii() and count.isdigit()):
+        if not sep or name not in project.agents or not (count.isascii() and count.isdigit()):
             raise CliError(f"--scale {item!r}: expected NAME=N with NAME one of "
-                           f"{', '.join(AGENT_NAMES)} and N a whole number")
+                           f"{', '.join(project.agents)} and N a whole number")
         scale[name] = int(count)
     return scale
 
@@ -73,16 +107,20 @@ def _parse_scale(items: Sequence[str]) -> dict[str, int]:
 
 async def cmd_broker(args: argparse.Namespace) -> int:
     from counterpoint.infra.admin import create_topics
+    from counterpoint.infra.assembly import topics_of
     from counterpoint.infra.broker import EmbeddedBroker
 
     settings = _settings()
+    project = _project(args, settings)
+    topics = topics_of(b.agent for b in _built(settings, project))
     broker = EmbeddedBroker(args.host or settings.broker_host, args.port or settings.broker_port)
     await broker.start()
     if broker.reused:
         raise CliError(f"a broker is already running at {broker.bootstrap_servers}", EXIT_FAILED)
-    await create_topics(broker.bootstrap_servers)
+    await create_topics(broker.bootstrap_servers, topics)
     console.print(f"embedded broker (Tansu, in memory) on [bold]{broker.bootstrap_servers}"
-                  "[/bold] with Counterpoint's topics; Ctrl-C stops it")
+                  f"[/bold] with the topics of {project.origin}; Ctrl-C stops it",
+                  highlight=False)
     try:
         await _until_signal()
     finally:
@@ -92,23 +130,23 @@ async def cmd_broker(args: argparse.Namespace) -> int:
 
 async def cmd_topics(args: argparse.Namespace) -> int:
     from counterpoint.infra.admin import create_topics, topic_specs
+    from counterpoint.infra.assembly import topics_of
 
     settings = _settings()
+    topics = topics_of(b.agent for b in _built(settings, _project(args, settings)))
     await _require_broker(settings)
-    created = await create_topics(settings.bootstrap_servers)
-    for spec in topic_specs():
+    created = await create_topics(settings.bootstrap_servers, topics)
+    for spec in topic_specs(topics):
         state = "created" if spec.name in created else "exists"
         console.print(f"{spec.name:40} {spec.partitions} partitions  {state}")
     return 0
 
 
 async def cmd_agent(args: argparse.Namespace) -> int:
-    from counterpoint.agents.catalog import AGENT_NAMES
     from counterpoint.infra.runner import run_agent_process
 
-    if args.name not in AGENT_NAMES:
-        raise CliError(f"no agent named {args.name!r}; choose one of: {', '.join(AGENT_NAMES)}")
-    await run_agent_process(args.name, _settings())
+    settings = _settings()
+    await run_agent_process(args.name, settings, _project(args, settings))
     return 0
 
 
@@ -116,10 +154,12 @@ async def cmd_up(args: argparse.Namespace) -> int:
     from counterpoint.infra.stack import Stack
 
     settings = _settings()
-    scale = _parse_scale(args.scale)
+    project = _project(args, settings)
+    scale = _parse_scale(args.scale, project)
+    stack = Stack(settings, scale, project)  # builds and checks every agent: nothing started
     stop = asyncio.Event()
     _on_signals(stop.set)  # before anything starts: a stop during start-up still cleans up
-    async with Stack(settings, scale) as stack:
+    async with stack:
         where = "embedded broker" if stack.broker else "broker"
         console.print(f"{where} at [bold]{stack.bootstrap_servers}[/bold]; "
                       f"logs in {stack.logs_dir}")
@@ -149,14 +189,16 @@ async def cmd_publish(args: argparse.Namespace) -> int:
     from counterpoint.infra.publishing import validate
 
     try:
-        validate(args.kind, raw, origin)  # before touching the broker: bad input fails fast
+        # Before touching the broker: bad input fails fast.
+        validate(args.kind, raw, origin, settings.max_alerts)
     except InputError as exc:
         raise CliError(str(exc)) from exc
     await _require_broker(settings)
     telemetry = setup_telemetry("cli", traces_dir=default_traces_dir(settings.home))
     started = time.monotonic()
     try:
-        receipt = await publish(settings.kafka(), args.kind, raw, origin)
+        receipt = await publish(settings.kafka(), args.kind, raw, origin,
+                                max_alerts=settings.max_alerts)
     finally:
         telemetry.shutdown()
     console.print(f"published {args.kind} {receipt.source_id} to {receipt.topic}"
@@ -186,6 +228,15 @@ async def cmd_results(args: argparse.Namespace) -> int:
     from counterpoint.topics.registry import SYNTHESIS_RESULTS
 
     settings = _settings()
+    project = _project(args, settings)
+    if project.file is not None:
+        from counterpoint.infra.project_results import show_results
+
+        built = _built(settings, project)
+        await _require_broker(settings)
+        await show_results(console, settings.kafka(), project, built, follow=args.follow,
+                           as_json_lines=args.json, request=args.request)
+        return 0
     await _require_broker(settings)
     if args.follow and not args.json:  # a person watching: results under a live status line
         from counterpoint.infra.follow import follow_with_status
@@ -202,7 +253,7 @@ async def cmd_results(args: argparse.Namespace) -> int:
         if args.request and result.request_id != args.request:
             continue
         if args.json:
-            sys.stdout.write(orjson.dumps(result.model_dump(mode="json")).decode() + "\n")
+            sys.stdout.write(json_line(result.model_dump(mode="json")))
             sys.stdout.flush()
         else:
             console.print(render_result(result))
@@ -237,9 +288,15 @@ async def cmd_trace(args: argparse.Namespace) -> int:
 
 
 async def cmd_demo(args: argparse.Namespace) -> int:
+    settings = _settings()
+    project = _project(args, settings)
+    if project.file is not None:
+        from counterpoint.infra.project_demo import run_project_demo
+
+        return await run_project_demo(settings, console, project, timeout_s=args.timeout)
     from counterpoint.infra.demo import run_demo
 
-    return await run_demo(_settings(), console, timeout_s=args.timeout)
+    return await run_demo(settings, console, timeout_s=args.timeout)
 
 
 async def cmd_deadletter_list(args: argparse.Namespace) -> int:
@@ -251,7 +308,7 @@ async def cmd_deadletter_list(args: argparse.Namespace) -> int:
                        source_topic=args.source_topic)
     if args.json:
         for letter in letters:
-            sys.stdout.write(orjson.dumps(letter_json(letter)).decode() + "\n")
+            sys.stdout.write(json_line(letter_json(letter)))
         sys.stdout.flush()
     else:
         console.print(render_list(letters))
@@ -279,7 +336,7 @@ async def cmd_deadletter_show(args: argparse.Namespace) -> int:
     except LetterError as exc:
         raise CliError(str(exc)) from exc
     if args.json:
-        sys.stdout.write(orjson.dumps(letter_json(letter, full=True)).decode() + "\n")
+        sys.stdout.write(json_line(letter_json(letter, full=True)))
     else:
         console.print(render_letter(letter))
     return 0
@@ -379,20 +436,27 @@ async def cmd_gateway(args: argparse.Namespace) -> int:
     import uvicorn
 
     from counterpoint.infra.gateway import create_app
+    from counterpoint.infra.gateway_auth import parse_approvers
     from counterpoint.infra.intake import PROVIDERS, configured_secrets
     from counterpoint.infra.telemetry import default_traces_dir, setup_telemetry
 
     settings = _settings()
     token = os.environ.get("COUNTERPOINT_API_TOKEN", "").strip() or None
     secrets = configured_secrets(os.environ)
-    app = create_app(settings.kafka(), token=token, limits=settings.limits(),
-                     publish_timeout_s=args.publish_timeout, webhook_secrets=secrets,
-                     signature_tolerance_s=settings.signature_tolerance_s)
+    approvers = parse_approvers(settings.approvers) if settings.approvers else {}
+    app = create_app(settings.kafka(), token=token, approvers=approvers,
+                     keys=_keyring(settings), policy=settings.approval_policy(),
+                     limits=settings.limits(), publish_timeout_s=args.publish_timeout,
+                     webhook_secrets=secrets,
+                     signature_tolerance_s=settings.signature_tolerance_s,
+                     max_alerts=settings.max_alerts)
     telemetry = setup_telemetry("gateway", traces_dir=default_traces_dir(settings.home))
     console.print(f"gateway on [bold]http://{args.host}:{args.port}[/bold] (OpenAPI at "
                   f"/openapi.json, docs at /docs) publishing to {settings.bootstrap_servers}; "
-                  + ("bearer token required" if token else "no authentication (set "
-                     "COUNTERPOINT_API_TOKEN to require a bearer token)"), highlight=False)
+                  + ("bearer token required" if token or approvers else "no authentication (set "
+                     "COUNTERPOINT_API_TOKEN to require a bearer token)")
+                  + (f"; approvers: {', '.join(sorted(approvers))}" if approvers else
+                     "; nobody can approve here (set COUNTERPOINT_APPROVERS)"), highlight=False)
     for name, provider in PROVIDERS.items():
         console.print(f"  /v1/webhooks/{name}: " + (
             "on, checked against its signature" if name in secrets else
@@ -411,10 +475,11 @@ async def cmd_status(args: argparse.Namespace) -> int:
     from counterpoint.infra.status import collect_status, render_status, status_json
 
     settings = _settings()
+    built = _built(settings, _project(args, settings))
     await _require_broker(settings)
-    status = await collect_status(settings.bootstrap_servers, settings.home / "logs")
+    status = await collect_status(settings.bootstrap_servers, settings.home, built)
     if args.json:
-        sys.stdout.write(orjson.dumps(status_json(status)).decode() + "\n")
+        sys.stdout.write(json_line(status_json(status)))
         sys.stdout.flush()
     else:
         console.print(render_status(status))
@@ -436,6 +501,12 @@ async def _until_signal() -> None:
     await stop.wait()
 
 
+def _config_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", metavar="FILE", default=None,
+                        help="the project file (default: $COUNTERPOINT_CONFIG, else "
+                        "./counterpoint.toml, else the built-in ticket and alert pipeline)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="counterpoint", description=(
         "Event-driven multi-agent system on Kafka. With KAFKA_BOOTSTRAP_SERVERS unset, "
@@ -445,18 +516,25 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("broker", help="run the embedded broker (Tansu) in the foreground")
     s.add_argument("--host", default=None, help="listen address (default 127.0.0.1)")
     s.add_argument("--port", type=int, default=None, help="port (default 9092)")
+    _config_option(s)
     s.set_defaults(func=cmd_broker)
 
-    s = sub.add_parser("topics", help="create every registered topic (idempotent)")
+    s = sub.add_parser("topics", help="create the topics the project's agents declare "
+                       "(idempotent)")
+    _config_option(s)
     s.set_defaults(func=cmd_topics)
 
     s = sub.add_parser("up", help="broker if needed + topics + every agent as its own process")
     s.add_argument("--scale", action="append", default=[], metavar="NAME=N",
                    help="run N processes of agent NAME (repeatable)")
+    _config_option(s)
     s.set_defaults(func=cmd_up)
 
     s = sub.add_parser("agent", help="run one agent process (start it N times to scale)")
-    s.add_argument("name", metavar="NAME")
+    s.add_argument("name", metavar="NAME|MODULE:ATTR",
+                   help="an agent of the project, or an import string naming an Agent or a "
+                   "factory in any importable module")
+    _config_option(s)
     s.set_defaults(func=cmd_agent)
 
     s = sub.add_parser("publish", help="validate and publish a ticket or an alert")
@@ -471,6 +549,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "under a live status line of the requests in progress (not with --json)")
     s.add_argument("--json", action="store_true", help="one JSON object per line")
     s.add_argument("--request", metavar="REQUEST_ID", help="only this request")
+    _config_option(s)
     s.set_defaults(func=cmd_results)
 
     s = sub.add_parser("trace", help="draw one request's trace across every process")
@@ -509,13 +588,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="answer 503 when the broker has not acknowledged within this (default 5)")
     s.set_defaults(func=cmd_gateway)
 
-    s = sub.add_parser("demo", help="the main job end to end: up, publish, progress, results")
+    s = sub.add_parser("demo", help="the main job end to end: up, publish, progress, results "
+                       "(with --config: the project's samples)")
     s.add_argument("--timeout", type=float, default=120.0, metavar="SECONDS")
+    _config_option(s)
     s.set_defaults(func=cmd_demo)
 
     s = sub.add_parser("status", help="each agent: consumer group, partitions, lag and the "
                        "local processes running it")
     s.add_argument("--json", action="store_true", help="one JSON object")
+    _config_option(s)
     s.set_defaults(func=cmd_status)
 
     from counterpoint.infra import approvals_cli
@@ -528,17 +610,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.command in ("agent", "broker", "up")
                         else logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                        stream=sys.stderr)
+                        format=LOG_FORMAT, stream=sys.stderr)
+    for handler in logging.getLogger().handlers:
+        handler.setFormatter(SafeFormatter(LOG_FORMAT))
+    from counterpoint.infra.lifeline import follow_supervisor
     from counterpoint.infra.redaction import install_log_redaction
 
     install_log_redaction()  # secrets and personal data never reach a log (infra/redaction.py)
+    follow_supervisor()  # a child of `up` stops when `up` dies, however (infra/lifeline.py)
     logging.getLogger("aiokafka").setLevel(logging.WARNING)
     try:
         return int(asyncio.run(args.func(args)))
     except CliError as exc:
         err_console.print(f"[red]error:[/red] {exc}", highlight=False)
         return exc.code
+    except (ProjectError, UnrecognisedFile) as exc:  # the user's file to fix, or to move
+        err_console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)
+        return EXIT_USAGE
     except KeyboardInterrupt:
         return 130
 

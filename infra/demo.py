@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
+from collections.abc import Mapping, Sequence
 from importlib import resources
 
 from rich.console import Console
@@ -35,23 +36,29 @@ def example(name: str) -> bytes:
     return resources.files("counterpoint.infra").joinpath("examples", name).read_bytes()
 
 
-def _joined_table(stack: Stack) -> Table:
+def joined_table(stack: Stack) -> Table:
     table = Table.grid(padding=(0, 2))
     for label, ok in stack.joined().items():
         table.add_row(label, "[green]consuming[/green]" if ok else "[yellow]joining…[/yellow]")
     return table
 
 
-async def run_demo(settings: Settings, console: Console, timeout_s: float = 120.0) -> int:
-    console.print(Rule("Counterpoint demo"))
+def describe_llm(settings: Settings, console: Console, agents: Sequence[str],
+                 models: Mapping[str, str] | None = None) -> None:
+    """Which provider writes the text, said before anything runs."""
     if settings.anthropic_api_key is None:
         console.print("LLM: [bold yellow]offline provider[/bold yellow] (no ANTHROPIC_API_KEY): "
                       "deterministic rules, no language model; every text says so.")
     else:
-        models = models_by_agent(settings.models(), AGENT_NAMES)
+        routes = models_by_agent(settings.models(models), agents)
         where = f" at {settings.anthropic_base_url}" if settings.anthropic_base_url else ""
         console.print(f"LLM: [bold]Claude[/bold] through the anthropic SDK{where}; models: "
-                      + ", ".join(f"{agent} {model}" for agent, model in models.items()))
+                      + ", ".join(f"{agent} {model}" for agent, model in routes.items()))
+
+
+async def run_demo(settings: Settings, console: Console, timeout_s: float = 120.0) -> int:
+    console.print(Rule("Counterpoint demo"))
+    describe_llm(settings, console, AGENT_NAMES)
     telemetry = setup_telemetry("cli", traces_dir=default_traces_dir(settings.home))
     # Ctrl-C or SIGTERM cancels the demo, and the stack's exit stops agents and broker.
     task = asyncio.current_task()
@@ -63,8 +70,8 @@ async def run_demo(settings: Settings, console: Console, timeout_s: float = 120.
             console.print(f"broker: {'embedded Tansu' if stack.broker else 'external'} at "
                           f"{stack.bootstrap_servers}; agent logs in {stack.logs_dir}")
             t0 = time.monotonic()
-            with Live(_joined_table(stack), console=console, refresh_per_second=4) as live:
-                joined = await stack.wait_joined(on_tick=lambda: live.update(_joined_table(stack)))
+            with Live(joined_table(stack), console=console, refresh_per_second=4) as live:
+                joined = await stack.wait_joined(on_tick=lambda: live.update(joined_table(stack)))
             end_live_line(console)
             console.print(f"{len(stack.joined())} agent processes "
                           f"{'consuming' if joined else 'started (some still joining)'} "
@@ -79,7 +86,9 @@ async def run_demo(settings: Settings, console: Console, timeout_s: float = 120.
                 tracked.append(Progress(receipt.request_id, f"{kind} {receipt.source_id}",
                                         started))
             ok = await show_progress(console, stack.settings.kafka(), tracked, timeout_s)
-            acted = ok and await approve_and_show(console, stack.settings.kafka(), tracked)
+            acted = ok and await approve_and_show(console, stack.settings.kafka(), tracked,
+                                                  stack.settings.keyring(),
+                                                  stack.settings.approval_policy())
             await asyncio.sleep(0.6)  # agents export spans every 200 ms
             for p in tracked:
                 spans = spans_for_request(load_spans(default_traces_dir(settings.home)),

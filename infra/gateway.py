@@ -13,15 +13,18 @@
 Bodies are validated by the same models as the CLI; what is published is the body exactly as
 received (extra fields kept). Every problem comes back as 4xx with
 `{"error": "...", "fields": [{"field": "alerts.0.labels", "problem": "Field required"}, ...]}`,
-every bad field listed. A broker that does not acknowledge within the deadline gives 503.
-With COUNTERPOINT_API_TOKEN set, /v1/* needs `Authorization: Bearer <token>` (compared in
-constant time; 401 otherwise); the provider webhooks authenticate by their signature instead.
+every bad field listed; so do unknown paths (404) and methods (405). A broker that does not
+acknowledge within the deadline gives 503. With COUNTERPOINT_API_TOKEN or COUNTERPOINT_APPROVERS
+set, /v1/* needs `Authorization: Bearer <token>` (compared in constant time; 401 otherwise),
+checked before any of the body is read; a body over COUNTERPOINT_MAX_MESSAGE_BYTES is refused
+(413) as soon as its Content-Length or its count says so (infra/gateway_auth.py). Deciding an
+approval needs an approver's token: the decision is by that approver. The provider webhooks
+authenticate by their signature instead of the bearer token.
 """
 
 from __future__ import annotations
 
-import hmac
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Annotated, Any, Literal
@@ -33,11 +36,25 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from counterpoint.bus.decode import InputLimits, parse_json
-from counterpoint.bus.errors import TooDeep
+from counterpoint.agents.approval_policy import ApprovalPolicy
+from counterpoint.agents.signing import Keyring
+from counterpoint.bus.decode import InputLimits
 from counterpoint.bus.kafka import KafkaConfig
-from counterpoint.infra.approvals import ActionView
+from counterpoint.infra.approvals import ActionView, ApprovalBook
+from counterpoint.infra.gateway_approvals import add_approval_routes
+from counterpoint.infra.gateway_auth import BodyTooLarge, Credentials, Guard, Principal
+from counterpoint.infra.gateway_errors import (
+    ROOT,
+    ApiError,
+    ErrorBody,
+    FieldProblem,
+    documented,
+    json_object,
+    parse_body,
+    problems,
+)
 from counterpoint.infra.gateway_state import (
     BrokerUnavailable,
     Publisher,
@@ -49,6 +66,7 @@ from counterpoint.infra.gateway_state import (
 )
 from counterpoint.infra.publishing import TOPICS, Kind, send_event
 from counterpoint.infra.webhook_status import DeliveryInfo
+from counterpoint.schemas.alert_cap import DEFAULT_MAX_ALERTS, over_alert_cap
 from counterpoint.schemas.envelope import new_event_id
 from counterpoint.schemas.events import (
     AlertmanagerWebhook,
@@ -59,21 +77,11 @@ from counterpoint.schemas.events import (
 )
 
 GATEWAY_SOURCE = "/counterpoint/gateway"
-BEARER = HTTPBearer(auto_error=False, description="COUNTERPOINT_API_TOKEN, when it is set")
-ROOT = "(value)"  # the field name for a problem with the body as a whole, as the CLI says it
+BEARER = HTTPBearer(auto_error=False, description="COUNTERPOINT_API_TOKEN or an approver's "
+                    "token (COUNTERPOINT_APPROVERS), when either is set")
 
 
 # --- response bodies ------------------------------------------------------------------------
-
-
-class FieldProblem(BaseModel):
-    field: str
-    problem: str
-
-
-class ErrorBody(BaseModel):
-    error: str
-    fields: list[FieldProblem] = Field(default_factory=list)
 
 
 class Accepted(BaseModel):
@@ -122,52 +130,7 @@ class CloudEvent(BaseModel):
     data: Any = Field(description="the ticket or the alert, as JSON")
 
 
-class ApiError(Exception):
-    def __init__(self, status: int, error: str, fields: Sequence[FieldProblem] = (),
-                 headers: dict[str, str] | None = None) -> None:
-        super().__init__(error)
-        self.status, self.error, self.fields, self.headers = status, error, list(fields), headers
-
-
-def _problems(exc: ValidationError, prefix: str = "") -> list[FieldProblem]:
-    out = []
-    for err in exc.errors():
-        loc = ".".join(str(p) for p in err["loc"])
-        problem = err["msg"]
-        if loc == "version" and err["type"] == "missing":
-            problem += ' (Alertmanager webhook bodies carry "version": "4")'
-        out.append(FieldProblem(field=(prefix + loc) if loc else (prefix.rstrip(".") or ROOT),
-                                problem=problem))
-    return out
-
-
 # --- validation -----------------------------------------------------------------------------
-
-
-def _parse(raw: bytes, limits: InputLimits) -> Any:
-    if len(raw) > limits.max_bytes:
-        raise ApiError(413, f"the body is {len(raw):,} bytes; the limit is {limits.max_bytes:,}",
-                       [FieldProblem(field=ROOT, problem="too large")])
-    if not raw.strip():
-        raise ApiError(400, "the body is empty; expected a JSON object",
-                       [FieldProblem(field=ROOT, problem="empty body")])
-    try:
-        return parse_json(raw, limits)
-    except TooDeep as exc:
-        raise ApiError(422, "the body nests too deeply",
-                       [FieldProblem(field=ROOT, problem=str(exc))]) from exc
-    except Exception as exc:  # DecodeError: not JSON, not UTF-8
-        raise ApiError(400, "the body is not valid JSON",
-                       [FieldProblem(field=ROOT, problem=str(exc))]) from exc
-
-
-def _object(body: Any, what: str, prefix: str = "") -> dict[str, Any]:
-    if not isinstance(body, dict):
-        got = "null" if body is None else type(body).__name__
-        raise ApiError(422, f"invalid {what}",
-                       [FieldProblem(field=prefix.rstrip(".") or ROOT,
-                                     problem=f"expected a JSON object, got {got}")])
-    return body
 
 
 def _validate(kind: Kind, body: dict[str, Any], *, alertmanager_only: bool = False,
@@ -184,7 +147,7 @@ def _validate(kind: Kind, body: dict[str, Any], *, alertmanager_only: bool = Fal
         return TOPICS[kind].adapter.validate_python(body)
     except ValidationError as exc:
         what = "Alertmanager webhook body" if model is AlertmanagerWebhook else kind
-        raise ApiError(422, f"invalid {what}", _problems(exc, prefix)) from exc
+        raise ApiError(422, f"invalid {what}", problems(exc, prefix)) from exc
 
 
 def event_kind(event: CloudEvent) -> Kind:
@@ -206,20 +169,20 @@ def event_kind(event: CloudEvent) -> Kind:
 
 
 def _check_cloudevent(body: dict[str, Any]) -> CloudEvent:
-    problems: list[FieldProblem] = []
+    found: list[FieldProblem] = []
     if "data_base64" in body:
-        problems.append(FieldProblem(field="data_base64", problem="binary data is not "
+        found.append(FieldProblem(field="data_base64", problem="binary data is not "
                                      "accepted; send the ticket or alert as JSON in `data`"))
     try:
         event = CloudEvent.model_validate(body)
     except ValidationError as exc:
-        raise ApiError(422, "invalid CloudEvent", problems + _problems(exc)) from exc
+        raise ApiError(422, "invalid CloudEvent", found + problems(exc)) from exc
     ctype = (event.datacontenttype or "application/json").split(";")[0].strip().lower()
     if not (ctype in ("application/json", "text/json") or ctype.endswith("+json")):
-        problems.append(FieldProblem(field="datacontenttype",
+        found.append(FieldProblem(field="datacontenttype",
                                      problem=f"{ctype!r} is not JSON; data must be JSON"))
-    if problems:
-        raise ApiError(422, "invalid CloudEvent", problems)
+    if found:
+        raise ApiError(422, "invalid CloudEvent", found)
     return event
 
 
@@ -227,16 +190,24 @@ def _check_cloudevent(body: dict[str, Any]) -> CloudEvent:
 
 
 def create_app(config: KafkaConfig, *, token: str | None = None,
-               limits: InputLimits | None = None, publish_timeout_s: float = 5.0,
-               track: bool = True, max_tracked: int = 100_000,
+               approvers: Mapping[str, bytes] | None = None, keys: Keyring | None = None,
+               policy: ApprovalPolicy | None = None, limits: InputLimits | None = None,
+               publish_timeout_s: float = 5.0, track: bool = True,
+               max_tracked: int = 100_000,
                webhook_secrets: Mapping[str, bytes] | None = None,
-               signature_tolerance_s: float = 300.0) -> FastAPI:
-    """The gateway; `token` None or empty means no authentication. `webhook_secrets` holds
-    the secret of each provider whose webhooks are accepted (others answer 503)."""
+               signature_tolerance_s: float = 300.0,
+               max_alerts: int = DEFAULT_MAX_ALERTS) -> FastAPI:
+    """The gateway. `token` (COUNTERPOINT_API_TOKEN) and `approvers` (name -> SHA-256 of the
+    token, COUNTERPOINT_APPROVERS): with neither, no authentication, and nobody can approve.
+    `keys`: the gateway's signing key and the trust approval events are checked against.
+    `webhook_secrets` holds the secret of each provider whose webhooks are accepted (others
+    answer 503)."""
     limits = limits or InputLimits()
-    expected = token.encode() if token else None
+    keys = keys or Keyring.ephemeral()
+    policy = policy or ApprovalPolicy()
+    credentials = Credentials(token, approvers)
     publisher = Publisher(config, publish_timeout_s)
-    index = RequestIndex(max_tracked)
+    index = RequestIndex(max_tracked, ApprovalBook(keys.trust, policy))
     tracker = Tracker(config, index)
 
     @asynccontextmanager
@@ -252,21 +223,17 @@ def create_app(config: KafkaConfig, *, token: str | None = None,
     app = FastAPI(title="Counterpoint gateway", version="1", lifespan=lifespan,
                   description=__doc__)
     app.state.index, app.state.tracker, app.state.publisher = index, tracker, publisher
+    # Before routing and before any of the body is read: authentication, then the size limit.
+    app.add_middleware(Guard, credentials=credentials, max_bytes=limits.max_bytes)
 
-    async def authorized(
-        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)],
-    ) -> None:
-        if expected is None:
-            return
-        challenge = {"WWW-Authenticate": 'Bearer realm="counterpoint"'}
-        if credentials is None:
-            raise ApiError(401, "missing bearer token: send `Authorization: Bearer <token>`",
-                           [FieldProblem(field="Authorization", problem="missing")], challenge)
-        if not hmac.compare_digest(credentials.credentials.encode(), expected):
-            raise ApiError(401, "wrong bearer token",
-                           [FieldProblem(field="Authorization", problem="wrong token")],
-                           {"WWW-Authenticate": 'Bearer realm="counterpoint", '
-                            'error="invalid_token"'})
+    async def caller(
+        request: Request,
+        _bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)],
+    ) -> Principal | None:
+        """Who the guard authenticated (None: no credentials are configured); `_bearer` only
+        puts the scheme in the OpenAPI document."""
+        found = getattr(request.state, "principal", None)
+        return found if isinstance(found, Principal) else None
 
     @app.exception_handler(ApiError)
     async def _api_error(_request: Request, exc: ApiError) -> JSONResponse:
@@ -280,9 +247,26 @@ def create_app(config: KafkaConfig, *, token: str | None = None,
         return JSONResponse(ErrorBody(error="invalid request", fields=fields).model_dump(),
                             status_code=422)
 
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        # Routing's own errors (404 unknown path, 405 method) and the guard's 413 raised while
+        # a route reads the body, in the same shape as the rest.
+        if isinstance(exc, BodyTooLarge):
+            body = ErrorBody(error=exc.detail, fields=[FieldProblem(field=ROOT,
+                                                                    problem="too large")])
+        else:
+            body = ErrorBody(error=f"{exc.detail}: {request.method} {request.url.path}",
+                             fields=[FieldProblem(field="path", problem=str(exc.detail))])
+        return JSONResponse(body.model_dump(), status_code=exc.status_code,
+                            headers=getattr(exc, "headers", None))
+
     async def publish(request: Request, kind: Kind, raw: bytes, event: Any, *,
                       event_id: str, source: str, ce_type: str | None = None,
-                      time: datetime | None = None) -> JSONResponse:
+                      time: datetime | None = None, alerts_field: str = "alerts",
+                      ) -> JSONResponse:
+        if (too_many := over_alert_cap(event, max_alerts)) is not None:
+            raise ApiError(413, too_many, [FieldProblem(field=alerts_field,
+                                                        problem=f"more than {max_alerts:,}")])
         try:
             sent = await send_event(publisher, kind, raw, event, source=source,
                                     event_id=event_id, ce_type=ce_type, time=time)
@@ -296,19 +280,15 @@ def create_app(config: KafkaConfig, *, token: str | None = None,
         return JSONResponse(receipt.model_dump(), status_code=202,
                             headers={"Location": receipt.status_url})
 
-    errors: dict[int | str, dict[str, Any]] = {
-        code: {"model": ErrorBody, "description": text} for code, text in (
-            (400, "not JSON"), (401, "missing or wrong bearer token"),
-            (413, "body too large"), (422, "invalid: every bad field is listed"),
-            (503, "the broker did not acknowledge in time; nothing was published"))}
-    secured = [Depends(authorized)]
+    errors = documented(400, 401, 413, 422, 503)
+    secured = [Depends(caller)]
 
     @app.post("/v1/tickets", status_code=202, response_model=Accepted, responses=errors,
               dependencies=secured, openapi_extra=_body("Ticket"),
               summary="Publish a ticket to intake.tickets")
     async def post_ticket(request: Request) -> JSONResponse:
         raw = await request.body()
-        body = _object(_parse(raw, limits), "ticket")
+        body = json_object(parse_body(raw, limits), "ticket")
         event = _validate("ticket", body)
         return await publish(request, "ticket", raw, event, event_id=new_event_id(),
                              source=GATEWAY_SOURCE)
@@ -318,34 +298,36 @@ def create_app(config: KafkaConfig, *, token: str | None = None,
               summary="Publish an Alertmanager webhook body (version 4) to intake.alerts")
     async def post_alertmanager(request: Request) -> JSONResponse:
         raw = await request.body()
-        body = _object(_parse(raw, limits), "Alertmanager webhook body")
+        body = json_object(parse_body(raw, limits), "Alertmanager webhook body")
         event = _validate("alert", body, alertmanager_only=True)
         return await publish(request, "alert", raw, event, event_id=new_event_id(),
                              source=GATEWAY_SOURCE + "/alertmanager")
 
-    @app.post("/v1/events", status_code=202, response_model=Accepted, responses=errors,
+    @app.post("/v1/events", status_code=202, response_model=Accepted,
+              responses={**errors, **documented(415)},
               dependencies=secured, openapi_extra=_body("CloudEvent"),
               summary="Publish a CloudEvent (structured JSON) carrying a ticket or an alert",
-              description=(event_kind.__doc__ or "") + "\nThe event's id becomes the request "
-              "id (an Alertmanager body's is derived from its alert), so posting the same "
-              "event again is the same request.")
+              description=(event_kind.__doc__ or "") + "\nThe request id derives from the "
+              "event's `source` and `id` together, the pair CloudEvents makes unique (an "
+              "Alertmanager body's from its alert instead): posting the same event again is the "
+              "same request, and another source's event with the same id is another request.")
     async def post_event(request: Request) -> JSONResponse:
         ctype = request.headers.get("content-type", "").lower()
         if "cloudevents-batch" in ctype:
             raise ApiError(415, "batched CloudEvents are not accepted; post one event at a time",
                            [FieldProblem(field="Content-Type", problem=ctype)])
         raw = await request.body()
-        ce = _check_cloudevent(_object(_parse(raw, limits), "CloudEvent"))
+        ce = _check_cloudevent(json_object(parse_body(raw, limits), "CloudEvent"))
         kind = event_kind(ce)
-        data = _object(ce.data, f"{kind} in the CloudEvent's data", "data.")
+        data = json_object(ce.data, f"{kind} in the CloudEvent's data", "data.")
         event = _validate(kind, data, prefix="data.")
         return await publish(request, kind, orjson.dumps(data), event, event_id=ce.id,
-                             source=ce.source, ce_type=ce.type, time=ce.time)
+                             source=ce.source, ce_type=ce.type, time=ce.time,
+                             alerts_field="data.alerts")
 
     @app.get("/v1/requests/{request_id}", response_model=RequestStatus, name="get_request",
              dependencies=secured, summary="A request's status, steps so far and result",
-             responses={404: {"model": ErrorBody, "description": "unknown request id"},
-                        401: errors[401], 503: errors[503]})
+             responses={**errors, **documented(404)})
     async def get_request(request_id: str) -> RequestStatus:
         progress = index.get(request_id)
         if progress is None:
@@ -360,11 +342,9 @@ def create_app(config: KafkaConfig, *, token: str | None = None,
                              delivery=progress.delivery,
                              actions=[ActionView.of(a) for a in index.book.for_request(request_id)])
 
-    from counterpoint.infra.gateway_approvals import add_approval_routes
-
     add_approval_routes(app, book=index.book, publisher=publisher, tracker=tracker, track=track,
-                        secured=secured, errors=errors, api_error=ApiError,
-                        field_problem=FieldProblem)
+                        caller=caller, signer=keys.signer("gateway"), limits=limits,
+                        approvers=credentials.approvers)
 
     from counterpoint.infra.gateway_webhooks import add_webhook_routes
 

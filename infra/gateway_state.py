@@ -18,6 +18,8 @@ from collections.abc import Sequence
 from contextlib import aclosing
 from typing import Any, Literal
 
+from counterpoint.agents.approval_policy import ApprovalPolicy
+from counterpoint.agents.signing import Trust
 from counterpoint.bus.admin import broker_reachable
 from counterpoint.bus.decode import RawRecord
 from counterpoint.bus.kafka import KafkaConfig, Producer, is_kafka_error, tail
@@ -82,10 +84,12 @@ class Publisher:
 class RequestIndex:
     """Progress per request id, most recently touched last; the oldest go past `max_tracked`."""
 
-    def __init__(self, max_tracked: int = 100_000) -> None:
+    def __init__(self, max_tracked: int = 100_000, book: ApprovalBook | None = None) -> None:
         self._items: OrderedDict[str, Progress] = OrderedDict()
         self._max = max_tracked
-        self.book = ApprovalBook()  # proposed actions, decisions and outcomes, by approval id
+        # Proposed actions, decisions and outcomes, by approval id; without a book given, one
+        # that trusts no key, so it lists nothing.
+        self.book = book or ApprovalBook(Trust([]), ApprovalPolicy())
 
     def __len__(self) -> int:
         return len(self._items)

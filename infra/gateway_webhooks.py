@@ -4,11 +4,12 @@ counterpoint.infra.intake (zendesk, jira, github, pagerduty, grafana).
 These authenticate by the provider's signature, not by the bearer token, and refuse as early
 as they can: a provider with no secret configured answers 503 naming the setting, and a
 request without the signature header 401, before the body is read; the body is read up to
-COUNTERPOINT_MAX_MESSAGE_BYTES (413 past it) and its signature checked on the raw bytes (401)
-before it is parsed. A genuine delivery of an event type Counterpoint does not act on answers
-202 with `"ignored": true` and the reason; nothing is published. Otherwise the mapped ticket
-or alert is published like any other (202 + receipt), its event id derived from the
-provider's delivery id, so a redelivered webhook is the same request.
+COUNTERPOINT_MAX_MESSAGE_BYTES (413 past it: the gateway's guard, infra/gateway_auth.py) and
+its signature checked on the raw bytes (401) before it is parsed. A genuine delivery of an
+event type Counterpoint does not act on answers 202 with `"ignored": true` and the reason;
+nothing is published. Otherwise the mapped ticket or alert is published like any other (202 +
+receipt), its event id derived from the provider's delivery id, so a redelivered webhook is
+the same request.
 """
 
 from __future__ import annotations
@@ -22,14 +23,16 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 from counterpoint.bus.decode import InputLimits
-from counterpoint.infra.gateway import ApiError, FieldProblem, _object, _parse, _validate
+from counterpoint.infra.gateway import _validate
+from counterpoint.infra.gateway_errors import ApiError, FieldProblem, json_object, parse_body
 from counterpoint.infra.intake import PROVIDERS
 from counterpoint.infra.intake.base import Accepted, BadPayload, BadSignature, Clock, Provider
 from counterpoint.schemas.envelope import derive_event_id
 
 GATEWAY_SOURCE = "/counterpoint/gateway/webhooks"
 
-# publish(request, kind, raw, event, event_id=..., source=...) -> the 202 receipt
+# publish(request, kind, raw, event, event_id=..., source=..., alerts_field=...) -> the 202
+# receipt (or 413 for an Alertmanager body over COUNTERPOINT_MAX_ALERTS)
 Publish = Callable[..., Awaitable[JSONResponse]]
 
 
@@ -75,12 +78,12 @@ def _handler(provider: Provider, secret: bytes | None, publish: Publish,
                            [FieldProblem(field=provider.setting, problem="not set")])
         if not request.headers.get(provider.signature_header):
             raise _unauthorized(BadSignature(provider.signature_header, "missing"))
-        raw = await read_limited(request, limits.max_bytes)
+        raw = await request.body()  # bounded by the gateway's guard (413 past the limit)
         try:
             provider.verify(secret, request.headers, raw, Clock.system(tolerance_s))
         except BadSignature as exc:
             raise _unauthorized(exc) from exc
-        body = _object(_parse(raw, limits), f"{provider.title} webhook body")
+        body = json_object(parse_body(raw, limits), f"{provider.title} webhook body")
         try:
             outcome = provider.interpret(request.headers, body)
         except BadPayload as exc:
@@ -96,7 +99,8 @@ def _handler(provider: Provider, secret: bytes | None, publish: Publish,
         return await publish(request, provider.kind, orjson.dumps(outcome.body), event,
                              event_id=derive_event_id("webhook", provider.name,
                                                       outcome.delivery_id),
-                             source=f"{GATEWAY_SOURCE}/{provider.name}")
+                             source=f"{GATEWAY_SOURCE}/{provider.name}",
+                             alerts_field=f"{provider.kind}.alerts")
 
     receive.__name__ = f"webhook_{provider.name}"
     return receive
@@ -105,23 +109,3 @@ def _handler(provider: Provider, secret: bytes | None, publish: Publish,
 def _unauthorized(exc: BadSignature) -> ApiError:
     return ApiError(401, f"not accepted as a signed delivery: {exc}",
                     [FieldProblem(field=exc.header, problem=exc.problem)])
-
-
-async def read_limited(request: Request, max_bytes: int) -> bytes:
-    """The body, refused with 413 as soon as it is known to exceed `max_bytes`: from its
-    Content-Length before reading, or while streaming one without."""
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > max_bytes:
-        raise _too_large(int(declared), max_bytes)
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > max_bytes:
-            raise _too_large(size, max_bytes)
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-def _too_large(size: int, max_bytes: int) -> ApiError:
-    return ApiError(413, f"the body is over {max_bytes:,} bytes ({size:,} at least)",
-                    [FieldProblem(field="(value)", problem="too large")])

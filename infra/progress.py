@@ -176,7 +176,8 @@ def render_result(result: Result) -> RenderableType:
     for f in result.findings:
         findings.add_row(f"{f.skill}/{f.focus}", f.agent, f.summary + (
             f" (reused from request {f.reused_from.request_id})" if f.reused_from else ""))
-    title = f"{result.kind} for {result.source_id}: {result.title}"
+    # Text, not a markup string: a title is data, and rich would read brackets in it as markup.
+    title = Text(f"{result.kind} for {result.source_id}: {result.title}")
     return Panel(Group(head, Text(""), Text(result.text), Text(""), findings, Text(""),
                        steps_table(result)), title=title,
                  title_align="left", border_style="green" if result.status == "complete"

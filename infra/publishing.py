@@ -18,7 +18,8 @@ from pydantic import ValidationError
 from counterpoint.bus import tracing
 from counterpoint.bus.decode import describe_validation_error
 from counterpoint.bus.kafka import KafkaConfig, Producer
-from counterpoint.schemas.envelope import Envelope, new_event_id, now
+from counterpoint.schemas.alert_cap import DEFAULT_MAX_ALERTS, over_alert_cap
+from counterpoint.schemas.envelope import Envelope, new_event_id, now, scoped_id
 from counterpoint.schemas.events import AlertmanagerWebhook, SimpleAlert, Ticket
 from counterpoint.schemas.identity import lead_alert, request_id_for
 from counterpoint.topics.registry import INTAKE_ALERTS, INTAKE_TICKETS, Topic
@@ -40,7 +41,7 @@ class Receipt:
     offset: int
 
 
-def validate(kind: Kind, raw: bytes, origin: str) -> Any:
+def validate(kind: Kind, raw: bytes, origin: str, max_alerts: int = DEFAULT_MAX_ALERTS) -> Any:
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
@@ -50,10 +51,13 @@ def validate(kind: Kind, raw: bytes, origin: str) -> Any:
     if kind == "alert" and "version" not in body and "alerts" in body:
         raise InputError(f"{origin}: an Alertmanager webhook body needs \"version\": \"4\"")
     try:
-        return TOPICS[kind].adapter.validate_python(body)
+        event = TOPICS[kind].adapter.validate_python(body)
     except ValidationError as exc:
         detail = describe_validation_error(_narrow(kind, body, exc))
         raise InputError(f"{origin}: invalid {kind}: {detail}") from exc
+    if (too_many := over_alert_cap(event, max_alerts)) is not None:
+        raise InputError(f"{origin}: alerts: {too_many}")
+    return event
 
 
 def _narrow(kind: Kind, body: dict[str, Any], exc: ValidationError) -> ValidationError:
@@ -89,14 +93,15 @@ async def send_event(sender: Sender, kind: Kind, raw: bytes, event: Any, *, sour
     """Publish a validated ticket or alert as a new request: the original JSON as the value,
     a CloudEvents envelope and the publisher's trace context in the headers.
 
-    `event_id` (the request id) is given when the caller must know it before publishing,
-    or when it comes from an outside CloudEvent, so a retried delivery is the same request.
-    An Alertmanager body's request id is derived from its alert instead (`request_id_for`),
-    so its resolved notification closes the same request.
+    `event_id` is given when the caller must know the request id before publishing, or when
+    it comes from an outside CloudEvent, so a retried delivery is the same request. The
+    request id derives from `source` and `event_id` together (`scoped_id`): the same event id
+    from another source is another request. An Alertmanager body's request id is derived from
+    its alert instead (`request_id_for`), so its resolved notification closes the same request.
     """
     topic = TOPICS[kind]
     event_id = event_id or new_event_id()
-    request_id = request_id_for(event, event_id)
+    request_id = request_id_for(event, scoped_id(source, event_id))
     sid = source_id(event)
     envelope = Envelope(id=event_id, source=source, type=ce_type or topic.ce_type,
                         time=time or now(), request_id=request_id, subject=sid)
@@ -109,8 +114,9 @@ async def send_event(sender: Sender, kind: Kind, raw: bytes, event: Any, *, sour
 
 
 async def publish(config: KafkaConfig, kind: Kind, raw: bytes, origin: str,
-                  *, source: str = "/counterpoint/cli") -> Receipt:
+                  *, source: str = "/counterpoint/cli",
+                  max_alerts: int = DEFAULT_MAX_ALERTS) -> Receipt:
     """Validate, then publish over a producer of its own (the CLI's one-shot path)."""
-    event = validate(kind, raw, origin)
+    event = validate(kind, raw, origin, max_alerts)
     async with Producer(config) as producer:
         return await send_event(producer, kind, raw, event, source=source)

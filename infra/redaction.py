@@ -6,7 +6,11 @@
 * payment card numbers (13-19 digits, optionally grouped with single spaces or dashes, that
   pass the Luhn check) -> ``[card]``; digit runs that fail Luhn (ids, timestamps) are kept;
 * bearer/basic credentials, ``sk-...``/``sk-ant-...`` API keys and ``api_key=...``,
-  ``token: ...``, ``"password": "..."``-style key/value pairs -> ``[secret]``.
+  ``token: ...``, ``"password": "..."``-style key/value pairs -> ``[secret]``;
+* in URLs, the userinfo (``https://user:pw@host`` -> ``https://[secret]@host``) and every
+  query value, whatever its name (``/hook?auth=x&v=2`` -> ``/hook?auth=[secret]&v=[secret]``):
+  a receiver's secret may sit in any of them. A ``url.query`` span attribute (the query alone,
+  without ``?``) has its values replaced the same way.
 
 It is idempotent: redacting redacted text changes nothing.
 
@@ -68,10 +72,21 @@ _KV_RE = re.compile(
 )
 
 
+_USERINFO_RE = re.compile(r"(?<=://)[^/\s@?#\"'<>]+@")
+# A query string runs from "?" to whitespace, a quote or "#"; each of its values goes.
+_QUERY_RE = re.compile(r"\?[^\s\"'<>#`]*=[^\s\"'<>#`]*")
+_PARAM_RE = re.compile(r"([?&][^=&]*=)[^&]*")
+QUERY_ATTRIBUTES: Final = frozenset({"url.query"})
+
+
+def _query(match: re.Match[str]) -> str:
+    return _PARAM_RE.sub(lambda m: m.group(1) + SECRET, match.group(0))
+
+
 # What any pattern above needs in a text to match: an "@" (email), "=" or ":" (key/value),
 # 13 digits with at most single separators (card), "earer"/"asic" (Bearer, Basic), "sk-"
-# (API keys). One scan for these lets the exporter skip the five substitutions for almost
-# every attribute (topic names, ids, offsets). A new pattern needs its trigger here too
+# (API keys); userinfo has its "@" and a query value its "=". One scan for these lets the
+# exporter skip every substitution for almost every attribute (topic names, ids, offsets). A new pattern needs its trigger here too
 # (tests/unit/test_redaction.py checks that every redaction was flagged).
 _MAYBE_RE = re.compile(r"[@=:]|\d(?:[ -]?\d){12}|earer|asic|sk-")
 
@@ -106,6 +121,10 @@ def redact(text: str) -> str:
 
 
 def _substitute(text: str) -> str:
+    if "://" in text:  # before emails: `https://alice@example.com` is userinfo, not a mailbox
+        text = _USERINFO_RE.sub(SECRET + "@", text)
+    if "?" in text:
+        text = _QUERY_RE.sub(_query, text)
     text = _AUTH_RE.sub(lambda m: f"{m.group(1)} {SECRET}", text)
     text = _API_KEY_RE.sub(SECRET, text)
     text = _KV_RE.sub(lambda m: f"{m.group(1)}{m.group(2)}{SECRET}", text)
@@ -124,8 +143,14 @@ def redact_value(value: Any) -> Any:
     return value
 
 
+def _attribute(key: str, value: Any) -> Any:
+    if key in QUERY_ATTRIBUTES and isinstance(value, str):
+        value = redact("?" + value)[1:]
+    return redact_value(value)
+
+
 def _attributes(attributes: Mapping[str, Any] | None) -> dict[str, Any]:
-    return {k: redact_value(v) for k, v in (attributes or {}).items()}
+    return {k: _attribute(k, v) for k, v in (attributes or {}).items()}
 
 
 class _RedactedSpan(ReadableSpan):

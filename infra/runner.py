@@ -8,14 +8,14 @@ import logging
 import os
 import signal
 
-from counterpoint.agents import catalog
-from counterpoint.agents.context import AgentContext
+from counterpoint.agents.budget import metered
 from counterpoint.agents.cost import PriceTable
-from counterpoint.agents.outcomes import OutcomeStore
 from counterpoint.agents.tools.business import BusinessStore, default_db_path
 from counterpoint.bus.kafka import run_agent
 from counterpoint.infra.admin import create_topics
+from counterpoint.infra.assembly import build_one, resolve, topics_of
 from counterpoint.infra.broker import EmbeddedBroker
+from counterpoint.infra.project import Project
 from counterpoint.infra.providers import make_provider
 from counterpoint.infra.redaction import install_log_redaction
 from counterpoint.infra.settings import Settings
@@ -32,35 +32,29 @@ def dump_tasks() -> None:
     log.warning("SIGUSR1: %d asyncio tasks\n%s", len(asyncio.all_tasks()), out.getvalue())
 
 
-async def run_agent_process(name: str, settings: Settings) -> None:
+async def run_agent_process(wanted: str, settings: Settings, project: Project) -> None:
+    """Run the agent `wanted` names (a project agent or an import string) until SIGTERM."""
     install_log_redaction()  # idempotent; covers callers that did not go through cli.main
     asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, dump_tasks)
-    telemetry = setup_telemetry(name, traces_dir=default_traces_dir(settings.home))
+    name, entry = resolve(project, wanted)
+    # A business.db Counterpoint did not create stops the process here, before any agent
+    # could write to it; one of ours is opened when an agent first uses it.
+    BusinessStore.check(default_db_path(settings.home))
+    # Every model call is priced and held to its step's budget.
+    provider = metered(make_provider(settings), PriceTable.configured(settings.prices))
+    # Fails here, at start-up, on a bad import string or a declaration mismatch.
+    built = build_one(settings, project, name, entry, provider)
+    agent = built.agent
+    telemetry = setup_telemetry(built.name, traces_dir=default_traces_dir(settings.home))
     broker: EmbeddedBroker | None = None
     try:
-        ctx = AgentContext(
-            store=BusinessStore.open(default_db_path(settings.home)),
-            provider=make_provider(settings),
-            synthesis_deadline=settings.synthesis_deadline,
-            models=settings.models(),
-            approvals=settings.approval_policy(),
-            prices=PriceTable.configured(settings.prices),
-            request_budget_usd=settings.request_budget_usd,
-            reuse_window=settings.reuse_window,
-            outcomes=OutcomeStore.lazy(settings.memory_path),
-            max_tool_turns=settings.max_tool_turns,
-            webhook_targets=settings.webhooks,
-            webhook_secret=settings.webhook_secret,
-            webhook_timeout_s=settings.webhook_timeout_s,
-        )
-        agent = catalog.build(name, ctx)  # fails here, at start-up, on a declaration mismatch
         if settings.embedded:
             # Reuses a running broker; starts one (owned by this process) only if none answers.
             broker = await EmbeddedBroker(settings.broker_host, settings.broker_port).start()
             if not broker.reused:
                 log.warning("no broker was running: started an embedded one for this agent "
                             "alone; it stops with the agent (use `counterpoint up` instead)")
-        await create_topics(settings.bootstrap_servers)
+        await create_topics(settings.bootstrap_servers, topics_of([agent]))
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -69,7 +63,7 @@ async def run_agent_process(name: str, settings: Settings) -> None:
                                    settings.limits())
         s = delivery.stats
         log.info("%s pid %d stopped: handled %d, emitted %d, dead-lettered %d, retries %d, "
-                 "duplicates skipped %d", name, os.getpid(), s.handled, s.emitted,
+                 "duplicates skipped %d", built.name, os.getpid(), s.handled, s.emitted,
                  s.deadlettered, s.retries, s.duplicates)
     finally:
         telemetry.shutdown()

@@ -1,5 +1,8 @@
 """Process settings from the environment (and nothing else, so every process agrees).
 
+    COUNTERPOINT_CONFIG              the project file (counterpoint.toml) when no --config
+                                     is given; unset = ./counterpoint.toml if there is one,
+                                     else the built-in pipeline (infra/project.py)
     KAFKA_BOOTSTRAP_SERVERS          broker to use; unset = the embedded broker
     COUNTERPOINT_BROKER_HOST/PORT    where the embedded broker listens (127.0.0.1:9092)
     COUNTERPOINT_HOME                local state: business.db, traces/ (./.counterpoint)
@@ -51,30 +54,57 @@
                                      are checked with; unset = that provider is refused (503)
     COUNTERPOINT_SIGNATURE_TOLERANCE_S  how far from now a provider's signed timestamp may be
                                      (Zendesk, Grafana) before it is refused as a replay (300)
+    COUNTERPOINT_KEYS_DIR            approval signing keys, one PEM per role
+                                     ($COUNTERPOINT_HOME/keys; infra/approval_keys.py)
+    COUNTERPOINT_TRUST               the trust file: which key may sign which kind of approval
+                                     event (unset = $COUNTERPOINT_KEYS_DIR/trust.json, made
+                                     with development keys when absent)
+    COUNTERPOINT_APPROVER            who the CLI decides as, when its key binds no identity
+                                     (unset = your user name)
+    COUNTERPOINT_APPROVERS           the gateway's approvers: JSON {name: token or
+                                     "sha256:<hex of the token's SHA-256>"}, or a file of it
+    COUNTERPOINT_WEBHOOK_HOSTS       host names a callback_url may name, comma-separated
+                                     (`hooks.example.com, *.example.org`; unset = any)
+    COUNTERPOINT_WEBHOOK_NETWORKS    networks deliveries may reach although not public,
+                                     comma-separated (`10.0.0.0/8, 127.0.0.1/32`; unset =
+                                     public addresses only; agents/webhook_egress.py)
+    COUNTERPOINT_MAX_ALERTS          alerts one Alertmanager notification may carry (1000)
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable, Mapping
 from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import orjson
 from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
 
 from counterpoint.bus.decode import InputLimits
 from counterpoint.bus.delivery import RetryPolicy
 from counterpoint.bus.kafka import KafkaConfig
+from counterpoint.schemas.alert_cap import DEFAULT_MAX_ALERTS
 
 if TYPE_CHECKING:
     from counterpoint.agents.approval_policy import ApprovalPolicy
+    from counterpoint.agents.signing import Keyring
+
+# COUNTERPOINT_MODEL_<AGENT>: one variable per agent, so no field can name them all.
+MODEL_PREFIX = "COUNTERPOINT_MODEL_"
 
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="COUNTERPOINT_", extra="ignore")
 
+    config: Path | None = None
     kafka_bootstrap_servers: str | None = Field(
         default=None, validation_alias="KAFKA_BOOTSTRAP_SERVERS")
     broker_host: str = "127.0.0.1"
@@ -121,9 +151,40 @@ class Settings(BaseSettings):
     webhook_secret: str | None = None
     webhook_timeout_s: float = Field(default=10.0, gt=0, le=300)
     signature_tolerance_s: float = Field(default=300.0, gt=0, le=86_400)
+    keys_dir: Path | None = None
+    trust: Path | None = None
+    approver: str | None = None
+    approvers: str | None = None
+
+    @field_validator("approvers")
+    @classmethod
+    def _approvers(cls, v: str | None) -> str | None:
+        from counterpoint.infra.gateway_auth import parse_approvers
+
+        if v is None or not v.strip():
+            return None
+        parse_approvers(v)  # a bad mapping fails at start-up, naming the problem
+        return v
+
+    webhook_hosts: str = ""
+    webhook_networks: str = ""
+    max_alerts: int = Field(default=DEFAULT_MAX_ALERTS, ge=1, le=100_000)
+
+    @field_validator("webhook_networks")
+    @classmethod
+    def _networks(cls, v: str) -> str:
+        from counterpoint.agents.webhook_egress import parse_networks
+
+        parse_networks(v)  # a bad network fails at start-up, naming the entry
+        return v
+
+    @field_validator("config", mode="before")
+    @classmethod
+    def _empty_path_is_unset(cls, v: Any) -> Any:
+        return None if isinstance(v, str) and not v.strip() else v
 
     @field_validator("kafka_bootstrap_servers", "anthropic_api_key", "anthropic_base_url",
-                     "fallback_model", "webhook_secret")
+                     "fallback_model", "webhook_secret", "approver")
     @classmethod
     def _empty_is_unset(cls, v: str | None) -> str | None:
         # docker compose passes `${VAR:-}` as an empty string when VAR is unset.
@@ -172,14 +233,6 @@ class Settings(BaseSettings):
     def memory_path(self) -> Path:
         return self.memory_db or self.home / "memory.db"
 
-    @property
-    def reuse_window(self) -> timedelta:
-        return timedelta(seconds=self.reuse_window_s)
-
-    @property
-    def synthesis_deadline(self) -> timedelta:
-        return timedelta(seconds=self.synthesis_deadline_s)
-
     def approval_policy(self) -> ApprovalPolicy:
         from counterpoint.agents.approval_policy import ApprovalPolicy, parse_risk_table
 
@@ -187,12 +240,52 @@ class Settings(BaseSettings):
         return ApprovalPolicy.configured(overrides, self.approval_threshold,
                                          timedelta(seconds=self.approval_ttl_s))
 
-    def models(self) -> dict[str, str]:
+    def keyring(self) -> Keyring:
+        """Approval keys and trust (infra/approval_keys.py); KeyConfigError names the file."""
+        from counterpoint.infra.approval_keys import load_keyring
+
+        return load_keyring(self.keys_dir or self.home / "keys", self.trust)
+
+    def models(self, configured: Mapping[str, str] | None = None) -> dict[str, str]:
+        """Model per agent: the defaults, then the project file's, then the environment's."""
         from counterpoint.agents.context import DEFAULT_MODELS
 
-        models = dict(DEFAULT_MODELS)
-        prefix = "COUNTERPOINT_MODEL_"
+        models = {**DEFAULT_MODELS, **(configured or {})}
         for key, value in os.environ.items():
-            if key.startswith(prefix) and value.strip():
-                models[key[len(prefix):].lower()] = value.strip()
+            if key.startswith(MODEL_PREFIX) and value.strip():
+                models[key[len(MODEL_PREFIX):].lower()] = value.strip()
         return models
+
+    @classmethod
+    def env_names(cls) -> dict[str, str]:
+        """Each field's environment variable, as pydantic-settings looks it up."""
+        prefix = cls.model_config.get("env_prefix") or ""
+        return {name: (f.validation_alias if isinstance(f.validation_alias, str)
+                       else f"{prefix}{name}").upper()
+                for name, f in cls.model_fields.items()}
+
+    @classmethod
+    def from_environ(cls, environ: Mapping[str, str], fields: Iterable[str]) -> Settings:
+        """What `fields` are for a process whose environment is `environ` (another
+        process's, say); the other fields keep their defaults. Raises ValidationError."""
+        names = cls.env_names()
+        upper = {key.upper(): value for key, value in environ.items()}  # case-insensitive
+        given: dict[str, Any] = {}
+        for name in fields:
+            if names[name] in upper:
+                alias = cls.model_fields[name].validation_alias
+                given[alias if isinstance(alias, str) else name] = upper[names[name]]
+        return _Given(**given)
+
+
+class _Given(Settings):
+    """Settings from the values handed over only, not from this process's environment."""
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls: type[BaseSettings],
+                                   init_settings: PydanticBaseSettingsSource,
+                                   env_settings: PydanticBaseSettingsSource,
+                                   dotenv_settings: PydanticBaseSettingsSource,
+                                   file_secret_settings: PydanticBaseSettingsSource,
+                                   ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings,)

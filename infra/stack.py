@@ -1,28 +1,44 @@
-"""A running Counterpoint: the broker (embedded when none is configured), its topics, and
-every agent as its own OS process. Used by `counterpoint up` and `counterpoint demo`."""
+"""A running Counterpoint project: the broker (embedded when none is configured), the topics
+its agents declare, and every agent as its own OS process. Used by `counterpoint up` and
+`counterpoint demo`; the project's agents are built and checked before anything starts."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
+import time
 from collections.abc import Callable, Mapping
 from types import TracebackType
 
-from counterpoint.agents.catalog import AGENT_NAMES
+from counterpoint.agents.llm.offline import OfflineProvider
+from counterpoint.agents.private_files import private_dir
+from counterpoint.agents.signing import Keyring
+from counterpoint.agents.tools.business import BusinessStore, default_db_path
 from counterpoint.infra.admin import create_topics
+from counterpoint.infra.assembly import BuiltAgent, build_project, topics_of
 from counterpoint.infra.broker import EmbeddedBroker
 from counterpoint.infra.processes import Supervisor
+from counterpoint.infra.project import Project, builtin_project
 from counterpoint.infra.settings import Settings
 
+log = logging.getLogger(__name__)
 
-def default_scale() -> dict[str, int]:
-    return dict.fromkeys(AGENT_NAMES, 1)
+
+def default_scale(project: Project) -> dict[str, int]:
+    return {name: entry.replicas for name, entry in project.agents.items()}
 
 
 class Stack:
-    def __init__(self, settings: Settings, scale: Mapping[str, int] | None = None) -> None:
+    def __init__(self, settings: Settings, scale: Mapping[str, int] | None = None,
+                 project: Project | None = None) -> None:
         self.settings = settings
-        self.scale = dict(scale or default_scale())
+        self.project = project or builtin_project()
+        # Built here, so a bad project stops before the broker or any process starts; the
+        # provider only has to exist (each process makes its own).
+        self.agents: list[BuiltAgent] = build_project(settings, self.project, OfflineProvider(),
+                                                      Keyring.ephemeral())
+        self.scale = dict(scale or default_scale(self.project))
         self.home = settings.home.resolve()
         self.logs_dir = self.home / "logs"
         self.broker: EmbeddedBroker | None = None
@@ -42,14 +58,21 @@ class Stack:
         return env
 
     async def __aenter__(self) -> Stack:
-        self.logs_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(self.logs_dir)
+        self.settings.keyring()  # makes the development approval keys once, or fails here
+        # Before anything starts: a business.db Counterpoint did not create stops `up` here
+        # (UnrecognisedFile) rather than every agent failing on it and being restarted; and
+        # the agents then find the sample database made once instead of all racing to make it.
+        BusinessStore.open(default_db_path(self.home)).close()
         if self.settings.embedded:
             self.broker = EmbeddedBroker(self.settings.broker_host, self.settings.broker_port,
                                          log_file=self.logs_dir / "broker.log")
             await self.broker.start()
         try:
-            self.created_topics = await create_topics(self.bootstrap_servers)
-            self.supervisor = Supervisor(self.logs_dir, env=self.child_env())
+            self.created_topics = await create_topics(
+                self.bootstrap_servers, topics_of(b.agent for b in self.agents))
+            self.supervisor = Supervisor(self.logs_dir, env=self.child_env(),
+                                         config=self.project.file)
             self.supervisor.start(self.scale)
         except BaseException:
             await self.__aexit__(None, None, None)
@@ -59,10 +82,21 @@ class Stack:
     async def __aexit__(self, exc_type: type[BaseException] | None,
                         exc: BaseException | None, tb: TracebackType | None) -> None:
         # Blocking on purpose: this also runs in a cancelled task, where awaiting is unsafe.
+        # Agents first (they commit to the broker), then the broker; both bounded.
+        started = time.monotonic()
+        parts, killed = [], False
         if self.supervisor is not None:
-            self.supervisor.stop()
+            report = self.supervisor.stop()
+            parts.append(report.summary())
+            killed = bool(report.killed)
         if self.broker is not None:
-            self.broker.stop()
+            outcome = self.broker.stop()
+            if outcome is not None:
+                parts.append(f"embedded broker {outcome}")
+                killed = killed or outcome == "killed"
+        if parts:
+            log.log(logging.WARNING if killed else logging.INFO, "stopped in %.1f s: %s",
+                    time.monotonic() - started, "; ".join(parts))
 
     def joined(self) -> dict[str, bool]:
         assert self.supervisor is not None

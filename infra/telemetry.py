@@ -12,7 +12,8 @@ Where spans go:
 * Otherwise they are written locally as JSON lines to
   ``$COUNTERPOINT_HOME/traces/<service.name>-<service.instance.id>.jsonl``
   (``COUNTERPOINT_HOME`` defaults to ``./.counterpoint``), one file per process so concurrent
-  processes never interleave writes. ``counterpoint trace REQUEST_ID`` reads that folder.
+  processes never interleave writes; files are created 0600, folders 0700.
+  ``counterpoint trace REQUEST_ID`` reads that folder.
 
 Each line is one span (the same shape ``counterpoint trace --json`` prints)::
 
@@ -54,6 +55,7 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
+from counterpoint.agents.private_files import open_private_append, private_dir
 from counterpoint.infra.redaction import RedactingExporter
 
 __all__ = [
@@ -138,8 +140,7 @@ class JsonlSpanExporter(SpanExporter):
             data = b"".join(orjson.dumps(span_to_record(s), default=str) + b"\n" for s in spans)
             with self._lock:
                 if self._file is None:
-                    self.path.parent.mkdir(parents=True, exist_ok=True)
-                    self._file = self.path.open("ab")
+                    self._file = open_private_append(self.path)
                 self._file.write(data)
                 self._file.flush()
         except Exception:
@@ -228,7 +229,7 @@ def setup_telemetry(
     exporter = _make_exporter(traces_file)
     if isinstance(exporter, JsonlSpanExporter):
         try:
-            traces_dir.mkdir(parents=True, exist_ok=True)
+            private_dir(traces_dir)
         except OSError:
             log.warning("cannot create traces folder %s; spans will be lost", traces_dir)
 

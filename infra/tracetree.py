@@ -23,6 +23,8 @@ from rich.console import Console, ConsoleOptions, RenderableType, RenderResult
 from rich.measure import Measurement
 from rich.text import Text
 
+from counterpoint.infra.terminal import json_line
+
 __all__ = [
     "REQUEST_ID_ATTRIBUTE",
     "EventRecord",
@@ -254,7 +256,7 @@ def summarize(spans: Sequence[SpanRecord]) -> TraceSummary:
 
 def to_json_lines(spans: Iterable[SpanRecord]) -> str:
     """One JSON object per line, the same shape as the span files."""
-    return "".join(orjson.dumps(s.to_dict()).decode() + "\n" for s in spans)
+    return "".join(json_line(s.to_dict()) for s in spans)
 
 
 def _ms(moment: datetime, origin: datetime) -> float:

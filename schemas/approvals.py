@@ -12,6 +12,15 @@ again. Its life, all keyed by request id:
                                               skipped (denied/expired: never run)
 
 The first decision in the log for an approval id wins; later ones are ignored by everyone.
+
+Signed (agents/signing.py): synthesis signs every proposal (an `ApprovalRequested`, kind
+`proposal`), including the low-risk ones it approves at once, which are not published on
+approvals.requested but travel inside their policy decision. Every decision carries the signed
+proposal it decides and is signed itself, by the kind of signer its `via` names: `person` (the
+gateway or the CLI, under the approver's identity), `policy` (synthesis) or `expiry` (the
+desk). The signature covers every field but itself, the embedded proposal and its signature
+included. Both are optional in the schema so that an unsigned event decodes and is refused
+with a reason that says so, instead of as a schema violation.
 """
 
 from __future__ import annotations
@@ -29,6 +38,8 @@ Decision = Literal["approved", "denied", "expired"]
 # Who decided: a person (CLI, gateway), the risk policy (low risk), or the desk (expiry).
 DecidedVia = Literal["person", "policy", "expiry"]
 Outcome = Literal["succeeded", "failed", "skipped"]
+# What a signature vouches for; a trusted key may sign only the kinds its trust entry lists.
+SignedKind = Literal["proposal", "person", "policy", "expiry"]
 
 
 class _Internal(BaseModel):
@@ -48,7 +59,16 @@ class ActionSpec(_Internal):
     risk: Risk
 
 
+class Signature(_Internal):
+    """An Ed25519 signature (base64) by the key `key_id` names in the verifier's trust."""
+
+    key_id: str
+    value: str
+
+
 class ApprovalRequested(_Internal):
+    """A proposed action, signed by synthesis (kind `proposal`)."""
+
     approval_id: str
     request_id: str
     source_id: str
@@ -56,10 +76,11 @@ class ApprovalRequested(_Internal):
     reason: str
     requested_at: datetime
     expires_at: datetime
+    signature: Signature | None = None
 
 
 class ApprovalDecision(_Internal):
-    """A decision carries its action, so the executor needs no join."""
+    """A decision carries the signed proposal it decides, so the executor needs no join."""
 
     approval_id: str
     request_id: str
@@ -70,6 +91,8 @@ class ApprovalDecision(_Internal):
     via: DecidedVia
     reason: str = ""
     decided_at: datetime
+    proposal: ApprovalRequested | None = None
+    signature: Signature | None = None
 
 
 class ApprovalEscalated(_Internal):

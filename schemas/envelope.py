@@ -18,6 +18,10 @@ Headers written on every internal event:
     content-type    "application/json"
 
 Trace context travels beside them in the W3C `traceparent`, `tracestate` and `baggage` headers.
+
+CloudEvents makes `source` + `id` an event's identity, not `id` alone: two senders may both
+send `evt-1`. An event from outside therefore gets its id inside Counterpoint, and its request
+id, from both (`scoped_id`), so two senders' `evt-1` are two requests with two results.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Final
 
+import orjson
 from pydantic import BaseModel, ConfigDict
 
 from counterpoint.schemas.events import SCHEMA_VERSION
@@ -101,7 +106,7 @@ class Envelope(BaseModel):
             type=text["type"],
             time=time,
             # An outside CloudEvent without our extension starts its own request.
-            request_id=text.get("requestid") or text["id"],
+            request_id=text.get("requestid") or scoped_id(text["source"], text["id"]),
             causation_id=text.get("causationid"),
             subject=text.get("subject"),
             schema_version=text.get("schemaversion", SCHEMA_VERSION),
@@ -125,6 +130,13 @@ def derive_event_id(parent_id: str, *parts: str) -> str:
     digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 4122 variant
     h = digest.hex()
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+def scoped_id(source: str, event_id: str) -> str:
+    """The id inside Counterpoint of the event `event_id` from `source`: CloudEvents makes the
+    pair unique, so the same id from another source is another event. The pair is encoded as
+    JSON so that no (source, id) split of one string meets another."""
+    return derive_event_id("cloudevents", orjson.dumps([source, event_id]).decode())
 
 
 def new_event_id() -> str:

@@ -11,7 +11,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import AfterValidator, AnyHttpUrl, BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import ValidationError as _ValidationError
 
 SCHEMA_VERSION = "1"
 
@@ -26,9 +27,34 @@ class _Internal(BaseModel):
 
 # --- intake ---------------------------------------------------------------------------------
 
+_HTTP_URL: TypeAdapter[AnyHttpUrl] = TypeAdapter(AnyHttpUrl)
+
+
+def _http_url(value: str) -> str:
+    """A URL one can POST to: http(s), a host, a valid port (WHATWG parsing, as browsers and
+    HTTP clients parse it) and DNS-sized host labels. Checked at intake, so a bad one is a 4xx
+    there rather than a failure later; where it may point is the webhooks agent's business.
+    The text is kept as sent."""
+    try:
+        url = _HTTP_URL.validate_python(value)
+    except _ValidationError as exc:
+        raise ValueError(f"not a valid http(s) URL: {exc.errors()[0]['msg']}") from None
+    host = (url.host or "").rstrip(".")
+    if not host.startswith("[") and not host.replace(".", "").isdigit():
+        labels = host.split(".")
+        if len(host) > 253 or any(not 0 < len(label) <= 63 for label in labels):
+            raise ValueError(f"not a valid http(s) URL: host {host[:80]!r} is not a valid "
+                             "DNS name (labels of 1-63 characters, 253 in all)")
+    return value
+
+
 # Where a request's result is POSTed when it is ready (see agents/webhooks.py); optional on
 # every intake shape, so a business system can ask for a callback per request.
-CallbackUrl = Annotated[str, Field(pattern=r"^https?://[^\s]+$", max_length=2000)]
+CallbackUrl = Annotated[str, Field(pattern=r"^https?://[^\s]+$", max_length=2000),
+                        AfterValidator(_http_url)]
+# What a request may spend on model calls (unset = COUNTERPOINT_REQUEST_BUDGET_USD): a finite
+# number >= 0. Strict, so true/false and strings such as "inf" are refused, not coerced.
+BudgetUsd = Annotated[float, Field(ge=0, allow_inf_nan=False, strict=True)]
 
 
 class Ticket(_Intake):
@@ -39,8 +65,7 @@ class Ticket(_Intake):
     customer_id: str | None = None
     subject: str | None = None
     channel: str | None = None
-    # What this request may spend on model calls; unset = COUNTERPOINT_REQUEST_BUDGET_USD.
-    budget_usd: Annotated[float, Field(ge=0)] | None = None
+    budget_usd: BudgetUsd | None = None
     callback_url: CallbackUrl | None = None
 
 
@@ -67,7 +92,7 @@ class AlertmanagerWebhook(_Intake):
     commonAnnotations: dict[str, str] = Field(default_factory=dict)
     externalURL: str | None = None
     truncatedAlerts: int = 0
-    budget_usd: Annotated[float, Field(ge=0)] | None = None
+    budget_usd: BudgetUsd | None = None
     callback_url: CallbackUrl | None = None
 
 
@@ -79,7 +104,7 @@ class SimpleAlert(_Intake):
     severity: str = "warning"
     summary: Annotated[str, Field(min_length=1)]
     starts_at: datetime | None = None
-    budget_usd: Annotated[float, Field(ge=0)] | None = None
+    budget_usd: BudgetUsd | None = None
     callback_url: CallbackUrl | None = None
 
 
@@ -89,7 +114,10 @@ ALERT_ADAPTER: TypeAdapter[Alert] = TypeAdapter(Alert)
 
 # --- internal -------------------------------------------------------------------------------
 
-Skill = Literal["billing", "account", "infrastructure", "knowledge"]
+# A skill is open: any name an investigator registers a task topic for
+# (topics/registry.py task_topic), not a fixed list.
+SKILL_PATTERN = r"^[A-Za-z][A-Za-z0-9_-]{0,62}$"
+Skill = Annotated[str, Field(pattern=SKILL_PATTERN)]
 RequestKind = Literal["ticket", "alert"]
 
 

@@ -53,7 +53,7 @@ def resolved_alerts(webhook: AlertmanagerWebhook) -> list[AlertmanagerAlert]:
 
 def request_id_for(event: Any, default: str) -> str:
     """The request id an intake event starts (or closes): derived for Alertmanager bodies,
-    `default` (the publisher's event id) for everything else."""
+    `default` (what the event's CloudEvents source and id give, `scoped_id`) for the rest."""
     if isinstance(event, AlertmanagerWebhook):
         return alert_request_id(lead_alert(event))
     return default

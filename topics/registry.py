@@ -1,17 +1,17 @@
-"""Every topic Counterpoint uses, declared once.
+"""The built-in pipeline's topics (tickets and alerts), declared once.
 
-Admin creates topics from this list, producers validate against it and consumers decode with
-it. Partition counts matter: `triage.decisions` and `investigation.findings` are both keyed by
-request id and have the same count, so with a range assignor partition N of both lands on the
-same synthesis process and one request's join happens in one place.
+Its agents declare which of these they consume and emit, and the topics an agent process needs
+are created from those declarations (a user's own topics are declared in the user's code:
+topics/topic.py). Partition counts matter: `triage.decisions` and `investigation.findings` are
+both keyed by request id and have the same count, so with a range assignor partition N of both
+lands on the same synthesis process and one request's join happens in one place (checked when
+synthesis is built).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Final, Generic, Literal, TypeVar
-
-from pydantic import TypeAdapter
+import re
+from typing import Any, Final
 
 from counterpoint.schemas.approvals import (
     ActionExecuted,
@@ -20,43 +20,19 @@ from counterpoint.schemas.approvals import (
     ApprovalRequested,
 )
 from counterpoint.schemas.events import (
+    SKILL_PATTERN,
     Alert,
     AlertResolved,
     Finding,
     InvestigationTask,
     Result,
-    Skill,
     Ticket,
     TriageDecision,
     WebhookDelivery,
 )
+from counterpoint.topics.topic import DEADLETTER_NAME, DEADLETTER_PARTITIONS, Topic
 
-E = TypeVar("E")
-
-DEADLETTER_NAME: Final = "deadletter"
-
-
-@dataclass(frozen=True)
-class Topic(Generic[E]):
-    """One Kafka topic: its name, shape, key and where its bad records go."""
-
-    name: str
-    ce_type: str
-    event_type: Any = field(repr=False)
-    key: Literal["request_id", "task_id", "source", "cache_key"]
-    partitions: int = 4
-    # Intake topics take raw JSON from any Kafka client; the bus wraps it in an envelope.
-    raw_intake: bool = False
-    dead_letter: str = DEADLETTER_NAME
-    description: str = ""
-    adapter: TypeAdapter[E] = field(init=False, repr=False, compare=False)
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "adapter", TypeAdapter(self.event_type))
-
-    def decode(self, value: bytes) -> E:
-        """Validate JSON bytes into the topic's event type (raises pydantic.ValidationError)."""
-        return self.adapter.validate_json(value)
+__all__ = ["ALL_TOPICS", "DEADLETTER_NAME", "DEADLETTER_PARTITIONS", "Topic"]
 
 
 def _topic(name: str, ce_type: str, event_type: Any, **kw: Any) -> Topic[Any]:
@@ -114,20 +90,27 @@ WEBHOOK_DELIVERIES: Final[Topic[WebhookDelivery]] = _topic(
     key="request_id", description="Results POSTed to a webhook and acknowledged by it",
 )
 
-SKILLS: Final[tuple[Skill, ...]] = ("billing", "account", "infrastructure", "knowledge")
+# The built-in pipeline's skills. Any other skill is a task topic like these, declared by
+# whoever consumes or emits it (task_topic), with no list to edit.
+SKILLS: Final[tuple[str, ...]] = ("billing", "account", "infrastructure", "knowledge")
 
-# One task topic per skill: each skill scales as its own consumer group. Keyed by the task's
-# cache key (skill, focus and what the request is about; agents/reuse.py), so the tasks of one
-# request spread over partitions and run in parallel, while identical tasks of an alert storm
-# queue behind each other in one process, which investigates once and reuses the finding.
-TASKS: Final[dict[Skill, Topic[InvestigationTask]]] = {
-    skill: _topic(
-        f"investigation.tasks.{skill}", f"counterpoint.investigation.task.{skill}",
-        InvestigationTask, key="cache_key",
-        description=f"Investigation tasks for the {skill} skill",
-    )
-    for skill in SKILLS
-}
+
+def task_topic(skill: str) -> Topic[InvestigationTask]:
+    """The task topic of one investigation skill: each skill scales as its own consumer group.
+
+    Keyed by the task's cache key (skill, focus and what the request is about;
+    agents/reuse.py), so the tasks of one request spread over partitions and run in parallel,
+    while identical tasks of an alert storm queue behind each other in one process, which
+    investigates once and reuses the finding.
+    """
+    if not re.match(SKILL_PATTERN, skill):
+        raise ValueError(f"skill {skill!r}: use a letter, then letters, digits, _ or -")
+    return _topic(f"investigation.tasks.{skill}", f"counterpoint.investigation.task.{skill}",
+                  InvestigationTask, key="cache_key",
+                  description=f"Investigation tasks for the {skill} skill")
+
+
+TASKS: Final[dict[str, Topic[InvestigationTask]]] = {s: task_topic(s) for s in SKILLS}
 
 ALL_TOPICS: Final[tuple[Topic[Any], ...]] = (
     INTAKE_TICKETS,
@@ -143,13 +126,3 @@ ALL_TOPICS: Final[tuple[Topic[Any], ...]] = (
     TRIAGE_CLOSURES,
     WEBHOOK_DELIVERIES,
 )
-
-# The dead-letter topic holds original bytes of any topic, so it has no event type.
-DEADLETTER_PARTITIONS: Final = 4
-
-
-def by_name(name: str) -> Topic[Any]:
-    for topic in ALL_TOPICS:
-        if topic.name == name:
-            return topic
-    raise KeyError(f"no topic named {name!r}; known: {', '.join(t.name for t in ALL_TOPICS)}")

@@ -15,10 +15,13 @@ Rules, per task:
   actions.
 - synthesis.reply / synthesis.runbook: templates over the findings, with tone set by the
   customer's tier and tenure.
+- any other task (a user's agent): a schema-valid placeholder of the requested output, every
+  text in it saying it is an offline placeholder (agents/llm/placeholder.py).
 """
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Callable, Mapping
 from typing import Any, Final, TypeVar
@@ -26,6 +29,7 @@ from typing import Any, Final, TypeVar
 from pydantic import BaseModel
 
 from counterpoint.agents.llm import offline_rules, offline_tools
+from counterpoint.agents.llm.placeholder import placeholder
 from counterpoint.agents.llm.provider import LLMRequest, LLMResponse
 from counterpoint.schemas.events import Generation, Usage
 
@@ -47,8 +51,7 @@ RULES: Final[dict[str, Rule]] = {
 }
 
 
-class UnknownOfflineTask(LookupError):
-    pass
+log = logging.getLogger(__name__)
 
 
 class OfflineProvider:
@@ -57,8 +60,6 @@ class OfflineProvider:
     async def generate(self, request: LLMRequest[T], *,
                        model: str = OFFLINE_MODEL) -> LLMResponse[T]:
         rule = RULES.get(request.task)
-        if rule is None:
-            raise UnknownOfflineTask(f"the offline provider has no rule for task {request.task!r}")
         context, results = request.context, ""
         if request.tools is not None:
             # Tools by rule, through the same layer (allowlist, validation, spans) as a model's.
@@ -69,9 +70,16 @@ class OfflineProvider:
             context = {**context, "facts": offline_tools.facts_of(outcomes)
                        or offline_tools.unchecked(context)}
             results = "".join(o.content for o in outcomes)
-        produced = rule(context)
-        # Round-trip through the requested model: the same validation a model's answer gets.
-        output = request.output.model_validate(produced.model_dump())
+        if rule is None:
+            if request.task not in _warned:
+                _warned.add(request.task)
+                log.warning("offline provider: no rule for task %r, answering with a labelled "
+                            "placeholder of %s", request.task, request.output.__name__)
+            output = placeholder(request.output, request.task)
+        else:
+            produced = rule(context)
+            # Round-trip through the requested model: the same validation a model's answer gets.
+            output = request.output.model_validate(produced.model_dump())
         out_text = output.model_dump_json()
         usage = Usage(
             input_tokens=_estimate_tokens(request.system) + _estimate_tokens(request.content)
@@ -82,6 +90,9 @@ class OfflineProvider:
         )
         return LLMResponse(output, usage, Generation(provider="offline", model=OFFLINE_MODEL,
                                                      offline=True))
+
+
+_warned: set[str] = set()
 
 
 def _estimate_tokens(text: str) -> int:

@@ -7,17 +7,19 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
 from counterpoint.agents.llm.outputs import (
+    GENERAL,
     AlertAssessment,
     Composition,
     Focus,
-    Intent,
     InvestigationSummary,
     TicketAssessment,
 )
 from counterpoint.agents.outcomes import memory_lines
 from counterpoint.schemas.events import Fact, Finding, ProposedAction, Subject
 
-INTENT_WORDS: Final[dict[Intent, tuple[str, ...]]] = {
+# The built-in intents' keyword families; triage passes its configured intents' keywords as
+# `intent_words` (agents/triage.py), so an intent of a user's own is spotted by its own words.
+INTENT_WORDS: Final[dict[str, tuple[str, ...]]] = {
     "billing": ("invoice", "charge", "charged", "refund", "billing", "payment", "bill",
                 "overcharged", "price", "receipt", "subscription"),
     "account": ("log in", "login", "log into", "sign in", "password", "locked", "lockout",
@@ -40,11 +42,12 @@ def _has(text: str, phrase: str) -> bool:
 def assess_ticket(ctx: Mapping[str, Any]) -> TicketAssessment:
     subject: Subject = ctx["subject"]
     text = _text(subject)
-    hits = {intent: [w for w in words if _has(text, w)] for intent, words in INTENT_WORDS.items()}
+    families: Mapping[str, Sequence[str]] = ctx.get("intent_words") or INTENT_WORDS
+    hits = {intent: [w for w in words if _has(text, w)] for intent, words in families.items()}
     # "account" alone is too common ("my account was charged"); it needs a login word as well.
-    if hits["account"] == ["account"]:
+    if hits.get("account") == ["account"]:
         hits["account"] = []
-    intents: list[Intent] = [i for i, words in hits.items() if words] or ["general"]
+    intents: list[str] = [i for i, words in hits.items() if words] or [GENERAL]
     priority = "normal"
     if any(_has(text, w) for w in URGENT_WORDS):
         priority = "urgent"

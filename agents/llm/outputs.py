@@ -6,13 +6,17 @@ offline rule returns; either way it is validated with pydantic before use.
 
 from __future__ import annotations
 
-from typing import Literal
+from collections.abc import Sequence
+from functools import cache
+from typing import Final, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from counterpoint.schemas.events import ProposedAction
 
-Intent = Literal["billing", "account", "technical", "general"]
+# What a ticket needs is open: triage's settings name the intents (agents/triage.py), and the
+# model is shown exactly those (ticket_assessment); "general" is always one of them.
+GENERAL: Final = "general"
 Focus = Literal["logs", "metrics", "deploys"]
 
 
@@ -21,10 +25,26 @@ class _Out(BaseModel):
 
 
 class TicketAssessment(_Out):
-    intents: list[Intent] = Field(min_length=1, description="every distinct need in the ticket")
+    intents: list[str] = Field(min_length=1, description="every distinct need in the ticket")
     category: str
     priority: Literal["low", "normal", "high", "urgent"]
     rationale: str
+
+
+@cache
+def _assessment(intents: tuple[str, ...]) -> type[TicketAssessment]:
+    choice = Literal[intents]  # type: ignore[valid-type]
+    model: type[TicketAssessment] = create_model(
+        "TicketAssessment", __base__=TicketAssessment,
+        intents=(list[choice], Field(min_length=1,
+                                     description="every distinct need in the ticket")))
+    return model
+
+
+def ticket_assessment(intents: Sequence[str]) -> type[TicketAssessment]:
+    """TicketAssessment whose intents must be among `intents` (and "general"): the schema a
+    model is shown and its answer is validated against."""
+    return _assessment(tuple(dict.fromkeys([*intents, GENERAL])))
 
 
 class AlertAssessment(_Out):

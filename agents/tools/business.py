@@ -7,11 +7,18 @@ and locked account, and the checkout-api deploy that broke payments at 13:45 UTC
 Agents only read, so connections are opened read-only. Six agent processes start together and
 may all call `BusinessStore.open` on a missing file: each builds a complete database in a temp
 file next to the target and publishes it atomically, so nobody ever sees a half-seeded file.
+
+Counterpoint never replaces or changes a business database it did not create. Every one it
+builds carries its mark (SQLite's `application_id` header field, meant for exactly this); a
+file at the path without the mark, a user's own database or not a database at all, stops the
+process with `UnrecognisedFile`, naming the file and what to do, and is left as it is. Only a
+database with the mark and an older seed version is rebuilt, with a warning.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import re
 import sqlite3
@@ -25,8 +32,14 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal, cast
 
-# Bump when the schema or seed changes: an existing file with another version is rebuilt.
+from counterpoint.agents.private_files import private_dir
+
+# Bump when the schema or seed changes: a database of ours with another version is rebuilt.
 SEED_VERSION = 3
+# "CPNT" in SQLite's application_id header field: this file is one Counterpoint created.
+APPLICATION_ID = int.from_bytes(b"CPNT", "big")
+
+log = logging.getLogger(__name__)
 
 Tier = Literal["free", "pro", "enterprise"]
 LoginOutcome = Literal["success", "failure", "locked"]
@@ -35,6 +48,18 @@ AccountState = Literal["active", "locked", "suspended"]
 
 def default_db_path(home: Path) -> Path:
     return home / "business.db"
+
+
+class UnrecognisedFile(Exception):
+    """A file where Counterpoint would create its own, which Counterpoint did not create."""
+
+    def __init__(self, path: Path, what: str) -> None:
+        super().__init__(
+            f"{path} {what}: Counterpoint does not replace or change a file it did not "
+            "create. Move it elsewhere (or set COUNTERPOINT_HOME to another folder) and start "
+            "again: the sample business database is then created fresh. If an older "
+            "Counterpoint made it (those carry no mark), delete it.")
+        self.path = path
 
 
 # --- value objects --------------------------------------------------------------------------
@@ -208,10 +233,23 @@ class BusinessStore:
 
     @classmethod
     def open(cls, path: Path) -> BusinessStore:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if _seed_version(path) != SEED_VERSION:
+        """Open the sample database at `path`, creating it if absent.
+
+        Raises UnrecognisedFile when a file Counterpoint did not create is there."""
+        private_dir(path.parent)  # the database itself is built 0600 (mkstemp)
+        version = _seed_version(path)
+        if version != SEED_VERSION:
+            if version is not None:
+                log.warning("%s holds sample data of seed version %d; rebuilding it as "
+                            "version %d", path, version, SEED_VERSION)
             _publish(_build(path.parent, path.name), path)
         return cls(sqlite3.connect(_ro_uri(path), uri=True, check_same_thread=False), path)
+
+    @staticmethod
+    def check(path: Path) -> None:
+        """Raise UnrecognisedFile if a file at `path` is not one Counterpoint created; makes
+        nothing. For start-up, before anything could write there."""
+        _seed_version(path)
 
     def close(self) -> None:
         self._db.close()
@@ -402,13 +440,21 @@ def _ro_uri(path: Path) -> str:
 
 
 def _seed_version(path: Path) -> int | None:
+    """The seed version of our database at `path`; None when there is no file.
+
+    Raises UnrecognisedFile for a file without our mark: it is not ours to replace."""
     if not path.exists():
         return None
     try:
         with contextlib.closing(sqlite3.connect(_ro_uri(path), uri=True)) as db:
-            return int(db.execute("PRAGMA user_version").fetchone()[0])
-    except sqlite3.DatabaseError:
-        return None  # not a database (or a damaged one): rebuild it
+            application_id = int(db.execute("PRAGMA application_id").fetchone()[0])
+            version = int(db.execute("PRAGMA user_version").fetchone()[0])
+    except sqlite3.DatabaseError as exc:
+        raise UnrecognisedFile(path, f"cannot be read as an SQLite database ({exc})") from exc
+    if application_id != APPLICATION_ID:
+        raise UnrecognisedFile(path, f"is an SQLite database without Counterpoint's mark "
+                                     f"(application_id {application_id})")
+    return version
 
 
 def _build(folder: Path, name: str) -> Path:
@@ -421,6 +467,7 @@ def _build(folder: Path, name: str) -> Path:
             for table, rows in _seed_rows():
                 marks = ", ".join("?" * len(rows[0]))
                 db.executemany(f"INSERT INTO {table} VALUES ({marks})", rows)
+            db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
             db.execute(f"PRAGMA user_version = {SEED_VERSION}")
             db.commit()
     except BaseException:
@@ -437,7 +484,7 @@ def _publish(tmp: Path, path: Path) -> None:
                 # A concurrent opener published it while we built ours; other processes may
                 # already have it open (and the executor writes to it): keep it.
                 return
-            os.replace(tmp, path)  # stale version: every builder writes the same bytes
+            os.replace(tmp, path)  # ours, stale: every builder writes the same bytes
             return
         try:
             os.link(tmp, path)  # atomic create-if-absent

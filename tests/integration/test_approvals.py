@@ -1,5 +1,6 @@
 """Human approval end to end: real agent processes on the test broker, decisions from the CLI
-(and one through the real gateway process).
+(and one through the real gateway process), and forged decisions from a Kafka client that is
+not ours (confluent-kafka), each dead-lettered with its reason while nothing runs.
 
 A high-risk action waits; `counterpoint approve` (the real command, as a subprocess) approves
 it; the executor runs it once even when the approval event is published twice; the request's
@@ -26,7 +27,9 @@ import pytest
 
 from counterpoint.agents.catalog import AGENT_NAMES
 from counterpoint.bus.admin import group_lag
+from counterpoint.bus.deadletter import DeadLetter
 from counterpoint.bus.decode import RawRecord
+from counterpoint.infra.approval_keys import load_keyring
 from counterpoint.infra.demo import example
 from counterpoint.infra.processes import Supervisor
 from counterpoint.schemas.envelope import Envelope, derive_event_id, new_event_id, now
@@ -38,8 +41,9 @@ from counterpoint.topics.registry import (
     INTAKE_TICKETS,
 )
 from tests.integration.conftest import AgentStack
-from tests.integration.helpers import collect, send_raw
+from tests.integration.helpers import collect, send_raw, wait_deadletters
 from tests.integration.test_gateway import Gateway
+from tests.support.forgeries import INVENTED_APPROVAL, forgeries
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
@@ -59,8 +63,11 @@ def stack(bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         stack.stop()
 
 
-def cli(stack: AgentStack, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([EXE, *args], env={**stack.env, "COLUMNS": "200"},
+def cli(stack: AgentStack, *args: str, by: str = "alice") -> subprocess.CompletedProcess[str]:
+    """The real command; `by` is who runs it (COUNTERPOINT_APPROVER: the development CLI key
+    binds no identity)."""
+    return subprocess.run([EXE, *args], env={**stack.env, "COLUMNS": "200",
+                                             "COUNTERPOINT_APPROVER": by},
                           capture_output=True, text=True, timeout=120, check=False)
 
 
@@ -140,7 +147,7 @@ async def test_high_risk_action_waits_is_approved_from_the_cli_and_runs_exactly_
     assert set(mine) == {"refund", "unlock_account"}
     assert mine["refund"]["risk"] == "high" and mine["refund"]["state"] == "pending"
 
-    approved = cli(stack, "approve", refund[:10], "--by", "alice")
+    approved = cli(stack, "approve", refund[:10], by="alice")
     assert approved.returncode == 0, approved.stdout + approved.stderr
     assert "approved" in approved.stdout and "alice" in approved.stdout
 
@@ -169,7 +176,7 @@ async def test_high_risk_action_waits_is_approved_from_the_cli_and_runs_exactly_
         assert conn.execute("SELECT count(*) FROM executed_actions WHERE action_id = ?",
                             (refund,)).fetchone()[0] == 1
 
-    twice = cli(stack, "approve", refund, "--by", "bob")
+    twice = cli(stack, "approve", refund, by="bob")
     assert twice.returncode == 1 and "already approved by alice" in " ".join(twice.stderr.split())
 
     record_json = cli(stack, "request", rid, "--json")
@@ -197,13 +204,13 @@ async def test_denied_action_never_runs(stack: AgentStack) -> None:
     unknown = cli(stack, "approve", "0123456789ab")
     assert unknown.returncode == 2 and "no approval" in unknown.stderr
 
-    denied = cli(stack, "deny", unlock[:8], "--reason", "identity not verified", "--by", "carol")
+    denied = cli(stack, "deny", unlock[:8], "--reason", "identity not verified", by="carol")
     assert denied.returncode == 0, denied.stdout + denied.stderr
     ((_, outcome),) = {e.id: (e, v) for e, v in await executed(bootstrap, rid,
                                                                  "unlock_account")}.values()
     assert outcome["outcome"] == "skipped"
     assert "denied by carol: identity not verified" in outcome["detail"]
-    late = cli(stack, "approve", unlock, "--by", "mallory")
+    late = cli(stack, "approve", unlock, by="mallory")
     assert late.returncode == 1 and "already denied" in late.stderr
     await drained(bootstrap, "counterpoint.executor", APPROVALS_DECIDED.name)
     with db(stack) as conn:
@@ -213,10 +220,14 @@ async def test_denied_action_never_runs(stack: AgentStack) -> None:
                             (unlock,)).fetchone()[0] == "skipped"
 
 
+ERIN = {"Authorization": "Bearer erin-token"}
+
+
 @pytest.fixture
 def gateway(stack: AgentStack) -> Iterator[str]:
-    """`counterpoint gateway` as its own process against the stack's broker."""
-    gw = Gateway(stack.bootstrap, stack.home, None)
+    """`counterpoint gateway` as its own process against the stack's broker; erin approves."""
+    gw = Gateway(stack.bootstrap, stack.home, None,
+                 {"COUNTERPOINT_APPROVERS": '{"erin": "erin-token"}'})
     yield gw.url
     gw.stop()
 
@@ -228,21 +239,25 @@ async def test_approved_through_the_gateway_and_its_record_shows_what_ran(
     async with httpx.AsyncClient(base_url=gateway, timeout=30) as http:
         for _ in range(int(WAIT_S * 4)):  # until the gateway's reader has seen the approval
             # A denial without a reason: 404 while unknown, then 422, and nothing published.
-            r = await http.post(f"/v1/approvals/{unlock}", json={"decision": "deny"})
+            r = await http.post(f"/v1/approvals/{unlock}", headers=ERIN,
+                                json={"decision": "deny"})
             if r.status_code != 404:
                 break
             await asyncio.sleep(0.25)
         assert r.status_code == 422, r.text
         assert r.json()["fields"] == [{"field": "reason", "problem": "a denial needs a reason"}]
-        r = await http.post("/v1/approvals/not-an-approval", json={"decision": "approve"})
+        r = await http.post("/v1/approvals/not-an-approval", headers=ERIN,
+                            json={"decision": "approve"})
         assert r.status_code == 404, r.text
-        r = await http.post(f"/v1/approvals/{unlock}", json={"decision": "approve",
-                                                             "by": "erin"})
+        r = await http.post(f"/v1/approvals/{unlock}", json={"decision": "approve"})
+        assert r.status_code == 401, r.text  # who decides is the token's owner
+        r = await http.post(f"/v1/approvals/{unlock}", headers=ERIN,
+                            json={"decision": "approve"})
         assert r.status_code == 202, r.text
         status_url = r.json()["status_url"]
         shown: dict[str, Any] = {}
         for _ in range(int(WAIT_S * 4)):
-            body = (await http.get(status_url)).json()
+            body = (await http.get(status_url, headers=ERIN)).json()
             shown = {a["action"]: a for a in body["actions"]}
             if shown.get("unlock_account", {}).get("executed"):
                 break
@@ -251,9 +266,59 @@ async def test_approved_through_the_gateway_and_its_record_shows_what_ran(
         assert unlocked["decision"]["by"] == "erin" and unlocked["state"] == "approved"
         assert unlocked["executed"]["outcome"] == "succeeded", unlocked
         assert shown["refund"]["state"] == "pending" and shown["refund"]["executed"] is None
-        r = await http.post(f"/v1/approvals/{unlock}", json={"decision": "deny",
-                                                             "reason": "changed my mind"})
+        r = await http.post(f"/v1/approvals/{unlock}", headers=ERIN,
+                            json={"decision": "deny", "reason": "changed my mind"})
         assert r.status_code == 409 and "already approved by erin" in r.json()["error"]
+
+
+async def test_forged_decisions_from_any_kafka_client_are_dead_lettered_and_nothing_runs(
+        stack: AgentStack) -> None:
+    """Finding 1: decisions written to approvals.decided by a client that is not ours ran.
+    Each forgery gets the CloudEvents headers a real decision has, so only the checks stand
+    between it and the executor; it must be dead-lettered with its reason and run nothing."""
+    from confluent_kafka import Producer as Outsider
+
+    bootstrap = stack.bootstrap
+    rid = await publish_ticket(bootstrap)
+    refund_id = await approval_id(bootstrap, rid, "refund")
+    (real,) = [APPROVALS_REQUESTED.decode(r.value or b"") for r in await collect(
+        bootstrap, APPROVALS_REQUESTED.name, lambda _: False, 1)
+        if b'"' + refund_id.encode() + b'"' in (r.value or b"")][:1]
+    made = forgeries(load_keyring(stack.home / "keys"), real)
+    outsider = Outsider({"bootstrap.servers": bootstrap})
+    sent: dict[str, str] = {}
+    for name, (value, _) in made.items():
+        target = orjson.loads(value)["request_id"]
+        event_id = sent[name] = new_event_id()
+        envelope = Envelope(id=event_id, source="/mallory", type=APPROVALS_DECIDED.ce_type,
+                            time=now(), request_id=target)
+        outsider.produce(APPROVALS_DECIDED.name, value=value, key=target.encode(),
+                         headers=envelope.to_headers())
+    assert outsider.flush(30) == 0
+
+    def ours(d: DeadLetter) -> bool:
+        headers = dict(d.record.headers)
+        return d.agent == "executor" and headers.get("ce_id", b"").decode() in sent.values()
+
+    letters = await wait_deadletters(bootstrap, ours, len(made), timeout_s=WAIT_S)
+    by_id = {dict(d.record.headers)["ce_id"].decode(): d for d in letters}
+    for name, (value, reason) in made.items():
+        letter = by_id[sent[name]]
+        assert letter.reason == reason, (name, letter.message)
+        assert letter.record.value == value  # the original bytes, untouched
+    await drained(bootstrap, "counterpoint.executor", APPROVALS_DECIDED.name)
+    ran = await collect(bootstrap, ACTIONS_EXECUTED.name, lambda _: False, 2)
+    touched = {orjson.loads(r.value or b"")["action_id"] for r in ran}
+    assert refund_id not in touched and INVENTED_APPROVAL not in touched
+    with db(stack) as conn:
+        assert conn.execute("SELECT count(*) FROM executed_actions WHERE action_id IN (?, ?)",
+                            (refund_id, INVENTED_APPROVAL)).fetchone()[0] == 0
+        assert conn.execute("SELECT status FROM accounts WHERE customer_id = 'C-77'"
+                            ).fetchone() in (None, ("locked",))
+    # Nobody is misled either: the refund still waits for a person.
+    listed = cli(stack, "approvals", "--json")
+    mine = [orjson.loads(line) for line in listed.stdout.splitlines()]
+    assert [p["state"] for p in mine if p["approval_id"] == refund_id] == ["pending"]
 
 
 async def test_undecided_approval_expires_and_escalates(stack: AgentStack) -> None:

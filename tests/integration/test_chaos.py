@@ -21,12 +21,16 @@ import orjson
 import pytest
 
 from counterpoint.agents.catalog import AGENT_NAMES
+from counterpoint.agents.llm.offline import OfflineProvider
+from counterpoint.agents.signing import Keyring
 from counterpoint.bus.admin import group_lag
 from counterpoint.bus.decode import RawRecord
 from counterpoint.bus.kafka import Producer
+from counterpoint.infra.assembly import build_project
 from counterpoint.infra.demo import example
 from counterpoint.infra.processes import Supervisor
-from counterpoint.infra.status import consumed_topics, group_of
+from counterpoint.infra.project import builtin_project
+from counterpoint.infra.settings import Settings
 from counterpoint.schemas.envelope import Envelope, new_event_id, now
 from counterpoint.schemas.events import TriageDecision
 from counterpoint.schemas.identity import request_id_for
@@ -222,11 +226,12 @@ async def _where_they_stopped(bootstrap: str, missing: set[str]) -> str:
     # A group Tansu left stuck stalls its partitions (lag > 0): late, not lost. Lag 0 everywhere
     # with a request still missing means a record was passed over: lost.
     lines.append("  lag per agent group right now (records waiting):")
-    for name in AGENT_NAMES:
-        lags = await group_lag(bootstrap, group_of(name),
-                               [t.name for t in consumed_topics(name)])
+    for built in build_project(Settings(), builtin_project(), OfflineProvider(),
+                               Keyring.ephemeral()):
+        lags = await group_lag(bootstrap, built.agent.group_id,
+                               [t.name for t in built.agent.consumes])
         waiting = {f"{p.topic}[{p.partition}]": p.lag for p in lags if p.lag}
-        lines.append(f"    {name}: {waiting or 0}")
+        lines.append(f"    {built.name}: {waiting or 0}")
     return "\n".join(lines)
 
 

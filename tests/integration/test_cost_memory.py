@@ -60,7 +60,7 @@ async def _ticket(stack: AgentStack, customer: str, body: str,
 async def _remembered(stack: AgentStack, request_id: str, customer: str,
                       timeout_s: float = 30.0) -> None:
     """Wait until the memory process has recorded `request_id`."""
-    store = OutcomeStore.open(default_memory_path(stack.home))
+    store = OutcomeStore.open(default_memory_path(stack.home), scrub=str)
     try:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:

@@ -18,6 +18,7 @@ import pytest
 
 from counterpoint.infra.broker import free_port
 from counterpoint.infra.intake import PROVIDERS
+from counterpoint.schemas.envelope import scoped_id
 from tests.integration.conftest import AgentStack
 from tests.integration.helpers import read_all
 from tests.support.provider_webhooks import EXAMPLES, signed
@@ -127,21 +128,34 @@ async def test_alertmanager_webhook_over_http_gets_a_runbook(gateway: Gateway) -
     assert "v2.14.0" in body["result"]["text"]
 
 
-async def test_cloudevent_over_http_is_answered_and_its_id_is_the_request(
-        gateway: Gateway) -> None:
+async def test_cloudevents_over_http_are_answered_per_source_and_id(gateway: Gateway) -> None:
+    """CloudEvents makes source + id unique: two senders' events with one id are two requests,
+    and each status URL serves its own sender's result."""
     event_id = f"ce-{uuid.uuid4()}"
-    ticket = dict(example("ticket_dual_intent.json"), id=f"T-ce-{uuid.uuid4().hex[:8]}")
-    event = {"specversion": "1.0", "id": event_id, "source": "/helpdesk/tests",
-             "type": "com.example.helpdesk.ticket.created", "time": "2026-11-21T10:00:00Z",
-             "datacontenttype": "application/json", "data": ticket}
+    senders = {"/helpdesk/tests": dict(example("ticket_dual_intent.json"),
+                                       id=f"T-ce-{uuid.uuid4().hex[:8]}"),
+               "/crm/tests": dict(example("ticket_dual_intent.json"),
+                                  id=f"T-ce-{uuid.uuid4().hex[:8]}",
+                                  body="I forgot my password and cannot log in")}
     async with httpx.AsyncClient(base_url=gateway.url, timeout=10) as http:
-        r = await http.post("/v1/events", content=orjson.dumps(event),
-                            headers={"content-type": "application/cloudevents+json"})
-        assert r.status_code == 202, r.text
-        assert r.json()["request_id"] == event_id
-        body = await poll(http, r.json()["status_url"])
-    assert body["status"] == "complete" and body["result"]["source_id"] == ticket["id"]
-    assert body["result"]["request_id"] == event_id
+        receipts = {}
+        for source, ticket in senders.items():
+            event = {"specversion": "1.0", "id": event_id, "source": source,
+                     "type": "com.example.helpdesk.ticket.created",
+                     "time": "2026-11-21T10:00:00Z", "datacontenttype": "application/json",
+                     "data": ticket}
+            r = await http.post("/v1/events", content=orjson.dumps(event),
+                                headers={"content-type": "application/cloudevents+json"})
+            assert r.status_code == 202, r.text
+            assert r.json()["request_id"] == scoped_id(source, event_id)
+            receipts[source] = r.json()
+        assert len({r["request_id"] for r in receipts.values()}) == 2
+        for source, receipt in receipts.items():
+            body = await poll(http, receipt["status_url"])
+            assert body["status"] == "complete"
+            assert body["result"]["request_id"] == receipt["request_id"]
+            assert body["result"]["source_id"] == senders[source]["id"]
+            assert body["result"]["origin"] == source
 
 
 async def test_requests_published_elsewhere_are_found_from_the_topics(

@@ -1,15 +1,22 @@
-"""A seeded card number and email never appear in exported spans or logs.
+"""A seeded card number and email never appear in exported spans, logs or stored outcomes, and
+what a ticket says cannot drive the operator's terminal.
 
 Real agent processes (and the CLI) handle one valid ticket and one invalid one carrying both;
 afterwards no file under the stack's traces/ or logs/ holds them. The dead letter itself keeps
 the original bytes by design: that is a Kafka record, not a span or a log, so it is not checked.
+A ticket whose subject also carries a password and terminal control sequences is remembered
+(memory.db) redacted, every local store is its owner's alone, and `results` / `request` print
+the control sequences escaped.
 """
 
 from __future__ import annotations
 
+import asyncio
 import re
+import stat
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,9 +25,11 @@ import orjson
 import pytest
 
 from counterpoint.agents.catalog import AGENT_NAMES
+from counterpoint.agents.outcomes import OutcomeStore, default_memory_path
+from counterpoint.infra.publishing import publish
 from counterpoint.topics.registry import INTAKE_TICKETS
 from tests.integration.conftest import AgentStack
-from tests.integration.helpers import send_raw, wait_deadletters, wait_results
+from tests.integration.helpers import config, send_raw, wait_deadletters, wait_results
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 
@@ -57,6 +66,60 @@ def _ticket(**overrides: object) -> dict[str, object]:
 def _assert_clean(text: str, where: str) -> None:
     for secret in FORBIDDEN:
         assert secret not in text, f"{secret!r} found in {where}"
+
+
+# Retitles the window, clears the screen, reverses what follows.
+CONTROL = "\x1b]0;pwned\x07\x1b[2J\u202eevil"
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+async def _remembered(stack: AgentStack, request_id: str, timeout_s: float = 60) -> None:
+    store = OutcomeStore.open(default_memory_path(stack.home), scrub=str)  # reads only
+    try:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if any(p.request_id == request_id for p in
+                   store.recall(customer_id="C-42", service=None, exclude="", limit=100)):
+                return
+            await asyncio.sleep(0.2)
+    finally:
+        store.close()
+    raise AssertionError(f"memory did not record {request_id}\n{stack.logs()}")
+
+
+async def test_stored_outcomes_are_redacted_private_and_printed_escaped(
+        stack: AgentStack) -> None:
+    ticket = _ticket(subject=f"Refund {CONTROL} password=hunter2 {SEEDED}")
+    receipt = await publish(config(stack.bootstrap), "ticket", orjson.dumps(ticket), "test")
+    (result,) = await wait_results(stack.bootstrap,
+                                   lambda r: r.request_id == receipt.request_id, timeout_s=90)
+    assert CONTROL in result.title  # the data itself is kept as sent
+    await _remembered(stack, receipt.request_id)
+
+    memory = default_memory_path(stack.home)
+    stored = b"".join(p.read_bytes() for p in memory.parent.glob(memory.name + "*"))
+    for secret in (*FORBIDDEN, "hunter2"):
+        assert secret.encode() not in stored, f"{secret!r} stored in clear in {memory}"
+    assert b"password=[secret]" in stored and b"[card]" in stored
+    for path in [memory, stack.home / "business.db", *stack.home.glob("memory.db-*"),
+                 *(stack.home / "traces").iterdir(), *(stack.home / "logs").iterdir()]:
+        assert _mode(path) == 0o600, f"{path} is {_mode(path):o}"
+    for folder in (stack.home / "traces", stack.home / "logs"):
+        assert _mode(folder) == 0o700, f"{folder} is {_mode(folder):o}"
+
+    for args in (("results", "--request", receipt.request_id),
+                 ("results", "--request", receipt.request_id, "--json"),
+                 ("request", receipt.request_id)):
+        shown = _cli(stack, *args)
+        assert shown.returncode == 0, shown.stderr
+        out = shown.stdout
+        assert "pwned" in out, out  # the title is shown ...
+        for raw in ("\x1b", "\x07", "\u202e"):  # ... but drives nothing
+            assert raw not in out, f"{raw!r} printed raw by counterpoint {' '.join(args)}"
+        assert ("\\x1b]0;pwned" in out) or ("\\u001b]0;pwned" in out), out
 
 
 async def test_seeded_card_and_email_never_reach_spans_or_logs(

@@ -21,7 +21,7 @@ from counterpoint.infra.demo import example
 from counterpoint.infra.processes import agent_command
 from counterpoint.infra.publishing import publish
 from counterpoint.topics.registry import TASKS
-from tests.integration.conftest import AgentStack
+from tests.integration.conftest import AgentStack, embedded_broker
 from tests.integration.helpers import config, send_raw, wait_results
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
@@ -91,6 +91,29 @@ async def test_status_lists_every_agent_with_its_processes_and_no_lag_once_done(
                 # One process per agent here, so it logged every partition of its topics.
                 assert sorted(proc["partitions_from_logs"]) == sorted(
                     f"{p['topic']}[{p['partition']}]" for p in agent["partitions"])
+
+
+def test_status_lists_only_the_agents_of_its_own_broker_and_home(
+        pipeline: AgentStack, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Two stacks on one machine, on two brokers with two homes: each `status` lists its own
+    agent processes and counts the other stack's apart."""
+    with embedded_broker(tmp_path_factory.mktemp("broker-b")) as other_bootstrap:
+        other = AgentStack(other_bootstrap, tmp_path_factory.mktemp("home-b"),
+                           {"triage": 1, "knowledge": 1})
+        try:
+            ours = {p.popen.pid for p in pipeline.supervisor.processes if p.alive}
+            theirs = {p.popen.pid for p in other.supervisor.processes if p.alive}
+            assert len(theirs) == 2
+            mine, seen_by_other = asyncio.run(status(pipeline.env)), asyncio.run(status(other.env))
+        finally:
+            other.stop()
+    listed = {p["pid"] for a in mine["agents"] for p in a["processes"]}
+    listed_by_other = {p["pid"] for a in seen_by_other["agents"] for p in a["processes"]}
+    assert ours <= listed and not listed & theirs, (ours, theirs, listed)
+    assert listed_by_other == theirs, (theirs, listed_by_other)
+    assert mine["processes_of_other_stacks"] >= len(theirs)
+    assert seen_by_other["processes_of_other_stacks"] >= len(ours)
+    assert seen_by_other["home"] != mine["home"]
 
 
 async def test_status_shows_lag_while_an_agent_is_stopped(pipeline: AgentStack) -> None:

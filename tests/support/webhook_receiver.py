@@ -1,7 +1,8 @@
 """A real local HTTP server that receives webhook deliveries, for tests.
 
-Each path answers from its own script of status codes (then `default`), and every request is
-recorded with its headers and exact body bytes, so a test can check the signature itself.
+Each path answers from its own script of status codes (then `default`) with `body`, and every
+request is recorded with its headers and exact body bytes, so a test can check the signature
+itself.
 """
 
 from __future__ import annotations
@@ -21,9 +22,11 @@ class Received:
 
 
 class Receiver:
-    def __init__(self, scripts: dict[str, list[int]] | None = None, default: int = 200) -> None:
+    def __init__(self, scripts: dict[str, list[int]] | None = None, default: int = 200,
+                 body: bytes = b"ok") -> None:
         self.scripts = {path: list(codes) for path, codes in (scripts or {}).items()}
         self.default = default
+        self.body = body
         self.received: dict[str, list[Received]] = defaultdict(list)
         self._lock = threading.Lock()
         receiver = self
@@ -37,9 +40,9 @@ class Receiver:
                     script = receiver.scripts.get(self.path)
                     code = script.pop(0) if script else receiver.default
                 self.send_response(code)
-                self.send_header("Content-Length", "2")
+                self.send_header("Content-Length", str(len(receiver.body)))
                 self.end_headers()
-                self.wfile.write(b"ok")
+                self.wfile.write(receiver.body)
 
             def log_message(self, format: str, *args: object) -> None:
                 pass

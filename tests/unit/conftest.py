@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from counterpoint.agents.tools.business import BusinessStore
+from tests.support.dockerfile import InstalledImage, build_image
 
 
 @pytest.fixture
@@ -15,3 +16,17 @@ def store(tmp_path: Path) -> Iterator[BusinessStore]:
     """The seeded business database, private to one test."""
     with BusinessStore.open(tmp_path / "b.db") as opened:
         yield opened
+
+
+@pytest.fixture(scope="session")
+def image(tmp_path_factory: pytest.TempPathFactory) -> Callable[[Path, Path], InstalledImage]:
+    """Installs a build context the way its Dockerfile does (no Docker), once per session."""
+    built: dict[tuple[Path, Path], InstalledImage] = {}
+
+    def build(context: Path, dockerfile: Path) -> InstalledImage:
+        key = (context.resolve(), dockerfile.resolve())
+        if key not in built:
+            built[key] = build_image(context, dockerfile, tmp_path_factory.mktemp("image"))
+        return built[key]
+
+    return build

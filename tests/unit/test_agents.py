@@ -7,7 +7,6 @@ examples produce. The integration tests run the same agents on a real broker.
 
 from __future__ import annotations
 
-from datetime import timedelta
 from pathlib import Path
 
 import orjson
@@ -38,6 +37,10 @@ TICKET_RAW = (EXAMPLES / "ticket_dual_intent.json").read_bytes()
 ALERT_RAW = (EXAMPLES / "alert_alertmanager.json").read_bytes()
 PASSWORD_TICKET = orjson.dumps({"id": "T-2002", "customer_id": "C-42",
                                 "body": "I forgot my password and cannot log in"})
+
+
+# Synthesis publishes what it has at once: the deadline has passed as soon as it is set.
+DUE_AT_ONCE = {"synthesis_deadline_s": 1e-6, "replay_grace_s": 0}
 
 
 @pytest.fixture
@@ -220,8 +223,7 @@ async def test_password_only_ticket_goes_to_account_only(ctx: AgentContext) -> N
 
 async def test_deadline_publishes_one_partial_result_naming_what_is_missing(
         store: BusinessStore) -> None:
-    ctx = AgentContext(store=store, provider=OfflineProvider(),
-                       synthesis_deadline=timedelta(0), synthesis_replay_grace=timedelta(0))
+    ctx = AgentContext(store=store, provider=OfflineProvider(), defaults=DUE_AT_ONCE)
     bus, agents = _bus(ctx, ("triage", "billing", "knowledge", "synthesis"))
     synthesis = agents["synthesis"]
     await bus.publish(INTAKE_TICKETS.name, TICKET_RAW, key=b"T-1001")
@@ -253,13 +255,12 @@ async def test_deadline_publishes_one_partial_result_naming_what_is_missing(
 
 async def test_synthesis_deadline_setting_of_the_synthesis_agent_applies(
         store: BusinessStore) -> None:
-    """`AgentContext.synthesis_deadline` is "how long synthesis waits": set on synthesis alone
+    """`synthesis_deadline_s` is "how long synthesis waits": set on synthesis alone
     (COUNTERPOINT_SYNTHESIS_DEADLINE_S on the synthesis process), it must take effect."""
     default_ctx = AgentContext(store=store, provider=OfflineProvider())
     bus, _ = _bus(default_ctx, ("triage", "billing", "knowledge"))
     synthesis = build("synthesis", AgentContext(store=store, provider=OfflineProvider(),
-                                                synthesis_deadline=timedelta(0),
-                                                synthesis_replay_grace=timedelta(0)))
+                                                defaults=DUE_AT_ONCE))
     bus.add(synthesis)
     await bus.publish(INTAKE_TICKETS.name, TICKET_RAW, key=b"T-1001")
     await bus.run_until_idle()
@@ -367,8 +368,8 @@ async def test_resolved_alert_needs_no_investigation(ctx: AgentContext) -> None:
     body = orjson.loads(ALERT_RAW)
     body["status"] = "resolved"
     body["alerts"][0]["status"] = "resolved"
-    ctx.synthesis_replay_grace = timedelta(0)
-    bus, agents = _bus(ctx)
+    bus, agents = _bus(AgentContext(store=ctx.store, provider=OfflineProvider(),
+                                    defaults={"replay_grace_s": 0}))
     await bus.publish(INTAKE_ALERTS.name, orjson.dumps(body), key=b"c0ffee1234abcd")
 
     await bus.run_until_idle()
@@ -383,3 +384,23 @@ async def test_resolved_alert_needs_no_investigation(ctx: AgentContext) -> None:
     assert result.findings == []
     assert result.resolution is not None and result.resolution.during == "after"
     assert result.usage.calls == 0
+
+
+async def test_the_same_cloudevent_id_from_two_sources_gets_two_answers(
+        ctx: AgentContext) -> None:
+    """CloudEvents makes source + id unique. Two senders' `evt-1` are two requests: the second
+    must not be dropped as a duplicate of the first, nor share its request and its answer."""
+    bus, _ = _bus(ctx)
+    tickets = {"/crm": dict(orjson.loads(TICKET_RAW), id="T-CRM"),
+               "/helpdesk": dict(orjson.loads(PASSWORD_TICKET), id="T-DESK")}
+    for source, ticket in tickets.items():
+        event = {"specversion": "1.0", "id": "evt-1", "source": source,
+                 "type": "com.example.ticket.created", "data": ticket}
+        await bus.publish(INTAKE_TICKETS.name, orjson.dumps(event), key=b"k")
+    await bus.run_until_idle()
+
+    by_source = {r.origin: r for r in _results(bus)}
+    assert set(by_source) == set(tickets)
+    assert by_source["/crm"].request_id != by_source["/helpdesk"].request_id
+    assert by_source["/crm"].source_id == "T-CRM"
+    assert by_source["/helpdesk"].source_id == "T-DESK"

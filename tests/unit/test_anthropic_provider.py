@@ -24,8 +24,10 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from pydantic import BaseModel
 
+from counterpoint.agents.budget import metered
 from counterpoint.agents.catalog import AGENT_NAMES, build
 from counterpoint.agents.context import DEFAULT_MODELS, AgentContext
+from counterpoint.agents.cost import PriceTable
 from counterpoint.agents.llm.anthropic import AnthropicProvider, ServerError, retry_after, tool_for
 from counterpoint.agents.llm.errors import (
     InvalidOutput,
@@ -519,7 +521,9 @@ def test_fault_injection_wraps_the_anthropic_provider(monkeypatch: pytest.Monkey
 async def _run_pipeline(api: MessagesAPI, store: BusinessStore,
                         models: dict[str, str]) -> tuple[MemoryBus, AnthropicProvider]:
     provider = AnthropicProvider(KEY, base_url=api.base_url)
-    ctx = AgentContext(store=store, provider=provider, models=models)
+    # Metered as every agent process meters its provider (infra/runner.py).
+    ctx = AgentContext(store=store, provider=metered(provider, PriceTable.default()),
+                       models=models)
     bus = MemoryBus()
     for name in AGENT_NAMES:
         bus.add(build(name, ctx))

@@ -18,11 +18,13 @@ from counterpoint.agents.approval_policy import ApprovalPolicy, parse_risk_table
 from counterpoint.agents.catalog import AGENT_NAMES, build
 from counterpoint.agents.context import AgentContext
 from counterpoint.agents.llm.offline import OfflineProvider
+from counterpoint.agents.signing import Keyring
 from counterpoint.agents.tools.actions import ActionLedger
 from counterpoint.agents.tools.business import BusinessStore
 from counterpoint.bus.agent import Agent
 from counterpoint.bus.memory import MemoryBus
 from counterpoint.infra.approvals import (
+    ActionRecord,
     ApprovalBook,
     ApprovalError,
     check_decidable,
@@ -30,7 +32,12 @@ from counterpoint.infra.approvals import (
     send_decision,
 )
 from counterpoint.infra.demo import example
-from counterpoint.schemas.approvals import ActionSpec, ApprovalDecision
+from counterpoint.schemas.approvals import (
+    ActionSpec,
+    ApprovalDecision,
+    ApprovalRequested,
+    action_id,
+)
 from counterpoint.schemas.envelope import Envelope, now
 from counterpoint.schemas.events import ProposedAction
 from counterpoint.topics.registry import (
@@ -54,9 +61,14 @@ class _BusSender:
         return 0, 0
 
 
+KEYS = Keyring.ephemeral()  # every context of this module signs and trusts these
+PERSON = KEYS.signer("cli")
+
+
 def _ctx(tmp_path: Path, policy: ApprovalPolicy | None = None) -> AgentContext:
     return AgentContext(store=BusinessStore.open(tmp_path / "business.db"),
-                        provider=OfflineProvider(), approvals=policy or ApprovalPolicy())
+                        provider=OfflineProvider(), approvals=policy or ApprovalPolicy(),
+                        keys=KEYS)
 
 
 def _pipeline(ctx: AgentContext) -> tuple[MemoryBus, dict[str, Agent]]:
@@ -68,7 +80,7 @@ def _pipeline(ctx: AgentContext) -> tuple[MemoryBus, dict[str, Agent]]:
 
 
 def _book(bus: MemoryBus) -> ApprovalBook:
-    book = ApprovalBook()
+    book = ApprovalBook(KEYS.trust, ApprovalPolicy())
     for topic in (APPROVALS_REQUESTED, APPROVALS_DECIDED, APPROVALS_ESCALATED, ACTIONS_EXECUTED):
         for record in bus.records(topic.name):
             book.apply(record)
@@ -100,7 +112,7 @@ async def _ticket(bus: MemoryBus) -> ApprovalBook:
 async def _decide(bus: MemoryBus, book: ApprovalBook, action: str, verdict: str,
                   by: str = "alice", reason: str = "") -> ApprovalDecision:
     (item,) = [a for a in book.actions.values() if a.action.action == action]
-    decision = make_decision(item, verdict, by, reason)  # type: ignore[arg-type]
+    decision = make_decision(item, verdict, by, reason, PERSON)  # type: ignore[arg-type]
     await send_decision(_BusSender(bus), item, decision, source="/tests")
     return decision
 
@@ -210,12 +222,22 @@ async def test_denied_action_never_runs_and_a_later_approval_does_not_revive_it(
     assert exc.value.kind == "decided"
 
 
+def _waiting(request_id: str = "req-9", action: str = "refund",
+             target: str = "C-42") -> ActionRecord:
+    """An action waiting for a person, its request signed by synthesis's key."""
+    spec = ActionSpec(action=action, target=target, risk="high")
+    aid = action_id(request_id, action, target)
+    request = KEYS.signer("synthesis").seal("proposal", ApprovalRequested(
+        approval_id=aid, request_id=request_id, source_id="T-9", action=spec, reason="test",
+        requested_at=now(), expires_at=now() + timedelta(hours=1)))
+    item = ApprovalBook(KEYS.trust, ApprovalPolicy())._entry(aid, request_id, "T-9", spec)
+    item.requested = request
+    return item
+
+
 def test_a_denial_needs_a_reason(tmp_path: Path) -> None:
-    book = ApprovalBook()
-    item = book._entry("a" * 36, "r", "s", ActionSpec(action="refund", target="C-42",
-                                                     risk="high"))
     with pytest.raises(ApprovalError, match="reason"):
-        make_decision(item, "deny", "alice", "  ")
+        make_decision(_waiting(), "deny", "alice", "  ", PERSON)
 
 
 # --- the desk -------------------------------------------------------------------------------
@@ -299,7 +321,7 @@ async def test_a_decision_read_before_its_request_is_held_until_the_request_arri
     await _ticket(source)
     book = _book(source)
     item = next(a for a in book.actions.values() if a.action.action == "refund")
-    decision = make_decision(item, "approve", "alice", "")
+    decision = make_decision(item, "approve", "alice", "", PERSON)
     await send_decision(_BusSender(bus), item, decision, source="/tests")
     bus.add(desk)
     await bus.run_until_idle()
@@ -370,10 +392,8 @@ def test_a_tool_that_cannot_act_records_failed_and_leaves_nothing_half_done(
 
 def test_envelope_of_a_persons_decision_names_its_request(tmp_path: Path) -> None:
     bus = MemoryBus()
-    book = ApprovalBook()
-    item = book._entry("b" * 36, "req-9", "T-9", ActionSpec(action="refund", target="C-42",
-                                                           risk="high"))
-    decision = make_decision(item, "approve", "alice", "")
+    item = _waiting()
+    decision = make_decision(item, "approve", "alice", "", PERSON)
     import asyncio
 
     event_id = asyncio.run(send_decision(_BusSender(bus), item, decision, source="/tests"))
@@ -381,27 +401,6 @@ def test_envelope_of_a_persons_decision_names_its_request(tmp_path: Path) -> Non
     env = Envelope.from_headers(record.headers)
     assert env is not None and env.id == event_id and env.request_id == "req-9"
     assert record.key == b"req-9"
-
-
-async def test_a_policy_approval_of_a_risky_action_is_dead_lettered_not_run(
-        tmp_path: Path) -> None:
-    ctx = _ctx(tmp_path)
-    bus = MemoryBus()
-    bus.add(build("executor", ctx))
-    forged = ApprovalDecision(
-        approval_id="act-9", request_id="req-9", source_id="T-9",
-        action=ActionSpec(action="refund", target="C-42", risk="low"), decision="approved",
-        decided_by="policy", via="policy", decided_at=now())
-    env = Envelope(id="ev-9", source="/somewhere", type=APPROVALS_DECIDED.ce_type, time=now(),
-                   request_id="req-9")
-    await bus.publish(APPROVALS_DECIDED.name, forged.model_dump_json().encode(), key=b"req-9",
-                      headers=env.to_headers())
-    await bus.run_until_idle()
-    (letter,) = bus.records(DEADLETTER_NAME)
-    headers = dict(letter.headers)
-    assert b"policy-violation" in b" ".join(headers.values())
-    assert bus.records(ACTIONS_EXECUTED.name) == []
-    assert _payment_status(tmp_path, "PAY-88122") == "succeeded"
 
 
 def test_approval_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-from counterpoint.agents.tools.business import BusinessStore, _build, _publish
+from counterpoint.agents.tools.business import APPLICATION_ID, BusinessStore, _build, _publish
 
 
 def test_a_late_builder_keeps_the_database_another_process_published(tmp_path: Path) -> None:
@@ -25,9 +25,10 @@ def test_a_late_builder_keeps_the_database_another_process_published(tmp_path: P
     assert not late.exists()
 
 
-def test_a_stale_database_is_replaced(tmp_path: Path) -> None:
+def test_a_stale_database_of_ours_is_replaced(tmp_path: Path) -> None:
     path = tmp_path / "business.db"
-    with sqlite3.connect(path) as db:
+    with sqlite3.connect(path) as db:  # Counterpoint's mark, an older seed version
+        db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
         db.execute("PRAGMA user_version = 1")
     fresh = _build(tmp_path, path.name)
 

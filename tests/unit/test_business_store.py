@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import subprocess
 import sys
@@ -73,11 +74,72 @@ def test_open_creates_folder_and_seeds_once(tmp_path: Path) -> None:
     assert sorted(p.name for p in path.parent.iterdir()) == ["business.db"]
 
 
-def test_stale_or_broken_file_is_rebuilt(tmp_path: Path) -> None:
+def _fingerprint(path: Path) -> tuple[int, int, bytes]:
+    stat = path.stat()
+    return stat.st_ino, stat.st_mtime_ns, path.read_bytes()
+
+
+def _users_own_database(path: Path, user_version: int) -> None:
+    """A database of the user's: their own table, no Counterpoint mark."""
+    db = sqlite3.connect(path)
+    try:
+        db.execute("CREATE TABLE orders (id TEXT PRIMARY KEY, total_cents INTEGER)")
+        db.execute("INSERT INTO orders VALUES ('O-1', 4200)")
+        db.execute(f"PRAGMA user_version = {user_version}")
+        db.commit()
+    finally:
+        db.close()
+
+
+@pytest.mark.parametrize("user_version", [0, business.SEED_VERSION - 1, business.SEED_VERSION])
+def test_a_users_own_database_is_never_replaced(tmp_path: Path, user_version: int) -> None:
+    path = default_db_path(tmp_path)
+    _users_own_database(path, user_version)
+    before = _fingerprint(path)
+
+    try:
+        BusinessStore.open(path).close()
+    except Exception as exc:
+        refused: Exception | None = exc
+    else:
+        refused = None
+
+    assert _fingerprint(path) == before, "the user's file was changed"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["business.db"]  # no temp left
+    assert isinstance(refused, business.UnrecognisedFile), refused
+    message = str(refused)
+    assert str(path) in message and "without Counterpoint's mark" in message
+    assert "COUNTERPOINT_HOME" in message and "Move it" in message
+
+
+def test_a_file_that_is_not_a_database_is_left_alone(tmp_path: Path) -> None:
     path = tmp_path / "business.db"
-    path.write_bytes(b"not a database at all")
-    with BusinessStore.open(path) as opened:
+    path.write_bytes(b"the user's notes, not a database at all" * 200)
+    before = _fingerprint(path)
+    with pytest.raises(business.UnrecognisedFile, match="cannot be read as an SQLite database"):
+        BusinessStore.open(path)
+    assert _fingerprint(path) == before
+
+
+def test_our_own_database_of_an_older_seed_is_rebuilt_with_a_warning(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    path = tmp_path / "business.db"
+    BusinessStore.open(path).close()
+    db = sqlite3.connect(path)
+    try:
+        db.execute(f"PRAGMA user_version = {business.SEED_VERSION - 1}")
+        db.execute("DELETE FROM customers WHERE id = 'C-42'")
+        db.commit()
+    finally:
+        db.close()
+    with caplog.at_level(logging.WARNING), BusinessStore.open(path) as opened:
         assert opened.customer("C-42") is not None
+    assert f"{path} holds sample data of seed version {business.SEED_VERSION - 1}" in caplog.text
+    db = sqlite3.connect(path)
+    try:
+        assert db.execute("PRAGMA application_id").fetchone()[0] == business.APPLICATION_ID
+    finally:
+        db.close()
 
 
 def test_concurrent_open_from_processes_yields_one_correct_db(tmp_path: Path) -> None:

@@ -93,6 +93,18 @@ def test_publish_alert_with_no_alerts(capsys: pytest.CaptureFixture[str],
     assert "id:Fieldrequired" not in err
 
 
+def test_publish_alerts_over_the_cap(capsys: pytest.CaptureFixture[str], tmp_path: Path,
+                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    body = orjson.loads((EXAMPLES / "alert_alertmanager.json").read_bytes())
+    body["alerts"] = body["alerts"] * 3
+    path = _write(tmp_path, "storm.json", orjson.dumps(body))
+    monkeypatch.setenv("COUNTERPOINT_MAX_ALERTS", "2")
+    code, err = _run(capsys, "publish", "alert", str(path))
+    assert code == 2
+    assert _squash(f"{path}: alerts: the notification carries 3 alerts; the limit is 2") in err
+    assert "COUNTERPOINT_MAX_ALERTS" in err
+
+
 def test_publish_alertmanager_body_without_version(capsys: pytest.CaptureFixture[str],
                                                    tmp_path: Path) -> None:
     body = orjson.loads((EXAMPLES / "alert_alertmanager.json").read_bytes())
@@ -174,3 +186,34 @@ def test_usage_error_from_argparse(capsys: pytest.CaptureFixture[str]) -> None:
         cli.main(["publish", "invoice", "x.json"])
     assert info.value.code == 2
     assert "invalid choice" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", [["agent", "billing"], ["up"]])
+def test_a_business_db_counterpoint_did_not_create_stops_the_command(
+        tmp_path: Path, command: list[str]) -> None:
+    """A user's own SQLite file where the sample database goes: the process stops, naming the
+    file and what to do, and the file is untouched; `up` starts no broker and no agent."""
+    import os
+    import sqlite3
+    import subprocess
+    import sys
+
+    home = Path(os.environ["COUNTERPOINT_HOME"])
+    home.mkdir(parents=True)
+    path = home / "business.db"
+    db = sqlite3.connect(path)
+    db.execute("CREATE TABLE orders (id TEXT PRIMARY KEY)")
+    db.commit()
+    db.close()
+    before = path.read_bytes()
+    done = subprocess.run([str(Path(sys.executable).with_name("counterpoint")), *command],
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 2, done.stdout + done.stderr
+    err = _squash(done.stderr)
+    assert _squash(f"{path} is an SQLite database without Counterpoint's mark") in err, err
+    assert "COUNTERPOINT_HOME" in err and "Traceback" not in err
+    assert path.read_bytes() == before
+    port = int(os.environ["COUNTERPOINT_BROKER_PORT"])
+    with socket.socket() as probe:
+        assert probe.connect_ex(("127.0.0.1", port)) != 0, "a broker was started"
+    assert not list((home / "logs").glob("*-*.log")), "agents were started"

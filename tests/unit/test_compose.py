@@ -1,33 +1,51 @@
 """Static checks of the container deployment: docker-compose.yml, Dockerfile, collector config.
 
 No Docker engine runs on the development machines, so these parse the files and check the
-properties the deployment relies on (one scalable service per agent, Apache Kafka in KRaft
-mode, a collector config that exists). Each check returns a list of problems; the tests assert
-the real files have none and that a deliberately broken copy is caught.
+properties the deployment relies on: one scalable service per agent of the default set, each
+running an agent that exists with a command the CLI takes; the image the compose file builds
+installs (its build context staged as the Dockerfile copies it, tests/support/dockerfile.py);
+every environment variable it sets is one the code reads; Apache Kafka in KRaft mode; a
+collector config that exists. Each check returns a list of problems; the tests assert the real
+files have none and that a deliberately broken copy is caught.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
-import importlib
-import importlib.util
+import io
 import json
+import os
+import re
 import shlex
+import subprocess
+import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
+from counterpoint.infra.broker import free_port
+from counterpoint.infra.cli import build_parser
+from counterpoint.infra.settings import MODEL_PREFIX, Settings
+from tests.support.dockerfile import InstalledImage, instructions
+
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = REPO / "docker-compose.yml"
 DOCKERFILE = REPO / "Dockerfile"
-
-# Written out on purpose; test_compose_names_every_agent_in_catalog cross-checks the project.
-AGENT_NAMES = ("triage", "billing", "account", "infrastructure", "knowledge", "synthesis",
-               "approvals", "executor", "memory", "webhooks")
 KAFKA_SERVICE = "kafka"
 COLLECTOR_SERVICE = "otel-collector"
+
+
+def default_agents() -> tuple[str, ...]:
+    """The agents `counterpoint up` starts with no project file: what compose must run.
+
+    The one place the compose checks learn the agent list (today the catalog's names)."""
+    from counterpoint.agents.catalog import AGENT_NAMES
+
+    return tuple(AGENT_NAMES)
 
 
 # -- helpers ---------------------------------------------------------------------------------
@@ -67,27 +85,26 @@ def agent_services(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
     }
 
 
-def dockerfile_instructions(text: str) -> list[tuple[str, str]]:
-    """(INSTRUCTION, arguments) pairs, with comments dropped and continuations joined."""
-    out: list[tuple[str, str]] = []
-    pending = ""
-    for raw in text.splitlines():
-        line = raw.strip()
-        if not pending and (not line or line.startswith("#")):
-            continue
-        if line.endswith("\\"):
-            pending += line[:-1] + " "
-            continue
-        line = pending + line
-        pending = ""
-        keyword, _, args = line.partition(" ")
-        out.append((keyword.upper(), args.strip()))
-    return out
+def counterpoint_services(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Services that run the image built from this repository's Dockerfile."""
+    built = {name: svc for name, svc in compose["services"].items() if "build" in svc}
+    images = {svc.get("image") for svc in built.values()} - {None}
+    return {name: svc for name, svc in compose["services"].items()
+            if name in built or svc.get("image") in images}
+
+
+def build_of(service: dict[str, Any]) -> tuple[Path, Path]:
+    """(context folder, Dockerfile) of a service's `build`."""
+    build = service["build"]
+    if isinstance(build, str):
+        build = {"context": build}
+    context = (COMPOSE_FILE.parent / build.get("context", ".")).resolve()
+    return context, context / build.get("dockerfile", "Dockerfile")
 
 
 def dockerfile_entrypoint() -> list[str]:
-    instructions = dockerfile_instructions(DOCKERFILE.read_text(encoding="utf-8"))
-    entrypoints = [args for keyword, args in instructions if keyword == "ENTRYPOINT"]
+    parsed_file = instructions(DOCKERFILE.read_text(encoding="utf-8"))
+    entrypoints = [args for keyword, args in parsed_file if keyword == "ENTRYPOINT"]
     assert entrypoints, "Dockerfile has no ENTRYPOINT"
     args = entrypoints[-1]  # the last one wins
     try:
@@ -217,6 +234,120 @@ def check_collector(compose: dict[str, Any]) -> list[str]:
     return problems
 
 
+def check_commands(compose: dict[str, Any], agents: tuple[str, ...]) -> list[str]:
+    """Every service of the image runs a command the CLI takes; an `agent` one, an agent
+    that exists."""
+    problems: list[str] = []
+    parser = build_parser()
+    for name, svc in counterpoint_services(compose).items():
+        argv = as_argv(svc.get("command"))
+        try:
+            with contextlib.redirect_stderr(io.StringIO()) as err:
+                parser.parse_args(argv)
+        except SystemExit:
+            problems.append(f"{name}: `counterpoint {shlex.join(argv)}` is not a command "
+                            f"the CLI takes: {err.getvalue().strip().splitlines()[-1:]}")
+            continue
+        if argv[:1] == ["agent"] and argv[1] not in agents:
+            problems.append(f"{name}: runs `agent {argv[1]}`, and there is no such agent "
+                            f"(agents: {', '.join(agents)})")
+    return problems
+
+
+def check_environment(compose: dict[str, Any], read: set[str], prefixes: tuple[str, ...],
+                      agents: tuple[str, ...]) -> list[str]:
+    """Every variable set for the image's services is one the code reads."""
+    problems: list[str] = []
+    for name, svc in counterpoint_services(compose).items():
+        for key in env_of(svc):
+            prefix = next((p for p in prefixes if key.startswith(p)), None)
+            if prefix == MODEL_PREFIX and key[len(prefix):].lower() not in agents:
+                problems.append(f"{name}: {key} names no agent (agents: {', '.join(agents)})")
+            elif prefix is None and key not in read:
+                problems.append(f"{name}: {key} is set, and nothing in Counterpoint reads it")
+    return problems
+
+
+def check_images(compose: dict[str, Any],
+                 image: Callable[[Path, Path], InstalledImage]) -> list[str]:
+    """Each image the compose file builds installs from the build context it sends."""
+    problems: list[str] = []
+    builds = {build_of(svc) for name, svc in compose["services"].items() if "build" in svc}
+    for context, dockerfile in sorted(builds):
+        built = image(context, dockerfile)
+        if not built.ok:
+            problems.append(f"{dockerfile.relative_to(REPO)} (context {context}) does not "
+                            f"install:\n{built.why()}")
+    return problems
+
+
+# What an agent reads at start-up: `counterpoint agent triage` run with every environment
+# lookup recorded (os.environ swapped for a recording mapping before anything imports it, so
+# `from os import environ` in libraries gets it too), stopping where it needs the broker.
+RECORD_READS = """\
+import atexit, json, os, sys
+from collections.abc import MutableMapping
+
+class Recorder(MutableMapping):
+    def __init__(self, real):
+        self.real, self.read = real, set()
+    def __getitem__(self, key):
+        self.read.add(key)
+        return self.real[key]
+    def __setitem__(self, key, value):
+        self.real[key] = value
+    def __delitem__(self, key):
+        del self.real[key]
+    def __iter__(self):
+        return iter(self.real)
+    def __len__(self):
+        return len(self.real)
+    def __contains__(self, key):
+        self.read.add(key)
+        return key in self.real
+    def copy(self):
+        return dict(self.real)
+    # Going through everything (as pydantic-settings does) looks nothing up by name.
+    def keys(self):
+        return self.real.keys()
+    def items(self):
+        return self.real.items()
+    def values(self):
+        return self.real.values()
+
+os.environ = recorder = Recorder(os.environ)
+out = sys.argv[1]
+atexit.register(lambda: open(out, "w").write(json.dumps(sorted(recorder.read))))
+from counterpoint.infra.cli import main
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+@pytest.fixture(scope="module")
+def read_names(tmp_path_factory: pytest.TempPathFactory) -> set[str]:
+    """Environment variables Counterpoint reads: every Settings field's, and whatever an
+    agent process (our code and the libraries it runs, OpenTelemetry's exporter included)
+    looks up at start-up with the compose file's environment."""
+    home = tmp_path_factory.mktemp("reads")
+    agent = next(iter(agent_services(load_compose()).values()))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("COUNTERPOINT_", "OTEL_"))}
+    # As compose resolves `${VAR:-default}` on a host that sets none of them.
+    env.update({key: re.sub(r"\$\{\w+(?::?-([^}]*))?\}", lambda m: m[1] or "", value)
+                for key, value in env_of(agent).items()})
+    # Loopback only, and nothing listens there: the agent stops where it needs the broker.
+    env.update({"KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}",
+                "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{free_port()}",
+                "COUNTERPOINT_HOME": str(home), "COUNTERPOINT_MEMORY_DB": str(home / "m.db")})
+    out = home / "read.json"
+    done = subprocess.run([sys.executable, "-c", RECORD_READS, str(out),
+                           *as_argv(agent["command"])], env=env, capture_output=True,
+                          text=True, timeout=120, check=False)
+    assert out.is_file(), done.stderr[-3000:]
+    assert "no Kafka broker" in done.stderr or "KafkaConnectionError" in done.stderr, (
+        done.stderr[-3000:])  # it got as far as the broker, so its start-up ran
+    return set(json.loads(out.read_text())) | set(Settings.env_names().values())
+
+
 # -- tests -----------------------------------------------------------------------------------
 
 
@@ -225,8 +356,26 @@ def test_compose_parses() -> None:
     assert compose["services"]
 
 
-def test_every_agent_has_a_scalable_service() -> None:
-    assert check_agents(load_compose(), AGENT_NAMES) == []
+def test_every_agent_of_the_default_set_has_a_scalable_service() -> None:
+    agents = default_agents()
+    assert agents, "no agents in the default set"
+    assert check_agents(load_compose(), agents) == []
+
+
+def test_every_service_runs_a_command_the_cli_takes_and_an_agent_that_exists() -> None:
+    assert check_commands(load_compose(), default_agents()) == []
+
+
+def test_the_image_the_compose_file_builds_installs(
+        image: Callable[[Path, Path], InstalledImage]) -> None:
+    assert check_images(load_compose(), image) == []
+
+
+def test_every_environment_variable_set_is_one_the_code_reads(read_names: set[str]) -> None:
+    assert {"KAFKA_BOOTSTRAP_SERVERS", "COUNTERPOINT_HOME", "OTEL_EXPORTER_OTLP_ENDPOINT",
+            "OTEL_EXPORTER_OTLP_HEADERS", "OTEL_SERVICE_NAME"} <= read_names  # the reader works
+    assert check_environment(load_compose(), read_names, (MODEL_PREFIX,),
+                             default_agents()) == []
 
 
 def test_agents_bootstrap_from_the_kafka_service() -> None:
@@ -257,37 +406,80 @@ def test_dockerfile_entrypoint_is_counterpoint() -> None:
 
 
 def test_dockerfile_runs_as_non_root() -> None:
-    instructions = dockerfile_instructions(DOCKERFILE.read_text(encoding="utf-8"))
-    users = [args for keyword, args in instructions if keyword == "USER"]
+    users = [args for keyword, args in instructions(DOCKERFILE.read_text(encoding="utf-8"))
+             if keyword == "USER"]
     assert users, "Dockerfile has no USER instruction"
     user = users[-1].split(":", 1)[0]
     assert user not in {"root", "0"}, f"image runs as {users[-1]!r}"
 
 
-def test_compose_names_every_agent_in_catalog() -> None:
-    if importlib.util.find_spec("counterpoint.agents.catalog") is None:
-        pytest.skip("counterpoint.agents.catalog does not exist yet; nothing to cross-check")
-    # The module exists: an import error here is a real failure, not a reason to skip.
-    catalog = importlib.import_module("counterpoint.agents.catalog")
-    names = tuple(catalog.AGENT_NAMES)
-    assert names, "counterpoint.agents.catalog.AGENT_NAMES is empty"
-    assert check_agents(load_compose(), names) == []
+def check_shared_keyring(compose: dict[str, Any]) -> list[str]:
+    """Every Counterpoint service mounts one named volume at its keys folder, and the image has
+    that folder owned by its user: signers and the executor must share one trust file, or
+    each container makes its own development keys and every approval is `untrusted-key`."""
+    problems: list[str] = []
+    home = next((v for k, v in instructions(DOCKERFILE.read_text(encoding="utf-8"))
+                 if k == "ENV" and "COUNTERPOINT_HOME=" in v), "")
+    match = re.search(r"COUNTERPOINT_HOME=(\S+)", home)
+    default_keys = f"{match.group(1) if match else '/data'}/keys"
+    volumes: dict[str, set[str]] = {}
+    for name, svc in counterpoint_services(compose).items():
+        keys_dir = env_of(svc).get("COUNTERPOINT_KEYS_DIR") or default_keys
+        mounted = {str(v).split(":")[0] for v in svc.get("volumes") or []
+                   if ":" in str(v) and str(v).split(":")[1] == keys_dir}
+        named = {m for m in mounted if m in (compose.get("volumes") or {})}
+        if not named:
+            problems.append(f"{name}: no named volume at its keys folder {keys_dir}")
+        for volume in named:
+            volumes.setdefault(volume, set()).add(name)
+    if len(volumes) > 1:
+        problems.append("services mount different keys volumes: "
+                        + "; ".join(f"{v}: {', '.join(sorted(s))}" for v, s in volumes.items()))
+    runs = " ".join(v for k, v in instructions(DOCKERFILE.read_text(encoding="utf-8"))
+                    if k == "RUN")
+    if not re.search(rf"mkdir[^&]*{re.escape(default_keys)}", runs) or \
+            not re.search(rf"chown[^&]*{re.escape(default_keys)}", runs):
+        problems.append(f"Dockerfile: {default_keys} is not made and given to the image's user, "
+                        "so a new volume mounted there is root's")
+    return problems
+
+
+def test_every_service_shares_one_approval_keyring() -> None:
+    assert check_shared_keyring(load_compose()) == []
 
 
 # -- the checks can fail ---------------------------------------------------------------------
 
 
-def test_checks_catch_a_broken_compose() -> None:
+def test_checks_catch_a_broken_compose(read_names: set[str]) -> None:
     good = load_compose()
+    agents = default_agents()
 
     no_billing = copy.deepcopy(good)
     del no_billing["services"]["billing"]
-    assert any("agent billing" in p for p in check_agents(no_billing, AGENT_NAMES))
+    assert any("agent billing" in p for p in check_agents(no_billing, agents))
+
+    wrong = copy.deepcopy(good)
+    wrong["services"]["billing"]["command"] = ["agent", "biling"]
+    wrong["services"]["topics"]["command"] = ["topic"]
+    problems = check_commands(wrong, agents)
+    assert any("billing: runs `agent biling`" in p for p in problems), problems
+    assert any("topics: `counterpoint topic` is not a command" in p for p in problems), problems
+
+    env = copy.deepcopy(good)
+    env["services"]["memory"]["environment"] = {**env_of(good["services"]["memory"]),
+                                                "COUNTERPOINT_MEMORY_PATH": "/data/m.db",
+                                                "COUNTERPOINT_MODEL_BILLINGS": "x",
+                                                "COUNTERPOINT_MODEL_BILLING": "x"}
+    problems = check_environment(env, read_names, (MODEL_PREFIX,), agents)
+    assert problems == ["memory: COUNTERPOINT_MEMORY_PATH is set, and nothing in Counterpoint "
+                        "reads it", f"memory: COUNTERPOINT_MODEL_BILLINGS names no agent "
+                        f"(agents: {', '.join(agents)})"], problems
 
     pinned = copy.deepcopy(good)
     pinned["services"]["triage"]["container_name"] = "triage"
     pinned["services"]["triage"]["ports"] = ["8000:8000"]
-    problems = check_agents(pinned, AGENT_NAMES)
+    problems = check_agents(pinned, agents)
     assert any("container_name" in p for p in problems)
     assert any("host ports" in p for p in problems)
 
@@ -303,3 +495,11 @@ def test_checks_catch_a_broken_compose() -> None:
     missing = copy.deepcopy(good)
     missing["services"][COLLECTOR_SERVICE]["volumes"] = ["./deploy/no-such-file.yaml:/etc/c.yaml"]
     assert any("does not exist" in p for p in check_collector(missing))
+
+    split = copy.deepcopy(good)
+    split["services"]["executor"]["volumes"] = []
+    split["services"]["approvals"]["volumes"] = ["other-keys:/data/keys"]
+    split["volumes"]["other-keys"] = None
+    problems = check_shared_keyring(split)
+    assert any(p.startswith("executor: no named volume") for p in problems), problems
+    assert any("different keys volumes" in p for p in problems), problems

@@ -20,6 +20,7 @@ from counterpoint.agents.budget import (
     BudgetExhausted,
     MeteredProvider,
     after_triage,
+    metered,
     metering,
 )
 from counterpoint.agents.catalog import AGENT_NAMES, build
@@ -48,8 +49,8 @@ PRICED_OFFLINE = json.dumps({OFFLINE_MODEL: {"input": 1000, "output": 1000}})
 async def run_ticket(store: BusinessStore, *, budget: float | None = None,
                      default_budget: float | None = None) -> tuple[Result, Spy]:
     spy = Spy()
-    ctx = AgentContext(store=store, provider=spy, prices=PriceTable.configured(PRICED_OFFLINE),
-                       request_budget_usd=default_budget)
+    ctx = AgentContext(store=store, provider=metered(spy, PriceTable.configured(PRICED_OFFLINE)),
+                       defaults={"request_budget_usd": default_budget})
     bus = MemoryBus()
     for name in AGENT_NAMES:
         bus.add(build(name, ctx))

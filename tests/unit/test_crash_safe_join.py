@@ -3,7 +3,6 @@ acknowledged, and a fresh process rebuilds the join from them."""
 
 from __future__ import annotations
 
-from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -103,12 +102,12 @@ async def test_a_result_rebuilt_after_a_crash_has_the_same_id(store: BusinessSto
 
 async def test_the_deadline_still_fires_after_a_restart(store: BusinessStore) -> None:
     fast = AgentContext(store=store, provider=OfflineProvider(),
-                        synthesis_deadline=timedelta(0), synthesis_replay_grace=timedelta(0))
+                        defaults={"synthesis_deadline_s": 1e-6, "replay_grace_s": 0})
     bus = MemoryBus()
     for name in ("triage", "billing", "knowledge"):
         bus.add(build(name, fast))
     slow = AgentContext(store=store, provider=OfflineProvider(),
-                        synthesis_deadline=timedelta(hours=1))
+                        defaults={"synthesis_deadline_s": 3600})
     first = build("synthesis", slow)  # would wait an hour; it dies before that
     bus.add(first)
     await bus.publish(INTAKE_TICKETS.name, example("ticket_dual_intent.json"), key=b"T-1001")

@@ -12,7 +12,7 @@ from pydantic import ValidationError
 
 from counterpoint.bus.decode import RawRecord, decode, describe_validation_error
 from counterpoint.bus.errors import DecodeError, SchemaError, UnknownEventType
-from counterpoint.schemas.envelope import Envelope
+from counterpoint.schemas.envelope import Envelope, scoped_id
 from counterpoint.schemas.events import (
     AlertmanagerWebhook,
     Finding,
@@ -40,6 +40,34 @@ def _record(value: bytes | None, *, topic: str = "intake.tickets", partition: in
 
 def _json(value: Any) -> bytes:
     return orjson.dumps(value)
+
+
+# --- CloudEvents identity: source + id -------------------------------------------------------
+
+
+def _structured_event(event_id: str, source: str) -> bytes:
+    return _json({"specversion": "1.0", "id": event_id, "source": source,
+                  "type": "com.example.ticket.created", "data": TICKET})
+
+
+def _outside_headers(event_id: str, source: str) -> tuple[tuple[str, bytes], ...]:
+    return (("ce_specversion", b"1.0"), ("ce_id", event_id.encode()),
+            ("ce_source", source.encode()), ("ce_type", b"com.example.ticket.created"))
+
+
+def test_two_sources_same_event_id_are_two_events_and_two_requests() -> None:
+    """CloudEvents makes source + id unique: the same `id` from another source must neither be
+    dropped as a duplicate (the envelope id) nor share the first one's request."""
+    structured = [decode(INTAKE_TICKETS, _record(_structured_event("evt-1", s)))[0]
+                  for s in ("/crm", "/helpdesk", "/crm")]
+    binary = [decode(INTAKE_TICKETS,
+                     _record(_json(TICKET), headers=_outside_headers("evt-1", s)))[0]
+              for s in ("/crm", "/helpdesk", "/crm")]
+    for crm, helpdesk, crm_again in (structured, binary):
+        assert crm.id != helpdesk.id and crm.request_id != helpdesk.request_id
+        assert (crm_again.id, crm_again.request_id) == (crm.id, crm.request_id)
+    assert structured[0].id == binary[0].id == scoped_id("/crm", "evt-1")
+    # Internal events keep their own ids: test_binary_cloudevent_on_internal_topic_decodes.
 
 
 # --- raw intake -----------------------------------------------------------------------------
@@ -98,8 +126,9 @@ def test_structured_cloudevent_on_intake_is_unwrapped() -> None:
     assert isinstance(ticket, Ticket)
     assert ticket.id == "T-1001"
     assert ticket.customer_id == "C-42"
-    assert envelope.id == "crm-evt-55"
-    assert envelope.request_id == "crm-evt-55"
+    # CloudEvents' identity is source + id: both make the id and the request inside.
+    assert envelope.id == scoped_id("https://crm.example.com/tickets", "crm-evt-55")
+    assert envelope.request_id == envelope.id
     assert envelope.source == "https://crm.example.com/tickets"
     assert envelope.type == "com.example.ticket.created"
     assert envelope.subject == "T-1001"

@@ -22,7 +22,7 @@ from counterpoint.bus.decode import RawRecord
 from counterpoint.bus.delivery import Delivery, RetryPolicy
 from counterpoint.bus.errors import TransientError
 from counterpoint.bus.memory import MemoryBus
-from counterpoint.schemas.envelope import Envelope, derive_event_id
+from counterpoint.schemas.envelope import Envelope, derive_event_id, scoped_id
 from counterpoint.schemas.events import Finding, Generation, Ticket, Usage
 from counterpoint.topics.registry import (
     DEADLETTER_NAME,
@@ -100,11 +100,14 @@ def flaky_agent(failures: int) -> tuple[Agent, list[int]]:
 
 
 def undeclared_agent() -> Agent:
+    """Emits to a topic it does not declare, chosen at run time: the build-time check cannot
+    see it (bus/checks.py, tested in test_checks.py), the runtime check must."""
     agent = Agent("t", emits=[INVESTIGATION_FINDINGS])
+    targets = {"result": SYNTHESIS_RESULTS}
 
     @agent.handles(INTAKE_TICKETS)
     async def on_ticket(event: Incoming[Ticket]) -> list[Emit]:
-        return [Emit(SYNTHESIS_RESULTS, _finding_for(event.data, 1), key=event.data.id)]
+        return [Emit(targets["result"], _finding_for(event.data, 1), key=event.data.id)]
 
     return agent
 
@@ -169,7 +172,7 @@ async def test_outputs_carry_derived_ids_correlation_causation_and_trace() -> No
         envelope = Envelope.from_headers(record.headers)
         assert envelope is not None
         assert envelope.request_id == "req-1"
-        assert envelope.causation_id == "evt-in"
+        assert envelope.causation_id == scoped_id("/tests", "evt-in")
         assert envelope.subject == "T-1"
         assert envelope.source == "/counterpoint/t"
         assert envelope.type == INVESTIGATION_FINDINGS.ce_type
@@ -181,8 +184,10 @@ async def test_outputs_carry_derived_ids_correlation_causation_and_trace() -> No
         assert match.group(2) != "00f067aa0ba902b7"
         by_tag[orjson.loads(record.value or b"")["task_id"]] = envelope.id
     assert by_tag == {
-        "T-1-task-1": derive_event_id("evt-in", "t", INVESTIGATION_FINDINGS.name, "f1"),
-        "T-1-task-2": derive_event_id("evt-in", "t", INVESTIGATION_FINDINGS.name, "f2"),
+        "T-1-task-1": derive_event_id(scoped_id("/tests", "evt-in"), "t",
+                                      INVESTIGATION_FINDINGS.name, "f1"),
+        "T-1-task-2": derive_event_id(scoped_id("/tests", "evt-in"), "t",
+                                      INVESTIGATION_FINDINGS.name, "f2"),
     }
 
 

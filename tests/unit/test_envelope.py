@@ -15,6 +15,7 @@ from counterpoint.schemas.envelope import (
     Envelope,
     EnvelopeError,
     derive_event_id,
+    scoped_id,
 )
 from counterpoint.schemas.events import SCHEMA_VERSION
 
@@ -154,7 +155,8 @@ def test_outside_cloudevent_starts_its_own_request() -> None:
     envelope = Envelope.from_headers(_headers())
     assert envelope is not None
     assert envelope.id == "outside-1"
-    assert envelope.request_id == "outside-1"
+    # Its request comes from source + id, the pair CloudEvents makes unique.
+    assert envelope.request_id == scoped_id("https://crm.example.com", "outside-1")
     assert envelope.causation_id is None
     assert envelope.subject is None
     assert envelope.schema_version == SCHEMA_VERSION
@@ -197,3 +199,16 @@ def test_derived_ids_are_uuid5_of_the_joined_parts(parent: str, parts: list[str]
     # on topics must stay what uuid.uuid5 made them.
     expected = uuid.uuid5(ID_NAMESPACE, "/".join((parent, *parts)))
     assert derive_event_id(parent, *parts) == str(expected)
+
+
+def test_the_same_id_from_two_sources_is_two_requests() -> None:
+    a = Envelope.from_headers(_headers(id="evt-1", source="/crm"))
+    b = Envelope.from_headers(_headers(id="evt-1", source="/helpdesk"))
+    again = Envelope.from_headers(_headers(id="evt-1", source="/crm"))
+    assert a is not None and b is not None and again is not None
+    assert a.request_id != b.request_id
+    assert again.request_id == a.request_id  # the same event again is the same request
+
+
+def test_scoped_ids_do_not_meet_across_a_slash() -> None:
+    assert scoped_id("/a/b", "c") != scoped_id("/a", "b/c")

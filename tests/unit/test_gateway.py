@@ -166,6 +166,21 @@ async def test_cloudevent_data_is_validated_as_the_kind_its_type_names() -> None
         assert r.status_code == 422 and "data" in fields(r)
 
 
+async def test_more_alerts_than_the_cap_is_413_naming_the_cap() -> None:
+    body = dict(ALERT, alerts=[ALERT["alerts"][0]] * 4)
+    event = cloudevent(type="io.prometheus.alert.firing", data=body)
+    async with client(app(max_alerts=3)) as http:
+        for path, sent, field in (("/v1/alerts/alertmanager", body, "alerts"),
+                                  ("/v1/events", event, "data.alerts")):
+            r = await http.post(path, json=sent)
+            assert r.status_code == 413, r.text
+            assert "4 alerts; the limit is 3 (COUNTERPOINT_MAX_ALERTS" in r.json()["error"]
+            assert field in fields(r)
+        # At the cap it passes validation (and fails later: this test has no broker).
+        r = await http.post("/v1/alerts/alertmanager", json=dict(ALERT, alerts=body["alerts"][:3]))
+        assert r.status_code == 503
+
+
 async def test_unknown_request_is_404() -> None:
     async with client(app()) as http:
         r = await http.get("/v1/requests/nope")

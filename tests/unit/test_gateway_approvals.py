@@ -7,6 +7,7 @@ test approves over a real broker).
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -17,10 +18,12 @@ from fastapi import FastAPI
 from counterpoint.agents.catalog import AGENT_NAMES, build
 from counterpoint.agents.context import AgentContext
 from counterpoint.agents.llm.offline import OfflineProvider
+from counterpoint.agents.signing import Keyring
 from counterpoint.agents.tools.business import BusinessStore
 from counterpoint.bus.memory import MemoryBus
 from counterpoint.infra.demo import example
 from counterpoint.infra.gateway import create_app
+from counterpoint.infra.gateway_auth import parse_approvers
 from counterpoint.infra.gateway_state import RequestIndex
 from counterpoint.schemas.approvals import ApprovalDecision
 from counterpoint.topics.registry import (
@@ -51,16 +54,25 @@ class Recorder:
         return 0, len(self.sent)
 
 
+KEYS = Keyring.ephemeral()
+APPROVERS = parse_approvers('{"alice": "alice-token", "bob": "sha256:'
+                            + hashlib.sha256(b"bob-token").hexdigest() + '"}')
+
+
+def gateway_app(**kw: Any) -> FastAPI:
+    return create_app(DEAD, track=False, token="s3cret", approvers=APPROVERS, keys=KEYS, **kw)
+
+
 @pytest.fixture
 async def world(tmp_path: Path) -> tuple[MemoryBus, FastAPI, Recorder]:
     ctx = AgentContext(store=BusinessStore.open(tmp_path / "business.db"),
-                       provider=OfflineProvider())
+                       provider=OfflineProvider(), keys=KEYS)
     bus = MemoryBus()
     for name in AGENT_NAMES:
         bus.add(build(name, ctx))
     await bus.publish(INTAKE_TICKETS.name, example("ticket_dual_intent.json"), key=b"T-1001")
     await bus.run_until_idle()
-    gateway = create_app(DEAD, track=False, token="s3cret")
+    gateway = gateway_app()
     recorder = Recorder(bus)
     gateway.state.publisher.send = recorder.send  # the route publishes through this object
     _feed(bus, gateway.state.index)
@@ -78,7 +90,9 @@ def _approval(app: FastAPI, action: str) -> tuple[str, str]:
     return item.approval_id, item.request_id
 
 
-AUTH = {"Authorization": "Bearer s3cret"}
+AUTH = {"Authorization": "Bearer s3cret"}  # the API token: may read, may not decide
+ALICE = {"Authorization": "Bearer alice-token"}
+BOB = {"Authorization": "Bearer bob-token"}
 
 
 async def test_approve_publishes_the_decision_and_the_record_shows_what_ran(
@@ -86,15 +100,18 @@ async def test_approve_publishes_the_decision_and_the_record_shows_what_ran(
     bus, gateway, recorder = world
     aid, rid = _approval(gateway, "refund")
     async with client(gateway) as http:
-        r = await http.post(f"/v1/approvals/{aid}", headers=AUTH,
-                            json={"decision": "approve", "by": "alice", "reason": "verified"})
+        r = await http.post(f"/v1/approvals/{aid}", headers=ALICE,
+                            json={"decision": "approve", "reason": "verified"})
         assert r.status_code == 202, r.text
         body = r.json()
         assert body["decision"] == "approved" and body["decided_by"] == "alice"
         assert body["status_url"].endswith(f"/v1/requests/{rid}")
         ((topic, value, key),) = recorder.sent
         assert topic == APPROVALS_DECIDED.name and key == rid.encode()
-        assert ApprovalDecision.model_validate_json(value).via == "person"
+        sent = ApprovalDecision.model_validate_json(value)
+        assert sent.via == "person" and sent.decided_by == "alice"
+        assert sent.signature is not None
+        assert sent.signature.key_id == KEYS.signer("gateway").key_id
 
         await bus.run_until_idle()  # the executor runs it
         _feed(bus, gateway.state.index)
@@ -112,8 +129,8 @@ async def test_approve_publishes_the_decision_and_the_record_shows_what_ran(
         assert actions["send_password_reset"]["decision"]["by"] == "policy"
 
         # Decided now: a second decision is refused and nothing more is published.
-        r = await http.post(f"/v1/approvals/{aid}", headers=AUTH, json={"decision": "deny",
-                                                                        "reason": "oops"})
+        r = await http.post(f"/v1/approvals/{aid}", headers=BOB, json={"decision": "deny",
+                                                                       "reason": "oops"})
         assert r.status_code == 409, r.text
         assert "already approved by alice" in r.json()["error"]
         assert len(recorder.sent) == 1
@@ -125,39 +142,74 @@ async def test_unknown_policy_decided_and_bad_bodies_are_refused(
     aid, _ = _approval(gateway, "unlock_account")
     low, _ = _approval(gateway, "send_password_reset")
     async with client(gateway) as http:
-        r = await http.post("/v1/approvals/nope", headers=AUTH, json={"decision": "approve"})
+        r = await http.post("/v1/approvals/nope", headers=ALICE, json={"decision": "approve"})
         assert r.status_code == 404 and fields(r) == {"approval_id": "unknown"}
-        r = await http.post(f"/v1/approvals/{low}", headers=AUTH, json={"decision": "approve"})
+        r = await http.post(f"/v1/approvals/{low}", headers=ALICE, json={"decision": "approve"})
         assert r.status_code == 409 and "decided by policy" in r.json()["error"]
         bad: list[tuple[Any, str]] = [
-            ({"decision": "maybe"}, "body.decision"),
-            ({}, "body.decision"),
-            ({"decision": "approve", "extra": 1}, "body.extra"),
-            ({"decision": "approve", "by": ""}, "body.by"),
+            ({"decision": "maybe"}, "decision"),
+            ({}, "decision"),
+            ({"decision": "approve", "extra": 1}, "extra"),
+            ([1], "(value)"),
         ]
         for payload, field in bad:
-            r = await http.post(f"/v1/approvals/{aid}", headers=AUTH, json=payload)
+            r = await http.post(f"/v1/approvals/{aid}", headers=ALICE, json=payload)
             assert r.status_code == 422, (payload, r.text)
             assert field in fields(r), (payload, r.text)
-        r = await http.post(f"/v1/approvals/{aid}", headers=AUTH, json={"decision": "deny"})
+        r = await http.post(f"/v1/approvals/{aid}", headers=ALICE, content=b"{not json")
+        assert r.status_code == 400 and "(value)" in fields(r)
+        r = await http.post(f"/v1/approvals/{aid}", headers=ALICE, json={"decision": "deny"})
         assert r.status_code == 422 and fields(r) == {"reason": "a denial needs a reason"}
         r = await http.post(f"/v1/approvals/{aid}", json={"decision": "approve"})
+        assert r.status_code == 401 and fields(r) == {"Authorization": "missing"}
+    assert recorder.sent == []
+
+
+async def test_who_decides_is_the_token_never_the_body(
+        world: tuple[MemoryBus, FastAPI, Recorder]) -> None:
+    """Finding 2: a token holder approved as `security-officer@example.com`."""
+    _, gateway, recorder = world
+    aid, _ = _approval(gateway, "unlock_account")
+    async with client(gateway) as http:
+        r = await http.post(f"/v1/approvals/{aid}", headers=ALICE, json={
+            "decision": "approve", "by": "security-officer@example.com"})
+        assert r.status_code == 422 and "token" in fields(r)["by"]
+        r = await http.post(f"/v1/approvals/{aid}", headers=AUTH, json={"decision": "approve"})
+        assert r.status_code == 403 and "not an approver" in fields(r)["Authorization"]
+        r = await http.post(f"/v1/approvals/{aid}", headers={"Authorization": "Bearer guess"},
+                            json={"decision": "approve"})
         assert r.status_code == 401
+        assert recorder.sent == []
+        r = await http.post(f"/v1/approvals/{aid}", headers=BOB, json={"decision": "approve"})
+        assert r.status_code == 202 and r.json()["decided_by"] == "bob"
+    ((_, value, _),) = recorder.sent
+    assert ApprovalDecision.model_validate_json(value).decided_by == "bob"
+
+
+async def test_with_no_approvers_configured_nobody_decides_through_the_gateway(
+        world: tuple[MemoryBus, FastAPI, Recorder]) -> None:
+    bus, _, recorder = world
+    open_gateway = create_app(DEAD, track=False, keys=KEYS)
+    _feed(bus, open_gateway.state.index)
+    aid, _ = _approval(open_gateway, "unlock_account")
+    async with client(open_gateway) as http:
+        r = await http.post(f"/v1/approvals/{aid}", json={"decision": "approve"})
+    assert r.status_code == 403 and "COUNTERPOINT_APPROVERS" in r.json()["error"]
     assert recorder.sent == []
 
 
 async def test_a_broker_that_does_not_acknowledge_gives_503(tmp_path: Path) -> None:
     ctx = AgentContext(store=BusinessStore.open(tmp_path / "business.db"),
-                       provider=OfflineProvider())
+                       provider=OfflineProvider(), keys=KEYS)
     bus = MemoryBus()
     for name in AGENT_NAMES:
         bus.add(build(name, ctx))
     await bus.publish(INTAKE_TICKETS.name, example("ticket_dual_intent.json"), key=b"T-1001")
     await bus.run_until_idle()
-    gateway = create_app(DEAD, track=False, publish_timeout_s=2.0)
+    gateway = gateway_app(publish_timeout_s=2.0)
     _feed(bus, gateway.state.index)
     aid, _ = _approval(gateway, "refund")
     async with client(gateway) as http:
-        r = await http.post(f"/v1/approvals/{aid}", json={"decision": "approve"})
+        r = await http.post(f"/v1/approvals/{aid}", headers=ALICE, json={"decision": "approve"})
     assert r.status_code == 503, r.text
     assert "not published" in r.json()["error"]

@@ -14,7 +14,7 @@ from counterpoint.bus.decode import InputLimits
 from counterpoint.infra import gateway_state
 from counterpoint.infra.gateway import create_app
 from counterpoint.infra.intake import PROVIDERS
-from counterpoint.schemas.envelope import derive_event_id
+from counterpoint.schemas.envelope import derive_event_id, scoped_id
 from tests.support.provider_webhooks import EXAMPLES, example, signed
 from tests.unit.test_gateway import DEAD, client, fields
 
@@ -71,8 +71,10 @@ async def test_the_delivery_id_is_the_request_so_a_redelivery_is_the_same_reques
         first = await http.post("/v1/webhooks/github", **post_args("github", delivery="d-1"))
         again = await http.post("/v1/webhooks/github", **post_args("github", delivery="d-1"))
         other = await http.post("/v1/webhooks/github", **post_args("github", delivery="d-2"))
-    assert first.json()["request_id"] == again.json()["request_id"] == derive_event_id(
-        "webhook", "github", "d-1")
+    # The event id comes from the delivery id; the request from it and the source (CloudEvents'
+    # identity is source + id).
+    assert first.json()["request_id"] == again.json()["request_id"] == scoped_id(
+        "/counterpoint/gateway/webhooks/github", derive_event_id("webhook", "github", "d-1"))
     assert other.json()["request_id"] != first.json()["request_id"]
     assert sent[0][2]["ce_id"] == sent[1][2]["ce_id"] != sent[2][2]["ce_id"]
 
@@ -190,3 +192,13 @@ async def test_openapi_documents_each_provider_route() -> None:
     for name, provider in PROVIDERS.items():
         op = doc["paths"][f"/v1/webhooks/{name}"]["post"]
         assert provider.setting in op["description"] and "401" in op["responses"]
+
+
+async def test_a_grafana_notification_over_the_alert_cap_is_413(sent: Sent) -> None:
+    body = orjson.loads(example(EXAMPLES["grafana"]))
+    body["alerts"] = [body["alerts"][0]] * 2
+    async with client(app(max_alerts=1)) as http:
+        r = await http.post("/v1/webhooks/grafana", **post_args("grafana", orjson.dumps(body)))
+    assert r.status_code == 413, r.text
+    assert "COUNTERPOINT_MAX_ALERTS" in r.json()["error"] and "alert.alerts" in fields(r)
+    assert sent == []

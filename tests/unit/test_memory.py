@@ -32,7 +32,7 @@ EXAMPLES = Path(__file__).resolve().parents[2] / "infra" / "examples"
 
 @pytest.fixture
 def outcomes(tmp_path: Path) -> Iterator[OutcomeStore]:
-    opened = OutcomeStore.open(tmp_path / "home" / "memory.db")
+    opened = OutcomeStore.open(tmp_path / "home" / "memory.db", scrub=str)
     yield opened
     opened.close()
 
@@ -85,13 +85,13 @@ def test_recording_a_result_again_changes_nothing(outcomes: OutcomeStore) -> Non
 
 def test_outcomes_survive_a_reopen_and_are_shared_between_connections(tmp_path: Path) -> None:
     path = tmp_path / "memory.db"
-    writer, reader = OutcomeStore.open(path), OutcomeStore.open(path)
+    writer, reader = OutcomeStore.open(path, scrub=str), OutcomeStore.open(path, scrub=str)
     writer.record(_result("r1", datetime(2026, 11, 1, tzinfo=UTC)), None, "checkout-api")
     assert [h.request_id for h in reader.recall(customer_id=None, service="checkout-api",
                                                 exclude="x")] == ["r1"]
     writer.close()
     reader.close()
-    again = OutcomeStore.open(path)
+    again = OutcomeStore.open(path, scrub=str)
     assert again.count() == 1
     again.close()
 

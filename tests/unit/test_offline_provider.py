@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import pytest
+from pydantic import BaseModel, ConfigDict, Field
 
 from counterpoint.agents.llm.offline import (
     OFFLINE_MODEL,
     OFFLINE_NOTE,
     OfflineProvider,
-    UnknownOfflineTask,
 )
 from counterpoint.agents.llm.offline_rules import OFFLINE_NOTE_TEXT, assess_ticket
-from counterpoint.agents.llm.outputs import Composition, InvestigationSummary, TicketAssessment
+from counterpoint.agents.llm.outputs import Composition, TicketAssessment
 from counterpoint.agents.llm.provider import LLMRequest
 from counterpoint.schemas.events import Fact, Finding, Generation, Subject, Usage
 
@@ -70,10 +70,28 @@ async def test_same_request_same_answer() -> None:
     assert first.generation == second.generation
 
 
-async def test_unknown_task_is_refused() -> None:
-    request = LLMRequest(task="poetry", system="s", content="c", output=InvestigationSummary)
-    with pytest.raises(UnknownOfflineTask, match="poetry"):
-        await OfflineProvider().generate(request)
+class Verse(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    title: str
+    lines: list[str] = Field(min_length=2)
+    mood: Literal["calm", "stormy"]
+    syllables: Annotated[int, Field(ge=5, le=7)]
+    draft: bool = True
+
+
+async def test_a_task_with_no_rule_gets_a_labelled_schema_valid_placeholder() -> None:
+    request = LLMRequest(task="poetry", system="s", content="c", output=Verse)
+    answer = await OfflineProvider().generate(request)
+    assert isinstance(answer.output, Verse)
+    assert answer.output.title.startswith("[OFFLINE PLACEHOLDER:") and "'poetry'" in \
+        answer.output.title
+    assert len(answer.output.lines) >= 2 and all("OFFLINE PLACEHOLDER" in x
+                                                 for x in answer.output.lines)
+    assert 5 <= answer.output.syllables <= 7 and answer.output.draft is True
+    assert answer.generation.offline and answer.usage.estimated
+    again = await OfflineProvider().generate(request)
+    assert again.output == answer.output  # deterministic
 
 
 async def test_written_text_carries_the_offline_note() -> None:

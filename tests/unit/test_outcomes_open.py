@@ -11,7 +11,7 @@ from counterpoint.agents.outcomes import OutcomeStore
 
 def _open(path: str, start: object) -> None:
     start.wait()  # type: ignore[attr-defined]
-    OutcomeStore.open(path).close()
+    OutcomeStore.open(path, scrub=str).close()
 
 
 def test_many_processes_open_a_fresh_database_at_once(tmp_path: Path) -> None:
@@ -30,7 +30,7 @@ def test_many_processes_open_a_fresh_database_at_once(tmp_path: Path) -> None:
 
 def test_the_store_opens_its_file_on_first_use(tmp_path: Path) -> None:
     path = tmp_path / "home" / "memory.db"
-    store = OutcomeStore.lazy(path)
+    store = OutcomeStore.lazy(path, scrub=str)
     assert not path.exists() and not store.opened
     assert store.recall(customer_id="C-1", service=None, exclude="r") == []
     assert path.exists() and store.opened

@@ -58,7 +58,12 @@ def assert_clean(text: str) -> None:
     ("Authorization: Bearer abcdef123456789", "Authorization: Bearer [secret]"),
     ("key sk-ant-api03-abcdefghijkl_xyz here", "key [secret] here"),
     ("key sk-proj1234567890abcdef", "key [secret]"),
-    ("GET /v1?api_key=abc123&q=1", "GET /v1?api_key=[secret]&q=1"),
+    # Every query value goes, whatever its name: `auth`, `sig` or `q` may all be secrets.
+    ("GET /v1?api_key=abc123&q=1", "GET /v1?api_key=[secret]&q=[secret]"),
+    ('"POST /v1/tickets?auth=gw-s3cret HTTP/1.1" 202',
+     '"POST /v1/tickets?auth=[secret] HTTP/1.1" 202'),
+    ("POST http://hook:pw@127.0.0.1:9/in?sig=abc", "POST http://[secret]@127.0.0.1:9/in?sig=[secret]"),
+    ("see https://alice@example.com/x", "see https://[secret]@example.com/x"),
     ("token=abc.def", "token=[secret]"),
     ('{"password": "hunter2"}', '{"password": "[secret]"}'),
 ])
@@ -74,6 +79,8 @@ def test_redacts(text: str, expected: str) -> None:
     "input_tokens=123 output_tokens=45 tokens: 5",
     "T-1042 from dana at example dot com",
     "the bearer of this note",
+    "Why was I charged twice? And why=now",  # a question is not a query string
+    "https://hooks.example/in",
 ])
 def test_keeps_what_is_not_secret(text: str) -> None:
     assert redact(text) == text
@@ -152,6 +159,21 @@ def test_exporter_writes_redacted_jsonl(tmp_path: Path) -> None:
     assert span.get_span_context() is not None
 
 
+def test_url_attributes_lose_userinfo_and_query_values() -> None:
+    keep = Keep()
+    provider = TracerProvider(resource=Resource.create({"service.name": "test"}))
+    provider.add_span_processor(SimpleSpanProcessor(RedactingExporter(keep)))
+    with provider.get_tracer("test").start_as_current_span("POST") as span:
+        span.set_attribute("url.query", "auth=q-s3cret&v=1")
+        span.set_attribute("url.full", "https://hook:pw-s3cret@hooks.example/in?auth=q-s3cret")
+        span.set_attribute("url.path", "/in")
+    provider.shutdown()
+    (span,) = keep.spans
+    assert span.attributes == {
+        "url.query": "auth=[secret]&v=[secret]",
+        "url.full": "https://[secret]@hooks.example/in?auth=[secret]", "url.path": "/in"}
+
+
 def test_redacted_spans_encode_for_otlp() -> None:
     keep = Keep()
     emit_spans(keep)
@@ -206,7 +228,9 @@ def test_install_covers_handlers_that_are_not_the_roots(
     install_log_redaction(logging.getLogger("test.redaction.elsewhere"))
     install_log_redaction(logging.getLogger("test.redaction.elsewhere"))  # idempotent
     try:
-        log.info('%s - "%s %s HTTP/%s" %d', "127.0.0.1", "GET", f"/x?email={EMAIL}", "1.1", 200)
+        # uvicorn's access log: a token in a query parameter of any name must go.
+        log.info('%s - "%s %s HTTP/%s" %d', "127.0.0.1", "GET",
+                 f"/x?email={EMAIL}&auth=gw-s3cret", "1.1", 200)
         log.info("token=%s for %s", "abc123", EMAIL)  # the format string still formats
         log.info(f"plain {EMAIL}")
         try:
@@ -217,7 +241,8 @@ def test_install_covers_handlers_that_are_not_the_roots(
         uninstall_log_redaction()
     text = out.getvalue()
     assert_clean(text)
-    assert 'GET /x?email=[email] HTTP/1.1" 200' in text
+    assert 'GET /x?email=[secret]&auth=[secret] HTTP/1.1" 200' in text
+    assert "gw-s3cret" not in text
     assert "KeyError: '[card]'" in text
     assert "token=abc123 for [email]" in text  # only the filter sees "token=" and its value
     assert "plain [email]" in text

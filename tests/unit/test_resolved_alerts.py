@@ -8,7 +8,6 @@ closes the request whether its investigation is finished, still running, or was 
 from __future__ import annotations
 
 import copy
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -19,10 +18,12 @@ from counterpoint.agents.catalog import build
 from counterpoint.agents.context import AgentContext
 from counterpoint.agents.llm.offline import OfflineProvider
 from counterpoint.agents.tools.business import BusinessStore
+from counterpoint.bus.deadletter import DeadLetter
 from counterpoint.bus.memory import MemoryBus
 from counterpoint.schemas.events import AlertmanagerAlert, AlertmanagerWebhook, Result
 from counterpoint.schemas.identity import alert_request_id, request_id_for
 from counterpoint.topics.registry import (
+    DEADLETTER_NAME,
     INTAKE_ALERTS,
     SYNTHESIS_RESULTS,
     TRIAGE_CLOSURES,
@@ -46,8 +47,7 @@ def resolved(body: dict[str, Any]) -> dict[str, Any]:
 @pytest.fixture
 def ctx(tmp_path: Path) -> AgentContext:
     store = BusinessStore.open(tmp_path / "b.db")
-    return AgentContext(store=store, provider=OfflineProvider(),
-                        synthesis_replay_grace=timedelta(0))
+    return AgentContext(store=store, provider=OfflineProvider(), defaults={"replay_grace_s": 0})
 
 
 def bus_with(ctx: AgentContext, names: tuple[str, ...]) -> MemoryBus:
@@ -112,9 +112,9 @@ async def test_resolved_while_investigating_finishes_the_request_resolved(
 
 async def test_resolution_for_an_unseen_request_waits_for_the_grace_then_closes(
         ctx: AgentContext) -> None:
-    ctx.synthesis_replay_grace = timedelta(hours=1)
     bus = bus_with(ctx, ("triage",))
-    synthesis = build("synthesis", ctx)
+    synthesis = build("synthesis", AgentContext(store=ctx.store, provider=OfflineProvider(),
+                                                defaults={"replay_grace_s": 3600}))
     bus.add(synthesis)
     await bus.publish(INTAKE_ALERTS.name, orjson.dumps(resolved(FIRING)), key=b"c0ffee1234abcd")
     await bus.run_until_idle()
@@ -166,3 +166,48 @@ def test_request_id_is_the_alerts_identity_and_episode() -> None:
     a = rid(fingerprint=None, labels={"alertname": "A", "job": "x"})
     assert a == rid(fingerprint=None, labels={"job": "x", "alertname": "A"})
     assert a != rid(fingerprint=None, labels={"alertname": "A", "job": "y"})
+
+
+def group_of(count: int) -> dict[str, Any]:
+    """One Alertmanager notification carrying `count` alerts of one group."""
+    body = copy.deepcopy(FIRING)
+    template = body["alerts"][0]
+    body["alerts"] = [dict(copy.deepcopy(template), fingerprint=f"{i:016x}",
+                           labels={**template["labels"], "instance": f"node-{i}:8080"})
+                      for i in range(count)]
+    return body
+
+
+async def test_a_resolved_group_closes_its_request_with_one_result(ctx: AgentContext) -> None:
+    """300 resolved alerts in one notification: one closure and one closing result, for the
+    request the notification names, not one per alert."""
+    bus = MemoryBus()
+    bus.add(build("triage", ctx))
+    synthesis = build("synthesis", ctx)
+    bus.add(synthesis)
+    body = resolved(group_of(300))
+    await bus.publish(INTAKE_ALERTS.name, orjson.dumps(body), key=b"g")
+    await bus.run_until_idle()
+    await bus.tick(synthesis)
+    await bus.run_until_idle()
+
+    (closure,) = [TRIAGE_CLOSURES.decode(r.value or b"")
+                  for r in bus.records(TRIAGE_CLOSURES.name)]
+    ((rid, _, result),) = results(bus)
+    assert rid == closure.request_id == expected_id(body) == result.request_id
+    assert result.resolution is not None
+
+
+async def test_a_notification_over_the_alert_cap_is_dead_lettered(ctx: AgentContext) -> None:
+    ctx.defaults = {**ctx.defaults, "max_alerts": 10}  # COUNTERPOINT_MAX_ALERTS=10
+    bus = bus_with(ctx, ("triage",))
+    await bus.publish(INTAKE_ALERTS.name, orjson.dumps(group_of(11)), key=b"g")
+    await bus.publish(INTAKE_ALERTS.name, orjson.dumps(resolved(group_of(11))), key=b"g")
+    await bus.publish(INTAKE_ALERTS.name, orjson.dumps(group_of(10)), key=b"g")
+    await bus.run_until_idle()
+
+    letters = [DeadLetter.from_record(r) for r in bus.records(DEADLETTER_NAME)]
+    assert [(d.reason, d.agent) for d in letters] == [("too-many-alerts", "triage")] * 2
+    assert "carries 11 alerts; the limit is 10 (COUNTERPOINT_MAX_ALERTS" in letters[0].message
+    assert bus.records(TRIAGE_CLOSURES.name) == []
+    assert len(bus.records(TRIAGE_DECISIONS.name)) == 1  # the one at the cap is triaged

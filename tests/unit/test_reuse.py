@@ -12,6 +12,7 @@ from pathlib import Path
 
 import orjson
 
+from counterpoint.agents.budget import metered
 from counterpoint.agents.catalog import AGENT_NAMES, build
 from counterpoint.agents.context import AgentContext
 from counterpoint.agents.cost import PriceTable
@@ -53,7 +54,8 @@ def _alert(fingerprint: str, status: str = "firing", fired: int = 0) -> bytes:
 async def _pipeline(store: BusinessStore, inputs: list[tuple[str, bytes]],
                     window: timedelta = timedelta(minutes=10)) -> tuple[MemoryBus, Spy]:
     spy = Spy()
-    ctx = AgentContext(store=store, provider=spy, reuse_window=window)
+    ctx = AgentContext(store=store, provider=spy,
+                       defaults={"reuse_window_s": window.total_seconds()})
     bus = MemoryBus()
     for name in AGENT_NAMES:
         bus.add(build(name, ctx))
@@ -133,7 +135,7 @@ async def test_a_finding_that_ran_out_of_budget_is_not_reused(store: BusinessSto
     alert["budget_usd"] = 0.0015
     prices = PriceTable.configured(json.dumps({OFFLINE_MODEL: {"input": 0, "output": 1}}))
     spy = Spy()
-    ctx = AgentContext(store=store, provider=spy, prices=prices)
+    ctx = AgentContext(store=store, provider=metered(spy, prices))
     bus = MemoryBus()
     for name in AGENT_NAMES:
         bus.add(build(name, ctx))

@@ -11,43 +11,57 @@ from rich.console import Console
 from counterpoint.agents.catalog import AGENT_NAMES, build
 from counterpoint.agents.context import AgentContext
 from counterpoint.agents.llm.offline import OfflineProvider
+from counterpoint.agents.signing import Keyring
 from counterpoint.agents.tools.business import BusinessStore
 from counterpoint.bus.admin import PartitionLag
+from counterpoint.infra.assembly import build_project
 from counterpoint.infra.cli import build_parser
+from counterpoint.infra.project import builtin_project
+from counterpoint.infra.settings import Settings
 from counterpoint.infra.status import (
     LocalProcess,
+    StackId,
     Status,
     agent_of,
     assemble,
-    consumed_topics,
-    group_of,
     parse_assignments,
     read_assignments,
     render_status,
     scan_processes,
+    stack_of,
     status_json,
 )
 
 TICKS = os.sysconf("SC_CLK_TCK")
 
 
-def _fake_proc(root: Path, pid: int, argv: list[str], started_s: float) -> None:
+GROUPS = {name: f"counterpoint.{name}" for name in AGENT_NAMES}
+
+
+def _fake_proc(root: Path, pid: int, argv: list[str], started_s: float,
+               environ: dict[str, str] | None = None, cwd: Path | None = None) -> None:
     d = root / str(pid)
     d.mkdir()
     (d / "cmdline").write_bytes(b"\0".join(a.encode() for a in argv) + b"\0")
     fields = ["S"] + ["0"] * 18 + [str(int(started_s * TICKS))] + ["0"] * 20
     (d / "stat").write_text(f"{pid} (python3 (x) y) " + " ".join(fields) + "\n")
+    if environ is not None:  # without it, the process's environment cannot be read
+        (d / "environ").write_bytes(b"".join(f"{k}={v}".encode() + b"\0"
+                                             for k, v in environ.items()))
+        (d / "cwd").symlink_to(cwd or root)
 
 
-def test_consumed_topics_match_the_built_agents(tmp_path: Path) -> None:
+def test_status_learns_groups_and_topics_from_the_project(tmp_path: Path) -> None:
     with BusinessStore.open(tmp_path / "b.db") as store:
         ctx = AgentContext(store=store, provider=OfflineProvider())
+        built = {b.name: b for b in build_project(Settings(), builtin_project(),
+                                                  OfflineProvider(), Keyring.ephemeral())}
+        assert list(built) == list(AGENT_NAMES)
         for name in AGENT_NAMES:
             agent = build(name, ctx)
-            assert {t.name for t in consumed_topics(name)} == {t.name for t in agent.consumes}
-            assert group_of(name) == agent.group_id
-    with pytest.raises(KeyError):
-        consumed_topics("nobody")
+            assert built[name].agent.group_id == agent.group_id == f"counterpoint.{name}"
+            assert {t.name for t in built[name].agent.consumes} == {
+                t.name for t in agent.consumes}
 
 
 @pytest.mark.parametrize(("argv", "expected"), [
@@ -61,7 +75,13 @@ def test_consumed_topics_match_the_built_agents(tmp_path: Path) -> None:
     (["/v/bin/counterpoint", "agent"], None),
 ])
 def test_agent_of_command_lines(argv: list[str], expected: str | None) -> None:
-    assert agent_of(argv) == expected
+    assert agent_of(argv, AGENT_NAMES) == expected
+
+
+def test_agent_of_knows_only_the_projects_names() -> None:
+    argv = ["/v/bin/counterpoint", "agent", "writer", "--config", "/p/counterpoint.toml"]
+    assert agent_of(argv, ("researcher", "writer")) == "writer"
+    assert agent_of(argv, AGENT_NAMES) is None
 
 
 def test_scan_processes_reads_cmdline_and_uptime(tmp_path: Path) -> None:
@@ -72,7 +92,7 @@ def test_scan_processes_reads_cmdline_and_uptime(tmp_path: Path) -> None:
     _fake_proc(tmp_path, 43, ["bash", "-c", "sleep 1"], 10)
     (tmp_path / "44").mkdir()  # a process that vanished: no cmdline
     (tmp_path / "self").mkdir()
-    found = scan_processes(tmp_path)
+    found = scan_processes(AGENT_NAMES, tmp_path)
     assert [(p.agent, p.pid) for p in found] == [("triage", 7), ("triage", 42),
                                                   ("synthesis", 41)]
     assert found[0].uptime_s == pytest.approx(600.5, abs=0.1)
@@ -84,13 +104,13 @@ def test_scan_processes_without_stat_has_unknown_uptime(tmp_path: Path) -> None:
     d = tmp_path / "5"
     d.mkdir()
     (d / "cmdline").write_bytes(b"counterpoint\0agent\0knowledge\0")
-    (found,) = scan_processes(tmp_path)
+    (found,) = scan_processes(AGENT_NAMES, tmp_path)
     assert (found.agent, found.pid, found.uptime_s) == ("knowledge", 5, None)
-    assert scan_processes(tmp_path / "missing") == []
+    assert scan_processes(AGENT_NAMES, tmp_path / "missing") == []
 
 
 def test_scan_processes_finds_this_machines_real_processes() -> None:
-    assert all(p.agent in AGENT_NAMES for p in scan_processes())
+    assert all(p.agent in AGENT_NAMES for p in scan_processes(AGENT_NAMES))
 
 
 LOG = """\
@@ -131,13 +151,13 @@ def _status(tmp_path: Path) -> Status:
                    PartitionLag("intake.alerts", 0, 2, 2, 0)],
         "billing": [PartitionLag("investigation.tasks.billing", 0, 1, 4, 3)],
     }
-    procs = [LocalProcess("triage", 42, 75.0, "counterpoint agent triage"),
-             LocalProcess("triage", 43, None, "counterpoint agent triage"),
-             LocalProcess("billing", 50, 4000.0, "counterpoint agent billing")]
+    ours = StackId.of("127.0.0.1:9092", tmp_path)
+    procs = [LocalProcess("triage", 42, 75.0, "counterpoint agent triage", ours),
+             LocalProcess("triage", 43, None, "counterpoint agent triage", ours),
+             LocalProcess("billing", 50, 4000.0, "counterpoint agent billing", ours)]
     assignments = {42: ("triage", [("intake.tickets", 0), ("intake.tickets", 1)]),
                    50: ("knowledge", [("investigation.tasks.knowledge", 0)])}  # stale pid reuse
-    return assemble("127.0.0.1:9092", tmp_path / "logs", lags, procs, assignments,
-                    host="box1")
+    return assemble("127.0.0.1:9092", tmp_path, GROUPS, lags, procs, assignments, host="box1")
 
 
 def test_assemble_and_json(tmp_path: Path) -> None:
@@ -191,3 +211,85 @@ def test_failed_webhook_deliveries_are_shown_only_when_there_are_some(tmp_path: 
     console.print(render_status(status))
     assert "webhook deliveries failed: 2 request(s)" in console.export_text()
     assert status_json(status)["webhook_deliveries_failed"] == 2
+
+
+# --- which stack a process belongs to -----------------------------------------------------------
+
+EMBEDDED = {"COUNTERPOINT_BROKER_PORT": "9192"}
+
+
+@pytest.mark.parametrize(("environ", "cwd", "expected"), [
+    ({"KAFKA_BOOTSTRAP_SERVERS": "k2:9092, K1:9092", "COUNTERPOINT_HOME": "/srv/cp"}, "/",
+     (("k1:9092", "k2:9092"), "/srv/cp")),
+    ({}, "/work/a", (("127.0.0.1:9092",), "/work/a/.counterpoint")),  # all defaults
+    ({**EMBEDDED, "COUNTERPOINT_HOME": "state"}, "/work/b", (("127.0.0.1:9192",), "/work/b/state")),
+    ({"kafka_bootstrap_servers": "k:1"}, "/", (("k:1",), "/.counterpoint")),  # any case
+    ({"KAFKA_BOOTSTRAP_SERVERS": ""}, "/", (("127.0.0.1:9092",), "/.counterpoint")),  # compose
+])
+def test_stack_of_is_what_the_process_settings_select(
+        environ: dict[str, str], cwd: str, expected: tuple[tuple[str, ...], str]) -> None:
+    stack = stack_of(environ, Path(cwd))
+    assert stack is not None
+    assert (stack.servers, str(stack.home)) == expected
+
+
+def test_stack_of_settings_that_do_not_validate_is_unknown() -> None:
+    assert stack_of({"COUNTERPOINT_BROKER_PORT": "not-a-port"}, Path("/")) is None
+
+
+def test_from_environ_reads_what_pydantic_settings_reads(monkeypatch: pytest.MonkeyPatch,
+                                                         tmp_path: Path) -> None:
+    environ = {"KAFKA_BOOTSTRAP_SERVERS": "k:9", "counterpoint_home": str(tmp_path),
+               "COUNTERPOINT_BROKER_PORT": "9300", "COUNTERPOINT_MAX_IN_FLIGHT": "7",
+               "ANTHROPIC_BASE_URL": "http://127.0.0.1:1", "COUNTERPOINT_WEBHOOKS": '{"*": "x"}'}
+    for name in Settings.env_names().values():
+        monkeypatch.delenv(name, raising=False)
+    for key, value in environ.items():
+        monkeypatch.setenv(key, value)
+    assert Settings.from_environ(environ, Settings.model_fields).model_dump() == (
+        Settings().model_dump())
+
+
+def _stacked_proc(tmp_path: Path) -> tuple[Path, Path]:
+    """Agent processes of this stack, of two other stacks, and one unreadable."""
+    root, home = tmp_path / "proc", tmp_path / "home"
+    root.mkdir()
+    (root / "uptime").write_text("100.0 100.0\n")
+    argv = ["/v/bin/counterpoint", "agent"]
+    ours = {"KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:9192", "COUNTERPOINT_HOME": str(home)}
+    _fake_proc(root, 11, [*argv, "triage"], 1, ours)
+    # The same stack spelled another way: embedded broker settings, home relative to its cwd.
+    _fake_proc(root, 12, [*argv, "billing"], 1, {**EMBEDDED, "COUNTERPOINT_HOME": "home"},
+               cwd=tmp_path)
+    _fake_proc(root, 21, [*argv, "triage"], 1, {**ours, "KAFKA_BOOTSTRAP_SERVERS": "b:9092"})
+    _fake_proc(root, 22, [*argv, "triage"], 1, {**ours, "COUNTERPOINT_HOME": str(tmp_path)})
+    _fake_proc(root, 31, [*argv, "triage"], 1)
+    return root, home
+
+
+def test_only_this_stacks_processes_are_listed(tmp_path: Path) -> None:
+    root, home = _stacked_proc(tmp_path)
+    status = assemble("127.0.0.1:9192", home, GROUPS, {}, scan_processes(AGENT_NAMES, root), {},
+                      host="box1")
+    listed = {a.name: [p.pid for p in a.processes] for a in status.agents if a.processes}
+    assert listed == {"triage": [11], "billing": [12]}
+    assert (status.elsewhere, status.unreadable) == (2, 1)
+    data = status_json(status)
+    assert (data["processes_of_other_stacks"], data["processes_unreadable"]) == (2, 1)
+    assert f"broker 127.0.0.1:9192, home {home}" in data["processes_scope"]
+    console = Console(record=True, width=400, color_system=None)
+    console.print(render_status(status))
+    text = console.export_text()
+    assert "2 agent process(es) on this machine belong to another stack" in text
+    assert "1 agent process(es) on this machine have an environment this user cannot" in text
+
+
+def test_without_proc_local_processes_are_unknown_not_absent(tmp_path: Path) -> None:
+    status = assemble("127.0.0.1:9092", tmp_path, GROUPS, {}, None, {}, host="box1")
+    assert not status.processes_known
+    data = status_json(status)
+    assert data["processes_known"] is False and data["processes_scope"].startswith("unknown")
+    console = Console(record=True, width=220, color_system=None)
+    console.print(render_status(status))
+    text = console.export_text()
+    assert "unknown (no /proc)" in text and "none here" not in text

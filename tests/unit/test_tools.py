@@ -348,7 +348,7 @@ def test_the_turn_bound_is_a_setting(monkeypatch: pytest.MonkeyPatch) -> None:
 
 async def test_investigators_pass_the_turn_bound_to_their_tools(
         store: BusinessStore, spans: InMemorySpanExporter) -> None:
-    ctx = AgentContext(store=store, provider=OfflineProvider(), max_tool_turns=0)
+    ctx = AgentContext(store=store, provider=OfflineProvider(), defaults={"max_tool_turns": 0})
     bus = MemoryBus()
     for name in AGENT_NAMES:
         bus.add(build(name, ctx))
