@@ -26,12 +26,13 @@ from typing import Any, Final, Protocol
 
 from opentelemetry.trace import Span, Status, StatusCode
 
-from counterpoint.bus import tracing
+from counterpoint.bus import metrics, tracing
 from counterpoint.bus.agent import Agent, Cause, Emit, Handler, Hold, Incoming, Settlement
 from counterpoint.bus.checks import checked_emits
 from counterpoint.bus.deadletter import Failure, deadletter_headers
 from counterpoint.bus.decode import InputLimits, RawRecord, decode
-from counterpoint.bus.errors import CounterpointError, TooLarge, is_retriable
+from counterpoint.bus.errors import CounterpointError, TooLarge, is_retriable, reason_of
+from counterpoint.bus.metrics import Attributes, DeliveryStats, bump
 from counterpoint.schemas.envelope import Envelope, derive_event_id, now
 from counterpoint.topics.registry import DEADLETTER_NAME
 
@@ -59,15 +60,6 @@ class RetryPolicy:
     def delay(self, attempt: int) -> float:
         # Full jitter: concurrent retries of one overloaded dependency spread out.
         return random.uniform(0, min(self.max_delay_s, self.base_delay_s * 2 ** attempt))
-
-
-@dataclass
-class DeliveryStats:
-    handled: int = 0
-    emitted: int = 0
-    deadlettered: int = 0
-    retries: int = 0
-    duplicates: int = 0
 
 
 @dataclass
@@ -103,6 +95,20 @@ class Delivery:
         self.limits = limits or InputLimits()
         self.stats = DeliveryStats()
         self._finished: OrderedDict[str, None] = OrderedDict()
+        self._attributes: dict[str | None, Attributes] = {}
+        metrics.watch(self)
+
+    def topic_attributes(self, topic: str | None) -> Attributes:
+        """This agent's metric attributes for `topic` (built once: recorded per record)."""
+        attrs = self._attributes.get(topic)
+        if attrs is None:
+            attrs = {"messaging.system": "kafka",
+                     "messaging.consumer.group.name": self.agent.group_id,
+                     metrics.AGENT_ATTR: self.agent.name}
+            if topic is not None:
+                attrs["messaging.destination.name"] = topic
+            self._attributes[topic] = attrs
+        return attrs
 
     def finished(self, event_id: str) -> None:
         """Remember a finished event: its effects are durable, a redelivery can be skipped."""
@@ -113,6 +119,7 @@ class Delivery:
 
     async def handle(self, record: RawRecord) -> Outcome:
         topic, handler = self.agent.handlers[record.topic]
+        bump(self.stats.consumed, record.topic)
         first_failure = now()
         decoded: tuple[Envelope, Any] | None = None
         error: CounterpointError | None = None
@@ -139,7 +146,7 @@ class Delivery:
             return Outcome([await self._deadletter(span, record, failure)])
         envelope, data = decoded
         if envelope.id in self._finished:
-            self.stats.duplicates += 1
+            bump(self.stats.duplicates, record.topic)
             if span is not None:
                 span.set_attribute("counterpoint.duplicate", True)
             return Outcome(event_id=envelope.id)
@@ -159,7 +166,7 @@ class Delivery:
                 delay = max(self.retry.delay(attempt), getattr(exc, "retry_after", 0) or 0)
                 if (is_retriable(exc) and attempt < self.retry.max_attempts
                         and time.monotonic() - started + delay < self.retry.max_seconds):
-                    self.stats.retries += 1
+                    bump(self.stats.retried, record.topic)
                     if span is not None:
                         span.add_event("retry", {"attempt": attempt, "error": repr(exc)})
                     # Sleeps in this key's own task: other keys keep flowing.
@@ -167,9 +174,14 @@ class Delivery:
                     continue
                 log.warning("%s: %s at %s[%d]@%d -> deadletter", self.agent.name,
                             type(exc).__name__, record.topic, record.partition, record.offset)
+                attrs = dict(self.topic_attributes(record.topic))
+                attrs["error.type"] = type(exc).__qualname__
+                metrics.process_duration.record(time.monotonic() - started, attrs)
                 failure = Failure(exc, attempt, first_failure, now())
                 return Outcome([await self._deadletter(span, record, failure)])
-        self.stats.handled += 1
+        metrics.process_duration.record(time.monotonic() - started,
+                                        self.topic_attributes(record.topic))
+        bump(self.stats.handled, record.topic)
         acks = await self._publish(emits, incoming.cause())
         settled = incoming.settlement
         return Outcome(acks, settled.hold, settled.release, envelope.id)
@@ -218,16 +230,17 @@ class Delivery:
             finally:
                 if span is not None:
                     span.end()
-        self.stats.emitted += len(acks)
+            bump(self.stats.sent, item.topic.name)
         return acks
 
     async def _deadletter(self, span: Span | None, record: RawRecord, failure: Failure) -> Ack:
+        reason = reason_of(failure.error)
         if span is not None:
             span.record_exception(failure.error)
             span.set_status(Status(StatusCode.ERROR, str(failure.error)[:200]))
-            span.set_attribute("counterpoint.deadletter.reason",
-                               getattr(failure.error, "reason", "handler-error"))
-        self.stats.deadlettered += 1
+            span.set_attribute("counterpoint.deadletter.reason", reason)
+        key = (record.topic, reason)
+        self.stats.deadlettered[key] = self.stats.deadlettered.get(key, 0) + 1
         headers = deadletter_headers(record, failure, agent=self.agent.name,
                                      group=self.agent.group_id)
         try:

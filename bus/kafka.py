@@ -24,6 +24,7 @@ from aiokafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssigno
 from aiokafka.errors import CommitFailedError, KafkaError, MessageSizeTooLargeError
 from aiokafka.protocol.metadata import MetadataRequest
 
+from counterpoint.bus import metrics
 from counterpoint.bus.agent import Agent, Cause, Emit, Hold
 from counterpoint.bus.commits import PartitionOffsets
 from counterpoint.bus.decode import InputLimits, RawRecord
@@ -208,6 +209,29 @@ class _Engine:
         self.in_flight = 0
         self.progress = asyncio.Event()  # set whenever a task finishes
         self.failure: BaseException | None = None
+        metrics.watch_loop(self)
+
+    def topic_attributes(self, topic: str | None) -> metrics.Attributes:
+        return self.delivery.topic_attributes(topic)
+
+    def lag(self) -> list[tuple[str, int, int]]:
+        """Records waiting to be fetched per assigned partition: the high watermark of the
+        last fetch response minus the position of the next record handed to this engine.
+
+        Not the committed offset: records a join holds open on purpose (approvals waiting
+        for a person) keep commits back for hours without anything being stuck.
+        Called from a metrics reader's thread, so it reads state and never awaits.
+        """
+        found = []
+        try:
+            assignment = self.consumer._subscription.subscription.assignment
+            for tp in list(assignment.tps):
+                state = assignment.state_value(tp)
+                if state.highwater is not None and state.has_valid_position:
+                    found.append((tp.topic, tp.partition, max(0, state.highwater - state.position)))
+        except Exception:  # a rebalance under way; or an aiokafka that keeps it elsewhere
+            log.debug("%s: no lag this time", self.agent.name, exc_info=True)
+        return found
 
     def start(self, msg: Any) -> None:
         tp = TopicPartition(msg.topic, msg.partition)

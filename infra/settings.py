@@ -69,6 +69,11 @@
                                      comma-separated (`10.0.0.0/8, 127.0.0.1/32`; unset =
                                      public addresses only; agents/webhook_egress.py)
     COUNTERPOINT_MAX_ALERTS          alerts one Alertmanager notification may carry (1000)
+    COUNTERPOINT_METRICS_PORT        each agent process serves Prometheus /metrics on this
+                                     port; 0 = a free port per process, logged and written to
+                                     $COUNTERPOINT_HOME/metrics/ for file discovery; unset =
+                                     no endpoint (infra/metrics.py)
+    COUNTERPOINT_METRICS_HOST        the address it listens on (127.0.0.1)
 """
 
 from __future__ import annotations
@@ -151,6 +156,9 @@ class Settings(BaseSettings):
     webhook_secret: str | None = None
     webhook_timeout_s: float = Field(default=10.0, gt=0, le=300)
     signature_tolerance_s: float = Field(default=300.0, gt=0, le=86_400)
+    # Unset: no endpoint. One port per process: several on one host need 0 (a free port each).
+    metrics_port: int | None = Field(default=None, ge=0, le=65535)
+    metrics_host: str = "127.0.0.1"
     keys_dir: Path | None = None
     trust: Path | None = None
     approver: str | None = None

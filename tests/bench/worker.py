@@ -95,8 +95,9 @@ async def counterpoint_hop(bootstrap: str, prefix: str, hop: int, fetch_max_wait
     delivery = await run_agent(agent, KafkaConfig(bootstrap_servers=bootstrap,
                                                   fetch_max_wait_ms=fetch_max_wait_ms), stop)
     if delivery.stats.deadlettered:
-        log.error("%s dead-lettered %d records", agent.name, delivery.stats.deadlettered)
-    return delivery.stats.emitted
+        log.error("%s dead-lettered %d records", agent.name,
+                  delivery.stats.total("deadlettered"))
+    return delivery.stats.total("sent")
 
 
 async def _run(args: argparse.Namespace) -> int:
