@@ -4,6 +4,8 @@ agents/metrics.py go.
 * With ``OTEL_EXPORTER_OTLP_ENDPOINT`` (or ``OTEL_EXPORTER_OTLP_METRICS_ENDPOINT``) set, they are
   pushed with OTLP/HTTP every ``OTEL_METRIC_EXPORT_INTERVAL`` ms (60000), as OpenTelemetry
   specifies; the exporter reads the other ``OTEL_EXPORTER_OTLP_*`` variables itself.
+  ``OTEL_METRICS_EXPORTER=none`` keeps metrics off OTLP while spans still go there (the
+  compose file does that: Prometheus scrapes the agents instead).
 * With ``COUNTERPOINT_METRICS_PORT`` set, the process serves Prometheus' text format at
   ``http://COUNTERPOINT_METRICS_HOST:PORT/metrics`` (host 127.0.0.1 by default). Port 0 picks a
   free port, so every process on a host (``counterpoint up`` starts one per agent, more for
@@ -39,6 +41,13 @@ from counterpoint.infra.telemetry import process_resource
 log = logging.getLogger(__name__)
 
 _OTLP_ENV = ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT")
+
+
+def _otlp_wanted() -> bool:
+    """OTLP push: an endpoint is set and OTEL_METRICS_EXPORTER (default otlp) names otlp."""
+    exporters = os.environ.get("OTEL_METRICS_EXPORTER") or "otlp"
+    return ("otlp" in {e.strip() for e in exporters.split(",")}
+            and any(os.environ.get(name) for name in _OTLP_ENV))
 
 
 def default_targets_dir(home: Path) -> Path:
@@ -93,7 +102,7 @@ def meter_provider(resource: Resource, *, prometheus: bool, otlp: bool) -> Meter
 def setup_metrics(service_name: str, *, port: int | None, host: str = "127.0.0.1",
                   targets_dir: Path | None = None, instance_id: str | None = None) -> Metrics:
     """Install this process's meter provider and serve /metrics on `port` (None: don't)."""
-    otlp = any(os.environ.get(name) for name in _OTLP_ENV)
+    otlp = _otlp_wanted()
     resource = process_resource(service_name, instance_id)
     provider = meter_provider(resource, prometheus=port is not None, otlp=otlp)
     if provider is None:

@@ -35,7 +35,10 @@ from counterpoint.bus.memory import MemoryBus
 from counterpoint.infra.metrics import announce
 from counterpoint.schemas.events import Finding, Generation, Ticket, Usage
 from counterpoint.topics.registry import INTAKE_TICKETS, INVESTIGATION_FINDINGS
+from tests.support.webhook_receiver import Receiver
 from tests.unit.test_approvals import KEYS, _decide, _pipeline, _ticket
+from tests.unit.test_webhooks import LOOPBACK_ALLOWED, deliver, result
+from tests.unit.test_webhooks import context as webhook_context
 
 Key = frozenset[tuple[str, Any]]
 PRICED = PriceTable.configured(orjson.dumps({OFFLINE_MODEL: {"input": 1000, "output": 1000}})
@@ -134,7 +137,7 @@ async def test_pipeline_counts_model_calls_results_latency_and_approvals(
     llm = {"counterpoint__agent": "metered-pipeline", "gen_ai__provider__name": "offline"}
     before = {
         "calls": value(r, "gen_ai.client.operation.duration", **llm),
-        "cost": value(r, "counterpoint.llm.cost", **llm),
+        "cost": value(r, "counterpoint.llm.cost_usd", **llm),
         "in": hist_sum(r, "gen_ai.client.token.usage", **llm, gen_ai__token__type="input"),
         "out": hist_sum(r, "gen_ai.client.token.usage", **llm, gen_ai__token__type="output"),
         "complete": value(r, "counterpoint.requests.finished",
@@ -152,7 +155,7 @@ async def test_pipeline_counts_model_calls_results_latency_and_approvals(
     assert value(r, "gen_ai.client.operation.duration", **llm) - before["calls"] == calls
     assert hist_sum(r, "gen_ai.client.token.usage", **llm,
                     gen_ai__token__type="input") > before["in"]
-    assert value(r, "counterpoint.llm.cost", **llm, gen_ai__response__model=OFFLINE_MODEL
+    assert value(r, "counterpoint.llm.cost_usd", **llm, gen_ai__response__model=OFFLINE_MODEL
                  ) > before["cost"]
     assert hist_sum(r, "gen_ai.client.token.usage", **llm,
                     gen_ai__token__type="output") > before["out"]
@@ -231,3 +234,23 @@ def test_a_process_serves_prometheus_text_on_a_free_port_and_announces_it(
     assert "process_cpu_seconds_total" in text  # prometheus_client's process collector
     assert 'service_name="probe"' in text  # the resource, as target_info
     assert "TARGET True" in text and "GONE True" in text
+
+
+async def test_webhook_attempts_are_counted_by_outcome(
+        tmp_path: Path, metrics_reader: InMemoryMetricReader) -> None:
+    r = metrics_reader
+
+    def outcomes() -> dict[str, float]:
+        return {o: value(r, "counterpoint.webhook.deliveries", counterpoint__agent="webhooks",
+                         counterpoint__webhook__outcome=o)
+                for o in ("delivered", "webhook-failed", "webhook-rejected")}
+
+    before = outcomes()
+    setup = webhook_context(tmp_path, LOOPBACK_ALLOWED)
+    with Receiver({"/flaky": [500, 503]}, default=200) as rx:
+        await deliver(setup, result(callback_url=rx.url + "/flaky"))
+    with Receiver(default=404) as rx:
+        await deliver(setup, result(callback_url=rx.url + "/gone"))
+    after = outcomes()
+    assert {o: after[o] - before[o] for o in after} == {
+        "delivered": 1, "webhook-failed": 2, "webhook-rejected": 1}
