@@ -438,6 +438,7 @@ async def cmd_gateway(args: argparse.Namespace) -> int:
     from counterpoint.infra.gateway import create_app
     from counterpoint.infra.gateway_auth import parse_approvers
     from counterpoint.infra.intake import PROVIDERS, configured_secrets
+    from counterpoint.infra.metrics import setup_metrics
     from counterpoint.infra.telemetry import default_traces_dir, setup_telemetry
 
     settings = _settings()
@@ -451,8 +452,11 @@ async def cmd_gateway(args: argparse.Namespace) -> int:
                      signature_tolerance_s=settings.signature_tolerance_s,
                      max_alerts=settings.max_alerts)
     telemetry = setup_telemetry("gateway", traces_dir=default_traces_dir(settings.home))
+    metrics = setup_metrics("gateway", port=None, instance_id=telemetry.instance_id,
+                            served_by_app=True)
     console.print(f"gateway on [bold]http://{args.host}:{args.port}[/bold] (OpenAPI at "
-                  f"/openapi.json, docs at /docs) publishing to {settings.bootstrap_servers}; "
+                  f"/openapi.json, docs at /docs, Prometheus at /metrics) publishing to "
+                  f"{settings.bootstrap_servers}; "
                   + ("bearer token required" if token or approvers else "no authentication (set "
                      "COUNTERPOINT_API_TOKEN to require a bearer token)")
                   + (f"; approvers: {', '.join(sorted(approvers))}" if approvers else
@@ -467,6 +471,7 @@ async def cmd_gateway(args: argparse.Namespace) -> int:
     try:
         await server.serve()
     finally:
+        metrics.shutdown()
         telemetry.shutdown()
     return 0
 

@@ -100,11 +100,15 @@ def meter_provider(resource: Resource, *, prometheus: bool, otlp: bool) -> Meter
 
 
 def setup_metrics(service_name: str, *, port: int | None, host: str = "127.0.0.1",
-                  targets_dir: Path | None = None, instance_id: str | None = None) -> Metrics:
-    """Install this process's meter provider and serve /metrics on `port` (None: don't)."""
+                  targets_dir: Path | None = None, instance_id: str | None = None,
+                  served_by_app: bool = False) -> Metrics:
+    """Install this process's meter provider and serve /metrics on `port` (None: don't).
+    `served_by_app`: the Prometheus registry is filled for a /metrics route of the process's
+    own (the gateway's), with no server of its own."""
     otlp = _otlp_wanted()
     resource = process_resource(service_name, instance_id)
-    provider = meter_provider(resource, prometheus=port is not None, otlp=otlp)
+    provider = meter_provider(resource, prometheus=port is not None or served_by_app,
+                              otlp=otlp)
     if provider is None:
         return Metrics(None)
     metrics.set_meter_provider(provider)

@@ -143,7 +143,8 @@ async def test_prometheus_finds_every_agent_and_sees_its_counters_move(
     assert prometheus.query('sum(counterpoint_messages_in_flight{counterpoint_agent="triage"})') \
         is not None
     # The shipped alert rules loaded in this real Prometheus.
-    rules = httpx.get(prometheus.url + "/api/v1/rules", timeout=5).json()["data"]["groups"]
+    answer = await asyncio.to_thread(httpx.get, prometheus.url + "/api/v1/rules", timeout=5)
+    rules = answer.json()["data"]["groups"]
     assert {r["name"] for g in rules for r in g["rules"]} == {
         "CounterpointConsumerLagStuck", "CounterpointDeadLetterRate",
         "CounterpointPartialResults", "CounterpointAgentDown"}

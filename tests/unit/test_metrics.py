@@ -37,6 +37,8 @@ from counterpoint.schemas.events import Finding, Generation, Ticket, Usage
 from counterpoint.topics.registry import INTAKE_TICKETS, INVESTIGATION_FINDINGS
 from tests.support.webhook_receiver import Receiver
 from tests.unit.test_approvals import KEYS, _decide, _pipeline, _ticket
+from tests.unit.test_gateway import app as gateway_app
+from tests.unit.test_gateway import client as gateway_client
 from tests.unit.test_webhooks import LOOPBACK_ALLOWED, deliver, result
 from tests.unit.test_webhooks import context as webhook_context
 
@@ -254,3 +256,28 @@ async def test_webhook_attempts_are_counted_by_outcome(
     after = outcomes()
     assert {o: after[o] - before[o] for o in after} == {
         "delivered": 1, "webhook-failed": 2, "webhook-rejected": 1}
+
+
+async def test_the_gateway_serves_metrics_behind_its_token_and_times_requests_by_route(
+        metrics_reader: InMemoryMetricReader) -> None:
+    r = metrics_reader
+    route = {"http__route": "/v1/requests/{request_id}"}
+    before = value(r, "http.server.request.duration", **route, http__response__status_code=404)
+    refused = value(r, "http.server.request.duration", http__response__status_code=401)
+    async with gateway_client(gateway_app(token="s3cret")) as http:
+        assert (await http.get("/metrics")).status_code == 401
+        ok = {"Authorization": "Bearer s3cret"}
+        assert (await http.get("/v1/requests/r-1", headers=ok)).status_code == 404
+        assert (await http.get("/v1/requests/r-2", headers=ok)).status_code == 404
+        scraped = await http.get("/metrics", headers=ok)
+    assert scraped.status_code == 200
+    assert scraped.headers["content-type"].startswith("text/plain; version=")
+    assert "process_cpu_seconds_total" in scraped.text
+    # FastAPI's instrumentation: by route template, not one series per request id; the
+    # guard's 401 counted too.
+    assert value(r, "http.server.request.duration", **route,
+                 http__response__status_code=404) - before == 2
+    assert value(r, "http.server.request.duration",
+                 http__response__status_code=401) - refused == 1
+    async with gateway_client(gateway_app(token=None)) as http:
+        assert (await http.get("/metrics")).status_code == 200  # no credentials, no token
