@@ -44,13 +44,17 @@ PACED_DRAIN_S = 30.0
 
 
 
-def describe(kind: RelayKind, tracing: bool) -> tuple[str, str, str]:
+def describe(kind: RelayKind, tracing: bool, metrics: bool = False) -> tuple[str, str, str]:
     """(key, title, description) of a relay scenario."""
     if kind == "raw":
         return ("raw", "raw aiokafka relay (baseline)",
                 f"{HOPS} hop processes: consume → orjson.loads → orjson.dumps → produce, commit "
                 f"after the produce is acked; {PARTITIONS} partitions per topic, "
                 f"fetch_max_wait_ms={FETCH_MAX_WAIT_MS}")
+    if metrics:
+        return ("counterpoint+metrics", "Counterpoint relay + metrics",
+                "as the bus relay, with metrics on in every hop (setup_metrics: the SDK's meter "
+                "provider, a Prometheus reader and /metrics on a free port; no spans)")
     if tracing:
         return ("counterpoint+tracing", "Counterpoint relay + OTel SDK",
                 "as above, with the OpenTelemetry SDK installed in every hop (setup_telemetry, "
@@ -229,9 +233,9 @@ async def _phase(name: str, driver: Driver, sink: RelaySink, seqs: range, rate: 
 
 async def run_relay(kind: RelayKind, bootstrap: str, *, messages: int, rate: float,
                     duration: float, workdir: Path, status: Status, tracing: bool = False,
-                    warmup: int = 40) -> ScenarioResult:
+                    metrics: bool = False, warmup: int = 40) -> ScenarioResult:
     """Start the hop processes, run warm-up, burst and (if duration > 0) paced phases."""
-    key, title, description = describe(kind, tracing)
+    key, title, description = describe(kind, tracing, metrics)
     result = ScenarioResult(key, title, description)
     run_id = uuid.uuid4().hex[:8]
     prefix = f"bench.{run_id}.{key.replace('+', '-')}"
@@ -253,6 +257,8 @@ async def run_relay(kind: RelayKind, bootstrap: str, *, messages: int, rate: flo
                     prefix, "--hop", str(hop), "--fetch-max-wait-ms", str(FETCH_MAX_WAIT_MS)]
             if tracing:
                 args += ["--traces-dir", str(traces_dir)]
+            if metrics:
+                args.append("--metrics")
             children.spawn(f"{kind} hop {hop}", args, scenario_dir / f"hop{hop}.log")
 
         def check() -> None:

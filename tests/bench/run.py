@@ -50,7 +50,7 @@ QUICK = {"messages": 2_000, "rate": 200.0, "duration": 3.0, "requests": 40,
          "model_delay": 1.0}
 DEFAULT_JSON = Path(".counterpoint/bench/latest.json")
 TIMES = "\N{MULTIPLICATION SIGN}"
-SCENARIOS = ("raw", "counterpoint", "tracing", "pipeline", "idle", "model")
+SCENARIOS = ("raw", "counterpoint", "metrics", "tracing", "pipeline", "idle", "model")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -173,10 +173,16 @@ def add_cpu_figures(results: Sequence[ScenarioResult]) -> None:
     baseline = next((r for r in results if r.key == "raw"), None)
     if baseline is None or baseline.cpu_us_per_msg is None:
         return
+    bus = next((r for r in results if r.key == "counterpoint"), None)
     for result in results:
         if result.key.startswith("counterpoint") and result.cpu_us_per_msg is not None:
             result.figures["CPU per message per hop (burst), us"] = (result.cpu_us_per_msg,
                                                                      baseline.cpu_us_per_msg)
+        # What metrics cost is measured against the same bus without them.
+        if (result.key == "counterpoint+metrics" and result.cpu_us_per_msg is not None
+                and bus is not None and bus.cpu_us_per_msg is not None):
+            result.figures["CPU per message per hop vs the bus relay, us"] = (
+                result.cpu_us_per_msg, bus.cpu_us_per_msg)
 
 
 def render_figures(results: Sequence[ScenarioResult]) -> Table:
@@ -292,6 +298,9 @@ async def bench(args: argparse.Namespace, console: Console) -> int:
             "counterpoint": ("Counterpoint bus 3-hop relay",
                              lambda s: run_relay("counterpoint", bootstrap, status=s,
                                                  **relay_args)),
+            "metrics": ("Counterpoint bus 3-hop relay, metrics on",
+                        lambda s: run_relay("counterpoint", bootstrap, status=s, metrics=True,
+                                            **relay_args)),
             "tracing": ("Counterpoint bus 3-hop relay, OpenTelemetry SDK on",
                         lambda s: run_relay("counterpoint", bootstrap, status=s, tracing=True,
                                             **relay_args)),
