@@ -21,7 +21,7 @@ from counterpoint.agents.catalog import AGENT_NAMES
 from counterpoint.infra.broker import free_port
 from counterpoint.infra.demo import example
 from counterpoint.topics.registry import INTAKE_TICKETS, SYNTHESIS_RESULTS
-from tests.integration.conftest import AgentStack
+from tests.integration.conftest import AgentStack, running_pipeline
 from tests.integration.helpers import collect, send_raw
 from tests.support.debian import debian_binary
 from tests.support.served import Served
@@ -83,13 +83,9 @@ class Prometheus:
 
 @pytest.fixture(scope="module")
 def stack(bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[AgentStack]:
-    agents = AgentStack(bootstrap, tmp_path_factory.mktemp("home"),
-                        dict.fromkeys(AGENT_NAMES, 1), {"COUNTERPOINT_METRICS_PORT": "0"})
-    try:
-        agents.wait_joined()
+    with running_pipeline(bootstrap, tmp_path_factory.mktemp("home"),
+                          {"COUNTERPOINT_METRICS_PORT": "0"}) as agents:
         yield agents
-    finally:
-        agents.stop()
 
 
 @pytest.fixture(scope="module")
