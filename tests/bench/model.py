@@ -78,7 +78,10 @@ async def _one_run(bootstrap: str, base_url: str, *, broker_pid: int | None, wor
     env = dict(os.environ)
     env.update({"KAFKA_BOOTSTRAP_SERVERS": bootstrap, "COUNTERPOINT_HOME": str(home),
                 "ANTHROPIC_API_KEY": "bench-key", "ANTHROPIC_BASE_URL": base_url,
-                "COUNTERPOINT_MAX_IN_FLIGHT": str(in_flight)})
+                "COUNTERPOINT_MAX_IN_FLIGHT": str(in_flight),
+                # One keyring for both runs: the first run's approval requests, still held for
+                # a decision, are held again by the second, not dead-lettered as untrusted.
+                "COUNTERPOINT_KEYS_DIR": str(workdir / "model-keys")})
     supervisor = Supervisor(home / "logs", env=env, restart=False)
     sink = ResultSink(bootstrap)
     producer: AIOKafkaProducer | None = None
