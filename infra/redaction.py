@@ -86,8 +86,9 @@ def _query(match: re.Match[str]) -> str:
 # What any pattern above needs in a text to match: an "@" (email), "=" or ":" (key/value),
 # 13 digits with at most single separators (card), "earer"/"asic" (Bearer, Basic), "sk-"
 # (API keys); userinfo has its "@" and a query value its "=". One scan for these lets the
-# exporter skip every substitution for almost every attribute (topic names, ids, offsets). A new pattern needs its trigger here too
-# (tests/unit/test_redaction.py checks that every redaction was flagged).
+# exporter skip every substitution for almost every attribute (topic names, ids, offsets). A
+# new pattern needs its trigger here too (tests/unit/test_redaction.py checks that every
+# redaction was flagged).
 _MAYBE_RE = re.compile(r"[@=:]|\d(?:[ -]?\d){12}|earer|asic|sk-")
 
 
