@@ -624,6 +624,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     install_log_redaction()  # secrets and personal data never reach a log (infra/redaction.py)
     follow_supervisor()  # a child of `up` stops when `up` dies, however (infra/lifeline.py)
     logging.getLogger("aiokafka").setLevel(logging.WARNING)
+    # The anthropic SDK's HTTP client logs every model call at INFO: a line formatted and
+    # redacted per call, for nothing an operator reads (failures still log as warnings).
+    logging.getLogger("httpx2").setLevel(logging.WARNING)
     try:
         return int(asyncio.run(args.func(args)))
     except CliError as exc:

@@ -167,10 +167,11 @@ class Settings(BaseSettings):
     @field_validator("approvers")
     @classmethod
     def _approvers(cls, v: str | None) -> str | None:
-        from counterpoint.infra.gateway_auth import parse_approvers
-
         if v is None or not v.strip():
             return None
+        # Only now: gateway_auth imports starlette, which no agent process needs otherwise.
+        from counterpoint.infra.gateway_auth import parse_approvers
+
         parse_approvers(v)  # a bad mapping fails at start-up, naming the problem
         return v
 
@@ -181,6 +182,8 @@ class Settings(BaseSettings):
     @field_validator("webhook_networks")
     @classmethod
     def _networks(cls, v: str) -> str:
+        if not v.replace(",", "").strip():
+            return v  # nothing to check: spares every process webhook_egress's httpx import
         from counterpoint.agents.webhook_egress import parse_networks
 
         parse_networks(v)  # a bad network fails at start-up, naming the entry

@@ -32,7 +32,7 @@ from opentelemetry import trace
 from opentelemetry.trace import Status, StatusCode
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from counterpoint.agents.llm.tooluse import ToolOutcome, ToolSpec
+from counterpoint.agents.llm.tooluse import ToolOutcome, ToolSpec, json_schema
 from counterpoint.agents.tools.business import BusinessStore
 from counterpoint.schemas.events import Fact
 
@@ -72,7 +72,7 @@ class Tool(Generic[In, Out]):
     read_only: bool = True
 
     def spec(self) -> ToolSpec:
-        return ToolSpec(self.name, self.description, self.input.model_json_schema())
+        return ToolSpec(self.name, self.description, json_schema(self.input))
 
 
 class Registry:

@@ -57,8 +57,9 @@ async def _joined(count: int, joined: Callable[[], int], check: Callable[[], Non
     return time.monotonic() - started
 
 
-async def bare_startup(bootstrap: str, workdir: Path, count: int) -> float:
-    """Seconds until `count` bare aiokafka consumer processes (one group each) are assigned."""
+async def bare_startup(bootstrap: str, workdir: Path, count: int) -> tuple[float, float]:
+    """Seconds until `count` bare aiokafka consumer processes (one group each) are assigned,
+    and the CPU seconds (user+system) they spent by then, together."""
     prefixes = [f"bench.{uuid.uuid4().hex[:8]}.join{i}" for i in range(count)]
     topics = [t for p in prefixes for t in relay_topics(p)]
     await ensure_topics(bootstrap, [TopicSpec(t.name, t.partitions) for t in topics])
@@ -77,7 +78,8 @@ async def bare_startup(bootstrap: str, workdir: Path, count: int) -> float:
                 raise BenchError("; ".join(dead) + "\n" + children.logs())
 
         await _joined(count, children.joined, check, "bare consumers")
-        return time.monotonic() - started
+        return (time.monotonic() - started,
+                total_cpu([proc.pid for _, proc, _ in children.procs]))
     finally:
         children.stop()
         await delete_topics(bootstrap, [t.name for t in topics])
@@ -134,7 +136,8 @@ async def run_stack_at_rest(bootstrap: str, *, broker_pid: int | None, workdir: 
         startup = await _joined(len(AGENT_NAMES),
                                 lambda: sum(p.joined for p in supervisor.processes), check,
                                 "agents")
-        step.finish(f"all consuming after {startup:.1f} s")
+        startup_cpu = total_cpu([p.popen.pid for p in supervisor.processes])
+        step.finish(f"all consuming after {startup:.1f} s ({startup_cpu:.1f} s CPU)")
         step = status.step(f"{mode}: rest {settle:g} s, then measure {seconds:g} s")
         await asyncio.sleep(settle)
         pids = [p.popen.pid for p in supervisor.processes]
@@ -150,8 +153,8 @@ async def run_stack_at_rest(bootstrap: str, *, broker_pid: int | None, workdir: 
         await sink.start()  # only now: the bench's own reader polls, and is not the stack
         first = await _first_request(bootstrap, sink)
         step.finish(f"result after {first * 1000:.0f} ms")
-        return {"startup_s": startup, "agents_core": agents, "broker_core": broker,
-                "first_request_ms": first * 1000}
+        return {"startup_s": startup, "startup_cpu_s": startup_cpu, "agents_core": agents,
+                "broker_core": broker, "first_request_ms": first * 1000}
     finally:
         with contextlib.suppress(Exception):
             await sink.stop()
@@ -171,8 +174,8 @@ async def run_idle(bootstrap: str, *, broker_pid: int | None, workdir: Path, sta
         "processes joining a group each for start-up.")
     await create_topics(bootstrap)
     step = status.step(f"baseline: {len(AGENT_NAMES)} bare aiokafka consumers join")
-    bare = await bare_startup(bootstrap, workdir, len(AGENT_NAMES))
-    step.finish(f"all assigned after {bare:.1f} s")
+    bare, bare_cpu = await bare_startup(bootstrap, workdir, len(AGENT_NAMES))
+    step.finish(f"all assigned after {bare:.1f} s ({bare_cpu:.1f} s CPU)")
     adaptive = await run_stack_at_rest(bootstrap, broker_pid=broker_pid, workdir=workdir,
                                        status=status, seconds=seconds, settle=settle,
                                        mode="auto")
@@ -181,6 +184,9 @@ async def run_idle(bootstrap: str, *, broker_pid: int | None, workdir: Path, sta
                                       mode="long-poll")
     result.figures = {
         "start-up to all consuming, s": (adaptive["startup_s"], bare),
+        # Wall time above depends on what else the machine runs; CPU far less.
+        "start-up CPU of every agent process together, s": (adaptive["startup_cpu_s"],
+                                                             bare_cpu),
         "idle CPU, agents + broker, % of one core": (
             100 * (adaptive["agents_core"] + _zero(adaptive["broker_core"])),
             100 * (polling["agents_core"] + _zero(polling["broker_core"]))),

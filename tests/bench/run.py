@@ -44,10 +44,10 @@ from tests.bench.status import LiveStatus
 
 DEFAULTS = {"messages": 20_000, "rate": 200.0, "duration": 10.0, "requests": 200,
             "request_rate": 20.0, "idle_seconds": 20.0, "model_requests": 400,
-            "model_delay": 1.0}
+            "model_delay": 1.0, "model_in_flight": 256}
 QUICK = {"messages": 2_000, "rate": 200.0, "duration": 3.0, "requests": 40,
          "request_rate": 20.0, "idle_seconds": 10.0, "model_requests": 60,
-         "model_delay": 1.0}
+         "model_delay": 1.0, "model_in_flight": 256}
 DEFAULT_JSON = Path(".counterpoint/bench/latest.json")
 TIMES = "\N{MULTIPLICATION SIGN}"
 SCENARIOS = ("raw", "counterpoint", "metrics", "tracing", "pipeline", "idle", "model")
@@ -70,6 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="model scenario: requests published at once (default 400; quick 60)")
     p.add_argument("--model-delay", type=float,
                    help="model scenario: seconds every model call takes (default 1)")
+    p.add_argument("--model-in-flight", type=int,
+                   help="model scenario: records in flight per process in its second run "
+                        "(default 256; the first run has the default, 64)")
     p.add_argument("--quick", action="store_true", help="small sizes: a run of about a minute")
     p.add_argument("--only", default=",".join(SCENARIOS), metavar="LIST",
                    help=f"comma-separated subset of {','.join(SCENARIOS)} (default: all)")
@@ -84,7 +87,7 @@ def resolve(args: argparse.Namespace) -> dict[str, Any]:
     sizes = {k: (getattr(args, k) if getattr(args, k) is not None else v)
              for k, v in base.items()}
     errors = [f"--{k.replace('_', '-')} must be positive"
-              for k in ("messages", "requests", "model_requests")
+              for k in ("messages", "requests", "model_requests", "model_in_flight")
               if sizes[k] < 1]
     errors += [f"--{k.replace('_', '-')} must be positive"
                for k in ("rate", "request_rate", "model_delay")
@@ -314,7 +317,8 @@ async def bench(args: argparse.Namespace, console: Console) -> int:
             "model": ("every model call takes a set time: the anthropic SDK against a stand-in",
                       lambda s: run_model(bootstrap, broker_pid=broker_pid, workdir=workdir,
                                           status=s, requests=sizes["model_requests"],
-                                          delay_s=sizes["model_delay"])),
+                                          delay_s=sizes["model_delay"],
+                                          more_in_flight=sizes["model_in_flight"])),
         }
         plan = [runs[name] for name in SCENARIOS if name in sizes["only"]]
         for n, (name, run) in enumerate(plan, 1):
