@@ -21,6 +21,10 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e ".[test]"
+	@# pip compiles a wheel's modules at install, not an editable install's; where
+	@# PYTHONDONTWRITEBYTECODE is set nothing ever writes them, and every agent process would
+	@# compile the project's modules again at each start (about a fifth of its start-up CPU).
+	$(BIN)/python -m compileall -q $(PACKAGES)
 	@touch $(STAMP)
 
 $(MCP_SQLITE): tests/support/mcp-sqlite-requirements.txt

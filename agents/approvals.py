@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Final
 
+from counterpoint.agents import metrics
 from counterpoint.agents.approval_checks import check_decision, check_request
 from counterpoint.agents.context import AgentContext
 from counterpoint.bus.agent import Agent, Cause, Emit, Hold, Incoming, Publisher
@@ -76,6 +77,10 @@ class Desk:
         self.orphans: dict[str, Orphan] = {}
         self.decided: dict[str, None] = {}  # insertion-ordered set, oldest evicted first
 
+    def __len__(self) -> int:
+        """Approvals waiting for a person (what the metrics report)."""
+        return len(self.waiting)
+
     def decide(self, approval_id: str) -> list[Hold]:
         """Mark decided; the holds that waited for it."""
         self.decided[approval_id] = None
@@ -113,6 +118,7 @@ class Desk:
 def build(ctx: AgentContext) -> Agent:
     agent = Agent("approvals", emits=EMITS, joins=CONSUMES)
     desk = Desk()
+    metrics.watch_waiting(agent.name, desk)
     signer = ctx.keys.signer("approvals")  # fails at start-up when this process has no key
 
     @agent.handles(APPROVALS_REQUESTED)
@@ -137,6 +143,9 @@ def build(ctx: AgentContext) -> Agent:
         if d.via == "policy" or d.approval_id in desk.decided:
             return []  # nothing waits for these; the first decision already settled it
         if d.approval_id in desk.waiting:
+            metrics.approvals_decided.add(1, {metrics.AGENT_ATTR: agent.name,
+                                              "counterpoint.approval.decision": d.decision,
+                                              "counterpoint.approval.via": d.via})
             event.release_after_ack(desk.decide(d.approval_id))
             return []
         orphan = desk.orphans.setdefault(d.approval_id, Orphan(event.partition, now()))
@@ -176,6 +185,7 @@ def build(ctx: AgentContext) -> Agent:
                 waiting.expiring = False  # tried again at the next tick
                 raise
             desk.decide(r.approval_id)
+            metrics.approvals_expired.add(1, {metrics.AGENT_ATTR: agent.name})
 
     agent.on_revoked(desk.drop)
     return agent

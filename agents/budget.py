@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Final, TypeVar
@@ -30,6 +31,7 @@ from typing import Any, Final, TypeVar
 from opentelemetry import trace
 from pydantic import BaseModel
 
+from counterpoint.agents import metrics
 from counterpoint.agents.cost import PriceTable
 from counterpoint.agents.llm.offline import OFFLINE_MODEL
 from counterpoint.agents.llm.provider import LLMProvider, LLMRequest, LLMResponse
@@ -80,12 +82,14 @@ def metering(limit_usd: float | None) -> Iterator[Meter]:
 
 
 class MeteredProvider:
-    """Prices every answer (`usage.cost_usd`) and refuses calls the current meter can't pay."""
+    """Prices every answer (`usage.cost_usd`) and refuses calls the current meter can't pay;
+    counts calls, tokens, cost and refusals for `agent` (agents/metrics.py)."""
 
-    def __init__(self, inner: LLMProvider, prices: PriceTable) -> None:
+    def __init__(self, inner: LLMProvider, prices: PriceTable, agent: str = "") -> None:
         self.inner = inner
         self.prices = prices
         self.name = inner.name
+        self.agent = agent
 
     def answering_models(self, model: str) -> list[str]:
         """Who may answer a call to `model`: the offline provider answers as itself; the
@@ -102,12 +106,21 @@ class MeteredProvider:
         if meter is not None and meter.limit_usd is not None:
             needed = max(self.prices.estimate(request, m) for m in self.answering_models(model))
             if needed > meter.left_usd:
+                metrics.budget_refusals.add(1, {**self._attributes(model),
+                                                "counterpoint.llm.task": request.task})
                 trace.get_current_span().add_event("budget ran out", {
                     "counterpoint.llm.task": request.task, "counterpoint.estimate_usd": needed,
                     "counterpoint.left_usd": max(meter.left_usd, 0.0)})
                 raise BudgetExhausted(needed, meter.left_usd, meter.limit_usd)
-        answer = await self.inner.generate(request, model=model)
+        started = time.monotonic()
+        try:
+            answer = await self.inner.generate(request, model=model)
+        except Exception as exc:
+            metrics.model_duration.record(time.monotonic() - started, {
+                **self._attributes(model), "error.type": type(exc).__qualname__})
+            raise
         cost = self.prices.cost(answer.usage, answer.generation.model)
+        self._record(model, answer, cost, time.monotonic() - started)
         if meter is not None:
             meter.spent_usd += cost
         trace.get_current_span().add_event("llm cost", {
@@ -116,16 +129,30 @@ class MeteredProvider:
         return LLMResponse(answer.output, answer.usage.model_copy(update={"cost_usd": cost}),
                            answer.generation)
 
+    def _attributes(self, model: str) -> dict[str, str]:
+        return {"gen_ai.operation.name": "chat", "gen_ai.provider.name": self.name,
+                "gen_ai.request.model": model, metrics.AGENT_ATTR: self.agent}
+
+    def _record(self, model: str, answer: LLMResponse[Any], cost: float, seconds: float) -> None:
+        attrs = self._attributes(model)
+        attrs["gen_ai.response.model"] = answer.generation.model
+        metrics.model_duration.record(seconds, attrs)
+        metrics.token_usage.record(answer.usage.input_tokens,
+                                   {**attrs, "gen_ai.token.type": "input"})
+        metrics.token_usage.record(answer.usage.output_tokens,
+                                   {**attrs, "gen_ai.token.type": "output"})
+        metrics.model_cost.add(cost, attrs)
+
     async def aclose(self) -> None:
         close = getattr(self.inner, "aclose", None)
         if close is not None:
             await close()
 
 
-def metered(provider: LLMProvider, prices: PriceTable) -> MeteredProvider:
+def metered(provider: LLMProvider, prices: PriceTable, agent: str = "") -> MeteredProvider:
     if isinstance(provider, MeteredProvider):
         return provider
-    return MeteredProvider(provider, prices)
+    return MeteredProvider(provider, prices, agent)
 
 
 async def generate_within(provider: LLMProvider, request: LLMRequest[T], *, model: str,

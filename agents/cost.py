@@ -25,6 +25,7 @@ from pydantic_core import to_jsonable_python
 from counterpoint.agents.json_setting import json_object_setting
 from counterpoint.agents.llm.offline import OFFLINE_MODEL
 from counterpoint.agents.llm.provider import LLMRequest
+from counterpoint.agents.llm.tooluse import json_schema
 from counterpoint.schemas.events import Usage
 
 MILLION: Final = 1_000_000
@@ -118,6 +119,6 @@ class PriceTable:
 def estimate_input_tokens(request: LLMRequest[Any]) -> int:
     context = json.dumps(to_jsonable_python(dict(request.context), fallback=str),
                          ensure_ascii=False, separators=(",", ":"))
-    schema = json.dumps(request.output.model_json_schema(), separators=(",", ":"))
+    schema = json.dumps(json_schema(request.output), separators=(",", ":"))
     chars = len(request.system) + len(request.content) + len(context) + len(schema)
     return math.ceil(chars / CHARS_PER_TOKEN)

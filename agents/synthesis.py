@@ -29,7 +29,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from counterpoint.agents import approval_policy
+from counterpoint.agents import approval_policy, metrics
 from counterpoint.agents.accounting import account, compose_within_budget
 from counterpoint.agents.closure import closing_emit, resolved_during_investigation
 from counterpoint.agents.context import AgentContext
@@ -145,6 +145,7 @@ def build(ctx: AgentContext) -> Agent:
             callback_url=d.subject.callback_url, origin=d.subject.origin,
         )
         assert g.cause is not None
+        finished(agent.name, result, d.received_at)
         if closure is not None:
             # A different id from the unresolved result's: were that one published already
             # (before a crash), consumers that dedupe by id must still see this one.
@@ -182,3 +183,16 @@ def build(ctx: AgentContext) -> Agent:
         return []
 
     return agent
+
+
+def finished(agent: str, result: Result, received_at: datetime | None) -> None:
+    """Count the result; its latency runs from the request's intake record to now.
+
+    Counted when composed, before the broker has it: a result recomposed after a crash is
+    counted again (at least once, like its delivery)."""
+    attrs = {metrics.AGENT_ATTR: agent, "counterpoint.request.status": result.status,
+             "counterpoint.request.kind": result.kind}
+    metrics.requests_finished.add(1, attrs)
+    if received_at is not None:
+        metrics.request_duration.record(
+            max(0.0, (result.completed_at - received_at).total_seconds()), attrs)

@@ -224,6 +224,7 @@ def _fan_out(event: Incoming[Any], subject: Subject, plan: list[tuple[str, str]]
         priority=priority, severity=severity, investigations=investigations,
         deadline_at=now() + deadline, rationale=rationale,
         generation=answer.generation, usage=answer.usage, budget=budget,
+        received_at=event.envelope.time,
     )
     emits = [Emit(TRIAGE_DECISIONS, decision, key=request_id, tag="decision",
                   subject=subject.source_id, request_id=request_id)]

@@ -40,6 +40,7 @@ import httpx
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from counterpoint.agents import metrics
 from counterpoint.agents.context import AgentContext
 from counterpoint.agents.webhook_egress import (
     EgressPolicy,
@@ -55,7 +56,7 @@ from counterpoint.agents.webhook_signing import (
     sign,
 )
 from counterpoint.bus.agent import Agent, Emit, Incoming
-from counterpoint.bus.errors import CounterpointError, TransientError
+from counterpoint.bus.errors import CounterpointError, TransientError, reason_of
 from counterpoint.schemas.events import Result, WebhookDelivery
 from counterpoint.topics.registry import SYNTHESIS_RESULTS, WEBHOOK_DELIVERIES, Topic
 
@@ -63,6 +64,7 @@ EMITS: tuple[Topic[Any], ...] = (WEBHOOK_DELIVERIES,)
 
 RETRIABLE_STATUS: Final = frozenset({408, 425, 429})
 ATTEMPTS_REMEMBERED: Final = 10_000
+OUTCOME: Final = "counterpoint.webhook.outcome"
 
 log = logging.getLogger(__name__)
 
@@ -164,20 +166,11 @@ def build(ctx: AgentContext, egress: EgressPolicy | None = None) -> Agent:
     # Built once: making a TLS context is the costly part of a client. A client per POST
     # keeps nothing open between deliveries (the agent has no shutdown hook to close one).
     tls = ssl.create_default_context()
+    counted = {metrics.AGENT_ATTR: agent.name}
 
-    @agent.handles(SYNTHESIS_RESULTS)
-    async def on_result(event: Incoming[Result]) -> list[Emit]:
-        result = event.data
-        url = target_for(result, targets)
-        if url is None:
-            return []
-        result_id = event.envelope.id
-        attempt = attempts[result_id] = attempts.get(result_id, 0) + 1
-        while len(attempts) > ATTEMPTS_REMEMBERED:
-            attempts.popitem(last=False)
-        body = orjson.dumps(result.model_dump(mode="json"))
-        headers = delivery_headers(result_id, result.request_id, body, secret, int(time.time()))
-        where = shown(url)
+    async def post(url: str, body: bytes, headers: dict[str, str], where: str,
+                   attempt: int) -> int:
+        """One POST; its status code when the receiver took it, else the failure raised."""
         try:
             await egress.check(url, settings.webhook_timeout_s)
             # The answer's body is never read: nothing a receiver says may travel back.
@@ -194,6 +187,27 @@ def build(ctx: AgentContext, egress: EgressPolicy | None = None) -> Agent:
             raise WebhookFailed(f"POST {where} (attempt {attempt}): {status_text(code)}")
         if code >= 300:
             raise WebhookRejected(f"POST {where} (attempt {attempt}): {status_text(code)}")
+        return code
+
+    @agent.handles(SYNTHESIS_RESULTS)
+    async def on_result(event: Incoming[Result]) -> list[Emit]:
+        result = event.data
+        url = target_for(result, targets)
+        if url is None:
+            return []
+        result_id = event.envelope.id
+        attempt = attempts[result_id] = attempts.get(result_id, 0) + 1
+        while len(attempts) > ATTEMPTS_REMEMBERED:
+            attempts.popitem(last=False)
+        body = orjson.dumps(result.model_dump(mode="json"))
+        headers = delivery_headers(result_id, result.request_id, body, secret, int(time.time()))
+        where = shown(url)
+        try:
+            code = await post(url, body, headers, where, attempt)
+        except Exception as exc:  # counted by its dead-letter reason: webhook-failed, ...
+            metrics.webhook_deliveries.add(1, {**counted, OUTCOME: reason_of(exc)})
+            raise
+        metrics.webhook_deliveries.add(1, {**counted, OUTCOME: "delivered"})
         attempts.pop(result_id, None)
         delivered = WebhookDelivery(request_id=result.request_id, result_id=result_id,
                                     url=where, attempts=attempt, status_code=code,

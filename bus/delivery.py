@@ -21,17 +21,18 @@ import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 from typing import Any, Final, Protocol
 
-import orjson
 from opentelemetry.trace import Span, Status, StatusCode
 
-from counterpoint.bus import tracing
-from counterpoint.bus.agent import Agent, Cause, Emit, Hold, Incoming, Settlement
+from counterpoint.bus import metrics, tracing
+from counterpoint.bus.agent import Agent, Cause, Emit, Handler, Hold, Incoming, Settlement
 from counterpoint.bus.checks import checked_emits
 from counterpoint.bus.deadletter import Failure, deadletter_headers
 from counterpoint.bus.decode import InputLimits, RawRecord, decode
-from counterpoint.bus.errors import CounterpointError, TooLarge, is_retriable
+from counterpoint.bus.errors import CounterpointError, TooLarge, is_retriable, reason_of
+from counterpoint.bus.metrics import Attributes, DeliveryStats, bump
 from counterpoint.schemas.envelope import Envelope, derive_event_id, now
 from counterpoint.topics.registry import DEADLETTER_NAME
 
@@ -59,15 +60,6 @@ class RetryPolicy:
     def delay(self, attempt: int) -> float:
         # Full jitter: concurrent retries of one overloaded dependency spread out.
         return random.uniform(0, min(self.max_delay_s, self.base_delay_s * 2 ** attempt))
-
-
-@dataclass
-class DeliveryStats:
-    handled: int = 0
-    emitted: int = 0
-    deadlettered: int = 0
-    retries: int = 0
-    duplicates: int = 0
 
 
 @dataclass
@@ -103,6 +95,20 @@ class Delivery:
         self.limits = limits or InputLimits()
         self.stats = DeliveryStats()
         self._finished: OrderedDict[str, None] = OrderedDict()
+        self._attributes: dict[str | None, Attributes] = {}
+        metrics.watch(self)
+
+    def topic_attributes(self, topic: str | None) -> Attributes:
+        """This agent's metric attributes for `topic` (built once: recorded per record)."""
+        attrs = self._attributes.get(topic)
+        if attrs is None:
+            attrs = {"messaging.system": "kafka",
+                     "messaging.consumer.group.name": self.agent.group_id,
+                     metrics.AGENT_ATTR: self.agent.name}
+            if topic is not None:
+                attrs["messaging.destination.name"] = topic
+            self._attributes[topic] = attrs
+        return attrs
 
     def finished(self, event_id: str) -> None:
         """Remember a finished event: its effects are durable, a redelivery can be skipped."""
@@ -113,84 +119,128 @@ class Delivery:
 
     async def handle(self, record: RawRecord) -> Outcome:
         topic, handler = self.agent.handlers[record.topic]
+        bump(self.stats.consumed, record.topic)
         first_failure = now()
-        with tracing.process_span(record.topic, record.headers, partition=record.partition,
-                                  offset=record.offset, group=self.agent.group_id,
-                                  agent=self.agent.name) as span:
-            try:
-                envelope, data = decode(topic, record, self.limits)
-            except CounterpointError as exc:
-                failure = Failure(exc, 1, first_failure, now())
-                return Outcome([await self._deadletter(span, record, failure)])
-            _tag_span(span, envelope)
-            if envelope.id in self._finished:
-                self.stats.duplicates += 1
+        decoded: tuple[Envelope, Any] | None = None
+        error: CounterpointError | None = None
+        try:
+            decoded = decode(topic, record, self.limits)
+        except CounterpointError as exc:
+            error = exc
+        if not tracing.recording():
+            return await self._handle(record, handler, decoded, error, first_failure, None,
+                                      tracing.forwarded(record.headers))
+        envelope = decoded[0] if decoded is not None else None
+        with tracing.Consuming(record.topic, record.headers,
+                               self._span_attributes(record, envelope)) as span:
+            return await self._handle(record, handler, decoded, error, first_failure, span,
+                                      tracing.carry(span))
+
+    async def _handle(self, record: RawRecord, handler: Handler,
+                      decoded: tuple[Envelope, Any] | None, error: CounterpointError | None,
+                      first_failure: datetime, span: Span | None,
+                      trace_headers: tracing.TraceHeaders) -> Outcome:
+        if decoded is None:
+            assert error is not None
+            failure = Failure(error, 1, first_failure, now())
+            return Outcome([await self._deadletter(span, record, failure)])
+        envelope, data = decoded
+        if envelope.id in self._finished:
+            bump(self.stats.duplicates, record.topic)
+            if span is not None:
                 span.set_attribute("counterpoint.duplicate", True)
-                return Outcome(event_id=envelope.id)
-            trace_headers: list[tuple[str, bytes]] = []
-            tracing.inject(trace_headers)
-            incoming = Incoming(envelope, data, record.topic, record.partition, record.offset,
-                                tuple(trace_headers))
-            started = time.monotonic()
-            attempt = 0
-            while True:
-                attempt += 1
+            return Outcome(event_id=envelope.id)
+        incoming = Incoming(envelope, data, record.topic, record.partition, record.offset,
+                            trace_headers)
+        started = time.monotonic()
+        attempt = 0
+        while True:
+            attempt += 1
+            if attempt > 1:
                 incoming = replace(incoming, settlement=Settlement())  # a retry starts clean
-                try:
-                    emits = checked_emits(self.agent, await handler(incoming))
-                    break
-                except Exception as exc:  # a handler bug must not stop the agent
-                    # A rate limit that says when to come back is honoured.
-                    delay = max(self.retry.delay(attempt), getattr(exc, "retry_after", 0) or 0)
-                    if (is_retriable(exc) and attempt < self.retry.max_attempts
-                            and time.monotonic() - started + delay < self.retry.max_seconds):
-                        self.stats.retries += 1
+            try:
+                emits = checked_emits(self.agent, await handler(incoming))
+                break
+            except Exception as exc:  # a handler bug must not stop the agent
+                # A rate limit that says when to come back is honoured.
+                delay = max(self.retry.delay(attempt), getattr(exc, "retry_after", 0) or 0)
+                if (is_retriable(exc) and attempt < self.retry.max_attempts
+                        and time.monotonic() - started + delay < self.retry.max_seconds):
+                    bump(self.stats.retried, record.topic)
+                    if span is not None:
                         span.add_event("retry", {"attempt": attempt, "error": repr(exc)})
-                        # Sleeps in this key's own task: other keys keep flowing.
-                        await asyncio.sleep(delay)
-                        continue
-                    log.warning("%s: %s at %s[%d]@%d -> deadletter", self.agent.name,
-                                type(exc).__name__, record.topic, record.partition, record.offset)
-                    failure = Failure(exc, attempt, first_failure, now())
-                    return Outcome([await self._deadletter(span, record, failure)])
-            self.stats.handled += 1
-            acks = await self.emit(emits, incoming.cause())
-            settled = incoming.settlement
-            return Outcome(acks, settled.hold, settled.release, envelope.id)
+                    # Sleeps in this key's own task: other keys keep flowing.
+                    await asyncio.sleep(delay)
+                    continue
+                log.warning("%s: %s at %s[%d]@%d -> deadletter", self.agent.name,
+                            type(exc).__name__, record.topic, record.partition, record.offset)
+                attrs = dict(self.topic_attributes(record.topic))
+                attrs["error.type"] = type(exc).__qualname__
+                metrics.process_duration.record(time.monotonic() - started, attrs)
+                failure = Failure(exc, attempt, first_failure, now())
+                return Outcome([await self._deadletter(span, record, failure)])
+        metrics.process_duration.record(time.monotonic() - started,
+                                        self.topic_attributes(record.topic))
+        bump(self.stats.handled, record.topic)
+        acks = await self._publish(emits, incoming.cause())
+        settled = incoming.settlement
+        return Outcome(acks, settled.hold, settled.release, envelope.id)
+
+    def _span_attributes(self, record: RawRecord, envelope: Envelope | None,
+                         ) -> dict[str, str | int]:
+        attrs = tracing.messaging_attributes(record.topic, partition=record.partition,
+                                             offset=record.offset, group=self.agent.group_id)
+        attrs[tracing.AGENT_ATTR] = self.agent.name
+        attrs["messaging.operation.type"] = "process"
+        if envelope is not None:
+            attrs[tracing.REQUEST_ID_ATTR] = envelope.request_id
+            attrs[tracing.EVENT_ID_ATTR] = envelope.id
+            attrs["cloudevents.event_type"] = envelope.type
+        return attrs
 
     async def emit(self, emits: Sequence[Emit], cause: Cause) -> list[Ack]:
         """Publish `emits` as children of `cause`; ids derive from the cause's id."""
-        emits = checked_emits(self.agent, emits)
-        parent = tracing.extract(cause.trace_headers) if cause.trace_headers else None
+        return await self._publish(checked_emits(self.agent, emits), cause)
+
+    async def _publish(self, emits: Sequence[Emit], cause: Cause) -> list[Ack]:
+        recording = tracing.recording()
+        parent = (tracing.context_of(cause.trace_headers)
+                  if recording and cause.trace_headers else None)
+        source = self.SOURCE_PREFIX + self.agent.name
         acks: list[Ack] = []
         for item in emits:
             request_id = item.request_id or cause.request_id
+            event_id = derive_event_id(item.derive_from or cause.event_id, self.agent.name,
+                                       item.topic.name, item.tag)
             envelope = Envelope(
-                id=derive_event_id(item.derive_from or cause.event_id, self.agent.name,
-                                   item.topic.name, item.tag),
-                source=self.SOURCE_PREFIX + self.agent.name,
-                type=item.topic.ce_type,
-                time=now(),
-                request_id=request_id,
-                causation_id=cause.event_id,
-                subject=item.subject or cause.subject,
-            )
+                id=event_id, source=source, type=item.topic.ce_type, time=now(),
+                request_id=request_id, causation_id=cause.event_id,
+                subject=item.subject or cause.subject)
             headers = envelope.to_headers()
-            with tracing.send_span(item.topic.name, parent=parent, request_id=request_id,
-                                   event_id=envelope.id):
-                tracing.inject(headers)
-                value = orjson.dumps(item.data.model_dump(mode="json"))
+            span = None
+            if recording:
+                span = tracing.start_send(item.topic.name, parent, request_id, event_id)
+                tracing.inject_span(headers, span)
+            else:
+                headers.extend(cause.trace_headers)
+            try:
+                value = item.data.__pydantic_serializer__.to_json(item.data)
                 acks.append(await self.sink.send(item.topic.name, item.key.encode(), value,
                                                  headers))
-        self.stats.emitted += len(acks)
+            finally:
+                if span is not None:
+                    span.end()
+            bump(self.stats.sent, item.topic.name)
         return acks
 
-    async def _deadletter(self, span: Span, record: RawRecord, failure: Failure) -> Ack:
-        span.record_exception(failure.error)
-        span.set_status(Status(StatusCode.ERROR, str(failure.error)[:200]))
-        span.set_attribute("counterpoint.deadletter.reason", getattr(failure.error, "reason",
-                                                                      "handler-error"))
-        self.stats.deadlettered += 1
+    async def _deadletter(self, span: Span | None, record: RawRecord, failure: Failure) -> Ack:
+        reason = reason_of(failure.error)
+        if span is not None:
+            span.record_exception(failure.error)
+            span.set_status(Status(StatusCode.ERROR, str(failure.error)[:200]))
+            span.set_attribute("counterpoint.deadletter.reason", reason)
+        key = (record.topic, reason)
+        self.stats.deadlettered[key] = self.stats.deadlettered.get(key, 0) + 1
         headers = deadletter_headers(record, failure, agent=self.agent.name,
                                      group=self.agent.group_id)
         try:
@@ -203,9 +253,3 @@ class Delivery:
                         ("dlq.value.size", str(len(value)).encode()),
                         ("dlq.value.sha256", hashlib.sha256(value).hexdigest().encode())]
             return await self.sink.send(DEADLETTER_NAME, record.key, None, headers)
-
-
-def _tag_span(span: Span, envelope: Envelope) -> None:
-    span.set_attribute(tracing.REQUEST_ID_ATTR, envelope.request_id)
-    span.set_attribute(tracing.EVENT_ID_ATTR, envelope.id)
-    span.set_attribute("cloudevents.event_type", envelope.type)

@@ -15,29 +15,43 @@ import os
 import time
 from collections.abc import AsyncGenerator, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.client import AIOKafkaClient
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
 from aiokafka.errors import CommitFailedError, KafkaError, MessageSizeTooLargeError
+from aiokafka.protocol.metadata import MetadataRequest
 
+from counterpoint.bus import metrics
 from counterpoint.bus.agent import Agent, Cause, Emit, Hold
 from counterpoint.bus.commits import PartitionOffsets
 from counterpoint.bus.decode import InputLimits, RawRecord
 from counterpoint.bus.delivery import Ack, Delivery, RetryPolicy, settle
 from counterpoint.bus.ends import end_offsets
 from counterpoint.bus.errors import TooLarge
+from counterpoint.bus.fetching import Adaptive, LongPoll, sleep_until
+from counterpoint.bus.wake import Listener, Nudger
 
 log = logging.getLogger(__name__)
+
+FetchMode = Literal["auto", "adaptive", "long-poll"]
+# Per mode, when not configured: Kafka's own default for long polls; for adaptive fetching only
+# a fetch that finds nothing waits this long (bus/fetching.py).
+DEFAULT_FETCH_WAIT_MS: dict[str, int] = {"adaptive": 5, "long-poll": 500}
 
 
 @dataclass(frozen=True)
 class KafkaConfig:
     bootstrap_servers: str
-    # The embedded broker does not wake a waiting fetch on new data, so each hop costs about
-    # this much; real Kafka wakes fetches and only idle polling is bounded by it.
-    fetch_max_wait_ms: int = 10
+    # "auto": adaptive on a broker that does not wake waiting fetches (the embedded broker,
+    # Tansu, recognised by its cluster id), long polls otherwise. See bus/fetching.py.
+    fetch_mode: FetchMode = "auto"
+    fetch_max_wait_ms: int | None = None  # None: DEFAULT_FETCH_WAIT_MS of the mode
+    # Adaptive mode: the longest wait between two fetches of an idle consumer (for publishers
+    # that do not nudge); it starts at 0.1 s after records and doubles while nothing comes.
+    idle_poll_max_ms: int = 2_000
     # Idempotent producers need InitProducerId, which the embedded broker rejects.
     idempotence: bool = False
     # A LeaveGroup lets the group rebalance at once instead of after the session timeout. Off
@@ -75,18 +89,84 @@ class KafkaConfig:
         )
 
 
+@dataclass(frozen=True)
+class BrokerInfo:
+    """What a broker says about itself; decides how consumers fetch from it."""
+
+    cluster_id: str
+    nodes: tuple[str, ...]  # advertised host:port of every broker, sorted
+
+    @property
+    def identity(self) -> str:
+        """The same string in every process that talks to this broker, whatever address it
+        was given (nudges are addressed by it)."""
+        return f"{self.cluster_id}@{','.join(self.nodes)}"
+
+    @property
+    def wakes_fetches(self) -> bool:
+        return not self.cluster_id.startswith("tansu")
+
+
+async def broker_info(client: AIOKafkaClient) -> BrokerInfo:
+    """Ask the broker (aiokafka keeps the cluster id of its metadata to itself)."""
+    response = await client.send(client.get_random_node(), MetadataRequest([]))
+    cluster_id = getattr(response, "cluster_id", None) or ""
+    nodes = tuple(sorted(f"{host}:{port}" for _, host, port, *_ in response.brokers))
+    return BrokerInfo(cluster_id, nodes)
+
+
+@dataclass(frozen=True)
+class FetchPlan:
+    """How this process fetches from its broker, resolved from the config and the broker."""
+
+    adaptive: bool
+    fetch_max_wait_ms: int
+    broker: str  # BrokerInfo.identity
+
+    @property
+    def mode(self) -> str:
+        return "adaptive" if self.adaptive else "long-poll"
+
+
+async def fetch_plan(config: KafkaConfig, client: AIOKafkaClient) -> FetchPlan:
+    try:
+        info = await broker_info(client)
+    except KafkaError as exc:
+        log.warning("could not ask the broker what it is (%s); fetching with long polls", exc)
+        info = BrokerInfo("", (config.bootstrap_servers,))
+    adaptive = (config.fetch_mode == "adaptive"
+                or (config.fetch_mode == "auto" and not info.wakes_fetches))
+    mode = "adaptive" if adaptive else "long-poll"
+    wait = config.fetch_max_wait_ms
+    return FetchPlan(adaptive, DEFAULT_FETCH_WAIT_MS[mode] if wait is None else wait,
+                     info.identity)
+
+
 class KafkaSink:
-    def __init__(self, producer: AIOKafkaProducer) -> None:
+    def __init__(self, producer: AIOKafkaProducer, nudger: Nudger | None = None) -> None:
         self._producer = producer
+        self._nudger = nudger
 
     async def send(self, topic: str, key: bytes | None, value: bytes | None,
                    headers: list[tuple[str, bytes]]) -> Ack:
         try:
-            ack: Ack = await self._producer.send(topic, value=value, key=key, headers=headers)
+            ack: asyncio.Future[Any] = await self._producer.send(topic, value=value, key=key,
+                                                                 headers=headers)
         except MessageSizeTooLargeError as exc:
             raise TooLarge(f"{topic}: record of {len(value or b''):,} bytes refused by the "
                            f"producer: {exc}") from exc
+        if self._nudger is not None:
+            nudge_when_acked(ack, self._nudger, topic)
         return ack
+
+
+def nudge_when_acked(ack: asyncio.Future[Any], nudger: Nudger, topic: str) -> None:
+    """Nudge `topic`'s local consumers once `ack` (a produce) succeeded."""
+    def acked(fut: asyncio.Future[Any]) -> None:
+        if not fut.cancelled() and fut.exception() is None:
+            nudger.nudge(topic)
+
+    ack.add_done_callback(acked)
 
 
 class _Publisher:
@@ -129,15 +209,43 @@ class _Engine:
         self.in_flight = 0
         self.progress = asyncio.Event()  # set whenever a task finishes
         self.failure: BaseException | None = None
+        metrics.watch_loop(self)
+
+    def topic_attributes(self, topic: str | None) -> metrics.Attributes:
+        return self.delivery.topic_attributes(topic)
+
+    def lag(self) -> list[tuple[str, int, int]]:
+        """Records waiting to be fetched per assigned partition: the high watermark of the
+        last fetch response minus the position of the next record handed to this engine.
+
+        Not the committed offset: records a join holds open on purpose (approvals waiting
+        for a person) keep commits back for hours without anything being stuck.
+        Called from a metrics reader's thread, so it reads state and never awaits.
+        """
+        found = []
+        try:
+            assignment = self.consumer._subscription.subscription.assignment
+            for tp in list(assignment.tps):
+                state = assignment.state_value(tp)
+                if state.highwater is not None and state.has_valid_position:
+                    found.append((tp.topic, tp.partition, max(0, state.highwater - state.position)))
+        except Exception:  # a rebalance under way; or an aiokafka that keeps it elsewhere
+            log.debug("%s: no lag this time", self.agent.name, exc_info=True)
+        return found
 
     def start(self, msg: Any) -> None:
         tp = TopicPartition(msg.topic, msg.partition)
-        offsets = self.offsets.setdefault(tp, PartitionOffsets())
+        offsets = self.offsets.get(tp)
+        if offsets is None:
+            offsets = self.offsets[tp] = PartitionOffsets()
         offsets.track(msg.offset)
         chain = (tp, msg.key) if msg.key is not None else None
         previous = self.tails.get(chain) if chain else None
         task = asyncio.create_task(self._run(offsets, _record(msg), previous))
-        self.tasks.setdefault(tp, set()).add(task)
+        tasks = self.tasks.get(tp)
+        if tasks is None:
+            tasks = self.tasks[tp] = set()
+        tasks.add(task)
         if chain:
             self.tails[chain] = task
         self.in_flight += 1
@@ -158,7 +266,8 @@ class _Engine:
         if previous is not None:
             await asyncio.wait([previous])  # order within a key; its failure is its own
         outcome = await self.delivery.handle(record)
-        await asyncio.gather(*outcome.acks)  # a failed publish raises: the record stays open
+        for ack in outcome.acks:
+            await ack  # a failed publish raises: the record stays open
 
         def done() -> None:
             offsets.done(record.offset)
@@ -221,6 +330,7 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
     def __init__(self, agent: str) -> None:
         self.agent = agent
         self.engine: _Engine | None = None
+        self.fetching: Adaptive | LongPoll | None = None
 
     async def on_partitions_revoked(self, revoked: Any) -> None:
         if self.engine is not None and revoked:
@@ -230,6 +340,29 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
         names = sorted(f"{tp.topic}[{tp.partition}]" for tp in assigned)
         log.info("%s pid %d assigned %d partitions: %s", self.agent, os.getpid(), len(names),
                  " ".join(names) or "(none)")
+        if self.fetching is not None:
+            self.fetching.wake()  # new partitions may hold a backlog
+
+
+def _consumer(config: KafkaConfig, plan: FetchPlan, agent: Agent,
+              client_id: str) -> AIOKafkaConsumer:
+    assignor = RangePartitionAssignor if agent.assignor == "range" else RoundRobinPartitionAssignor
+    return AIOKafkaConsumer(
+        bootstrap_servers=config.bootstrap_servers,
+        group_id=agent.group_id,
+        client_id=client_id,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        fetch_max_wait_ms=plan.fetch_max_wait_ms,
+        session_timeout_ms=config.session_timeout_ms,
+        heartbeat_interval_ms=config.heartbeat_interval_ms,
+        request_timeout_ms=config.request_timeout_ms,
+        partition_assignment_strategy=(assignor,),
+        max_poll_interval_ms=config.max_poll_interval_ms,
+        # The fetcher's own wake-up when it has nothing to do; resuming a partition wakes it
+        # anyway, so a long one only saves idle wake-ups.
+        consumer_timeout_ms=1_000,
+    )
 
 
 async def run_agent(agent: Agent, config: KafkaConfig, stop: asyncio.Event,
@@ -240,60 +373,33 @@ async def run_agent(agent: Agent, config: KafkaConfig, stop: asyncio.Event,
     client_id = f"{agent.name}-{os.getpid()}"
     producer = config.producer(client_id)
     await producer.start()
-    delivery = Delivery(agent, KafkaSink(producer), retry, limits)
-    assignor = RangePartitionAssignor if agent.assignor == "range" else RoundRobinPartitionAssignor
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=config.bootstrap_servers,
-        group_id=agent.group_id,
-        client_id=client_id,
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-        fetch_max_wait_ms=config.fetch_max_wait_ms,
-        session_timeout_ms=config.session_timeout_ms,
-        heartbeat_interval_ms=config.heartbeat_interval_ms,
-        request_timeout_ms=config.request_timeout_ms,
-        partition_assignment_strategy=(assignor,),
-        max_poll_interval_ms=config.max_poll_interval_ms,
-    )
+    plan = await fetch_plan(config, producer.client)
+    nudger = Nudger(plan.broker) if plan.adaptive else None
+    delivery = Delivery(agent, KafkaSink(producer, nudger), retry, limits)
+    consumer = _consumer(config, plan, agent, client_id)
+    topics = [t.name for t in agent.consumes]
     listener = _Rebalance(agent.name)
-    consumer.subscribe([t.name for t in agent.consumes], listener=listener)
+    consumer.subscribe(topics, listener=listener)
     engine = _Engine(agent, delivery, consumer, config)
     listener.engine = engine
+    wake = Listener(plan.broker, topics) if plan.adaptive else None
     timers = [asyncio.create_task(_every(seconds, fn, _Publisher(delivery), stop, agent.name))
               for seconds, fn in agent.periodic]
     try:
         await consumer.start()
         if not config.leave_group:
             _stay_until_expiry(consumer)
-        log.info("%s pid %d consuming %s as group %s (up to %d in flight)", agent.name,
-                 os.getpid(), ", ".join(t.name for t in agent.consumes), agent.group_id,
-                 config.max_in_flight)
-        last_commit = last_poll = time.monotonic()
-        while not stop.is_set():
-            if engine.failure is not None:
-                raise engine.failure
-            free = config.max_in_flight - engine.in_flight
-            if free <= 0:
-                # At the bound: wake as soon as a record finishes. Fetching is paused, and an
-                # empty poll now and then keeps the consumer a live member of its group.
-                engine.progress.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(engine.progress.wait(), timeout=0.1)
-                if time.monotonic() - last_poll >= 1.0:
-                    consumer.pause(*consumer.assignment())
-                    await consumer.getmany(timeout_ms=0)
-                    last_poll = time.monotonic()
-            else:
-                if consumer.paused():
-                    consumer.resume(*consumer.paused())
-                batch = await consumer.getmany(timeout_ms=100, max_records=free)
-                last_poll = time.monotonic()
-                for records in batch.values():
-                    for msg in records:
-                        engine.start(msg)
-            if time.monotonic() - last_commit >= config.commit_interval_s:
-                await engine.commit(consumer.assignment())
-                last_commit = time.monotonic()
+        fetching: Adaptive | LongPoll | None = None
+        if wake is not None:
+            wake.open()
+            fetching = Adaptive.attach(consumer, wake, plan.fetch_max_wait_ms,
+                                       config.idle_poll_max_ms / 1000)
+        fetching = fetching or LongPoll(consumer)
+        listener.fetching = fetching
+        log.info("%s pid %d consuming %s as group %s (up to %d in flight; %s fetching)",
+                 agent.name, os.getpid(), ", ".join(topics), agent.group_id,
+                 config.max_in_flight, plan.mode)
+        await _consume(engine, consumer, fetching, config, stop)
         await engine.drain(list(engine.tasks), config.drain_grace_s)
         await engine.commit(consumer.assignment())
     finally:
@@ -303,9 +409,54 @@ async def run_agent(agent: Agent, config: KafkaConfig, stop: asyncio.Event,
         for tasks in engine.tasks.values():
             for task in tasks:
                 task.cancel()
+        if wake is not None:
+            wake.close()
         await consumer.stop()
         await producer.stop()
+        if nudger is not None:
+            nudger.close()
     return delivery
+
+
+async def _consume(engine: _Engine, consumer: AIOKafkaConsumer, fetching: Adaptive | LongPoll,
+                   config: KafkaConfig, stop: asyncio.Event) -> None:
+    last_commit = last_poll = time.monotonic()
+    wakers = [stop, engine.progress]
+    if isinstance(fetching, Adaptive):
+        wakers.append(fetching.listener.event)
+    while not stop.is_set():
+        if engine.failure is not None:
+            raise engine.failure
+        free = config.max_in_flight - engine.in_flight
+        if free <= 0:
+            # At the bound: wake as soon as a record finishes. Fetching is paused, and an
+            # empty poll now and then keeps the consumer a live member of its group.
+            fetching.interrupted()
+            engine.progress.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(engine.progress.wait(), timeout=0.1)
+            if time.monotonic() - last_poll >= 1.0:
+                consumer.pause(*consumer.assignment())
+                await consumer.getmany(timeout_ms=0)
+                last_poll = time.monotonic()
+        elif fetching.idle():
+            # Nothing to fetch: sleep until a nudge, the next idle poll, a finished record
+            # (to commit it) or stop.
+            engine.progress.clear()
+            pending = any(t.committable() is not None for t in engine.offsets.values())
+            timeout = fetching.seconds_to_poll()
+            if pending:
+                timeout = min(timeout, config.commit_interval_s)
+            await sleep_until(wakers, timeout)
+        else:
+            batch = await fetching.fetch(free)
+            last_poll = time.monotonic()
+            for records in batch.values():
+                for msg in records:
+                    engine.start(msg)
+        if time.monotonic() - last_commit >= config.commit_interval_s:
+            await engine.commit(consumer.assignment())
+            last_commit = time.monotonic()
 
 
 def _stay_until_expiry(consumer: AIOKafkaConsumer) -> None:
@@ -346,14 +497,25 @@ class Producer:
     """A plain publisher for the CLI, the SDK and tests."""
 
     def __init__(self, config: KafkaConfig, client_id: str = "counterpoint-cli") -> None:
+        self._config = config
         self._producer = config.producer(client_id)
+        self._nudger: Nudger | None = None
 
     async def __aenter__(self) -> Producer:
         await self._producer.start()
+        try:
+            plan = await fetch_plan(self._config, self._producer.client)
+        except BaseException:
+            await self._producer.stop()
+            raise
+        if plan.adaptive:
+            self._nudger = Nudger(plan.broker)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         await self._producer.stop()
+        if self._nudger is not None:
+            self._nudger.close()
 
     async def send(self, topic: str, value: bytes, *, key: bytes | None = None,
                    headers: Sequence[tuple[str, bytes]] = (),
@@ -361,18 +523,35 @@ class Producer:
         """Publish and wait for the broker's ack; returns (partition, offset)."""
         md = await self._producer.send_and_wait(topic, value=value, key=key,
                                                 headers=list(headers), partition=partition)
+        if self._nudger is not None:
+            self._nudger.nudge(topic)
         return md.partition, md.offset
+
+
+async def probe_plan(config: KafkaConfig) -> FetchPlan:
+    """The fetch plan for `config`'s broker, asked over a connection of its own."""
+    client = AIOKafkaClient(bootstrap_servers=config.bootstrap_servers,
+                            request_timeout_ms=config.request_timeout_ms)
+    try:
+        await client.bootstrap()
+        return await fetch_plan(config, client)
+    finally:
+        await client.close()
 
 
 async def tail(config: KafkaConfig, topics: Sequence[str], *, from_beginning: bool = True,
                follow: bool = False, idle_timeout_s: float = 1.0) -> AsyncGenerator[RawRecord]:
     """Read topics without a consumer group (so readers never steal work from agents).
 
-    Without `follow`, stops once every partition has been read to its end.
+    Without `follow`, stops once every partition has been read to its end (checked at least
+    every `idle_timeout_s` while fetching with long polls).
     """
+    plan = await probe_plan(config)
     consumer = AIOKafkaConsumer(bootstrap_servers=config.bootstrap_servers,
                                 enable_auto_commit=False, group_id=None,
-                                fetch_max_wait_ms=config.fetch_max_wait_ms)
+                                fetch_max_wait_ms=plan.fetch_max_wait_ms,
+                                consumer_timeout_ms=1_000)
+    wake = Listener(plan.broker, topics) if plan.adaptive and follow else None
     await consumer.start()
     try:
         await consumer.topics()  # refreshes metadata so partitions_for_topic is filled
@@ -387,14 +566,26 @@ async def tail(config: KafkaConfig, topics: Sequence[str], *, from_beginning: bo
                 consumer.seek(tp, offset)
         if follow:
             ends = {}
+        fetching: Adaptive | LongPoll | None = None
+        if wake is not None:
+            wake.open()
+            fetching = Adaptive.attach(consumer, wake, plan.fetch_max_wait_ms,
+                                       config.idle_poll_max_ms / 1000)
+        fetching = fetching or LongPoll(consumer, int(idle_timeout_s * 1000))
         while True:
             if not follow and await _all_read(consumer, ends):
                 return
-            batch = await consumer.getmany(timeout_ms=int(idle_timeout_s * 1000))
+            if fetching.idle():
+                assert wake is not None
+                await sleep_until([wake.event], fetching.seconds_to_poll())
+                continue
+            batch = await fetching.fetch(config.max_batch)
             for records in batch.values():
                 for msg in records:
                     yield _record(msg)
     finally:
+        if wake is not None:
+            wake.close()
         await consumer.stop()
 
 

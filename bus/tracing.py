@@ -4,6 +4,11 @@ Span names and attributes follow the OpenTelemetry messaging conventions: `send 
 (PRODUCER) and `process {topic}` (CONSUMER, wrapping the handler). Telemetry must never break
 delivery, so header codec errors are swallowed: a record with a mangled `traceparent` is still
 processed, in a new trace.
+
+The bus's own path (`recording`, `Consuming`, `start_send`, `carry`) is built for one record
+at a time in a hot loop: a process with no SDK installed records nothing and forwards the trace
+headers it received (what the API's no-op spans would write anyway), and one with the SDK
+starts spans with all their attributes at once, outside contextlib's generator machinery.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 from opentelemetry.context import Context
 from opentelemetry.propagators.textmap import Getter, Setter
-from opentelemetry.trace import Span, SpanKind
+from opentelemetry.trace import NoOpTracerProvider, ProxyTracerProvider, Span, SpanKind
 
 TRACER_NAME: Final = "counterpoint.bus"
 REQUEST_ID_ATTR: Final = "counterpoint.request_id"
@@ -112,3 +117,94 @@ def send_span(topic: str, *, parent: Context | None = None, request_id: str | No
     finally:
         if token is not None:
             otel_context.detach(token)
+
+
+_NON_RECORDING: Final = (ProxyTracerProvider, NoOpTracerProvider)
+
+TraceHeaders = tuple[tuple[str, bytes], ...]
+
+
+_recording = False
+_UNKNOWN: Final = object()
+
+
+def recording() -> bool:
+    """Whether this process has an SDK tracer provider (setup_telemetry installs one).
+
+    Asked per record, so it reads the API's global instead of `get_tracer_provider()`, which
+    looks up two environment variables on each call while no provider is installed.
+    """
+    global _recording
+    if _recording:
+        return True
+    provider = getattr(trace, "_TRACER_PROVIDER", _UNKNOWN)
+    if provider is None:
+        return False
+    if provider is _UNKNOWN:  # an API version without that global
+        provider = trace.get_tracer_provider()
+    _recording = not isinstance(provider, _NON_RECORDING)
+    return _recording
+
+
+def forwarded(headers: Sequence[tuple[str, bytes]]) -> TraceHeaders:
+    """A record's trace headers, to pass on unchanged from a process that records no spans."""
+    return tuple((k, v) for k, v in headers if k in TRACE_HEADERS)
+
+
+class Consuming:
+    """The current CONSUMER span around one record's handling (a context manager)."""
+
+    __slots__ = ("_token", "span")
+
+    def __init__(self, topic: str, headers: Sequence[tuple[str, bytes]],
+                 attributes: dict[str, str | int]) -> None:
+        self.span: Span = _tracer.start_span(f"process {topic}", context=extract(headers),
+                                             kind=SpanKind.CONSUMER, attributes=attributes)
+        self._token: object = None
+
+    def __enter__(self) -> Span:
+        self._token = otel_context.attach(trace.set_span_in_context(self.span))
+        return self.span
+
+    def __exit__(self, *exc: object) -> None:
+        otel_context.detach(self._token)  # type: ignore[arg-type]
+        self.span.end()
+
+
+# Contexts of spans whose headers `carry` produced, so emitting under them need not parse the
+# headers again. Bounded: an entry is only a shortcut for `extract`.
+_carried: dict[TraceHeaders, Context] = {}
+_CARRIED_MAX: Final = 4096
+
+
+def carry(span: Span) -> TraceHeaders:
+    """`span`'s context as trace headers (what emits caused by it will be children of)."""
+    ctx = trace.set_span_in_context(span)
+    headers: list[tuple[str, bytes]] = []
+    inject(headers, ctx)
+    key = tuple(headers)
+    _carried[key] = ctx
+    if len(_carried) > _CARRIED_MAX:
+        del _carried[next(iter(_carried))]
+    return key
+
+
+def context_of(headers: TraceHeaders) -> Context:
+    return _carried.get(headers) or extract(headers)
+
+
+def start_send(topic: str, parent: Context | None, request_id: str, event_id: str) -> Span:
+    """A PRODUCER span; the caller injects it (`inject_span`) and ends it once enqueued."""
+    attributes: dict[str, str | int] = {
+        "messaging.system": "kafka",
+        "messaging.destination.name": topic,
+        "messaging.operation.type": "send",
+        REQUEST_ID_ATTR: request_id,
+        EVENT_ID_ATTR: event_id,
+    }
+    return _tracer.start_span(f"send {topic}", context=parent, kind=SpanKind.PRODUCER,
+                              attributes=attributes)
+
+
+def inject_span(headers: MutableSequence[tuple[str, bytes]], span: Span) -> None:
+    inject(headers, trace.set_span_in_context(span))

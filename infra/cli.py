@@ -441,6 +441,7 @@ async def cmd_gateway(args: argparse.Namespace) -> int:
     from counterpoint.infra.gateway import create_app
     from counterpoint.infra.gateway_auth import parse_approvers
     from counterpoint.infra.intake import PROVIDERS, configured_secrets
+    from counterpoint.infra.metrics import setup_metrics
     from counterpoint.infra.telemetry import default_traces_dir, setup_telemetry
 
     settings = _settings()
@@ -454,8 +455,11 @@ async def cmd_gateway(args: argparse.Namespace) -> int:
                      signature_tolerance_s=settings.signature_tolerance_s,
                      max_alerts=settings.max_alerts)
     telemetry = setup_telemetry("gateway", traces_dir=default_traces_dir(settings.home))
+    metrics = setup_metrics("gateway", port=None, instance_id=telemetry.instance_id,
+                            served_by_app=True)
     console.print(f"gateway on [bold]http://{args.host}:{args.port}[/bold] (OpenAPI at "
-                  f"/openapi.json, docs at /docs) publishing to {settings.bootstrap_servers}; "
+                  f"/openapi.json, docs at /docs, Prometheus at /metrics) publishing to "
+                  f"{settings.bootstrap_servers}; "
                   + ("bearer token required" if token or approvers else "no authentication (set "
                      "COUNTERPOINT_API_TOKEN to require a bearer token)")
                   + (f"; approvers: {', '.join(sorted(approvers))}" if approvers else
@@ -470,6 +474,7 @@ async def cmd_gateway(args: argparse.Namespace) -> int:
     try:
         await server.serve()
     finally:
+        metrics.shutdown()
         telemetry.shutdown()
     return 0
 
@@ -622,6 +627,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     install_log_redaction()  # secrets and personal data never reach a log (infra/redaction.py)
     follow_supervisor()  # a child of `up` stops when `up` dies, however (infra/lifeline.py)
     logging.getLogger("aiokafka").setLevel(logging.WARNING)
+    # The anthropic SDK's HTTP client logs every model call at INFO: a line formatted and
+    # redacted per call, for nothing an operator reads (failures still log as warnings).
+    logging.getLogger("httpx2").setLevel(logging.WARNING)
     from counterpoint.agents.tools.errors import ToolConfigError
 
     try:

@@ -55,6 +55,7 @@ from counterpoint.infra.gateway_errors import (
     parse_body,
     problems,
 )
+from counterpoint.infra.gateway_metrics import add_metrics_route
 from counterpoint.infra.gateway_state import (
     BrokerUnavailable,
     Publisher,
@@ -225,6 +226,7 @@ def create_app(config: KafkaConfig, *, token: str | None = None,
     app.state.index, app.state.tracker, app.state.publisher = index, tracker, publisher
     # Before routing and before any of the body is read: authentication, then the size limit.
     app.add_middleware(Guard, credentials=credentials, max_bytes=limits.max_bytes)
+    add_metrics_route(app)
 
     async def caller(
         request: Request,

@@ -1,10 +1,10 @@
 """Who is calling the gateway, decided before any of the body is read, and a bounded body.
 
-`Guard` is an ASGI middleware in front of every route. For a path under /v1 (when any
-credential is configured) it checks the bearer token first and answers 401 without reading
-the body; then it refuses a Content-Length above the limit at once (413), and counts the body
-as the route reads it: the read that passes the limit raises `BodyTooLarge` (413), so memory
-stays bounded by the limit whatever is sent, chunked or not. Provider webhooks
+`Guard` is an ASGI middleware in front of every route. For /metrics and a path under /v1
+(when any credential is configured) it checks the bearer token first and answers 401 without
+reading the body; then it refuses a Content-Length above the limit at once (413), and counts
+the body as the route reads it: the read that passes the limit raises `BodyTooLarge` (413), so
+memory stays bounded by the limit whatever is sent, chunked or not. Provider webhooks
 (/v1/webhooks/..., infra/gateway_webhooks.py) authenticate by the provider's signature
 instead of the bearer token; the size limit applies to them too.
 
@@ -35,6 +35,7 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 PROTECTED: Final = "/v1"
+METRICS: Final = "/metrics"  # behind the token too (infra/gateway_metrics.py says why)
 SIGNED_BY_PROVIDER: Final = "/v1/webhooks/"  # no bearer token: the provider signs instead
 _HASHED = re.compile(r"^sha256:([0-9a-fA-F]{64})$")
 
@@ -113,7 +114,7 @@ class Guard:
                    for k, v in scope.get("headers", [])}
         path: str = scope.get("path", "")
         if (self.credentials.required and not path.startswith(SIGNED_BY_PROVIDER)
-                and (path == PROTECTED or path.startswith(PROTECTED + "/"))):
+                and (path in (PROTECTED, METRICS) or path.startswith(PROTECTED + "/"))):
             principal = await self._authenticate(headers.get("authorization"), send)
             if principal is None:
                 return

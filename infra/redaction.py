@@ -45,6 +45,7 @@ __all__ = [
     "RedactingFilter",
     "install_log_redaction",
     "luhn_valid",
+    "may_need_redaction",
     "redact",
     "redact_span",
     "redact_value",
@@ -82,6 +83,19 @@ def _query(match: re.Match[str]) -> str:
     return _PARAM_RE.sub(lambda m: m.group(1) + SECRET, match.group(0))
 
 
+# What any pattern above needs in a text to match: an "@" (email), "=" or ":" (key/value),
+# 13 digits with at most single separators (card), "earer"/"asic" (Bearer, Basic), "sk-"
+# (API keys); userinfo has its "@" and a query value its "=". One scan for these lets the
+# exporter skip every substitution for almost every attribute (topic names, ids, offsets). A new
+# pattern needs its trigger here too (tests/unit/test_redaction.py checks that every redaction
+# was flagged).
+_MAYBE_RE = re.compile(r"[@=:]|\d(?:[ -]?\d){12}|earer|asic|sk-")
+
+
+def may_need_redaction(text: str) -> bool:
+    return _MAYBE_RE.search(text) is not None
+
+
 def luhn_valid(digits: str) -> bool:
     """The Luhn checksum every payment card number satisfies."""
     total = 0
@@ -102,8 +116,12 @@ def _card(match: re.Match[str]) -> str:
 
 def redact(text: str) -> str:
     """``text`` with emails, card numbers and credentials replaced by placeholders."""
-    if not text:
+    if not text or _MAYBE_RE.search(text) is None:
         return text
+    return _substitute(text)
+
+
+def _substitute(text: str) -> str:
     if "://" in text:  # before emails: `https://alice@example.com` is userinfo, not a mailbox
         text = _USERINFO_RE.sub(SECRET + "@", text)
     if "?" in text:
@@ -171,9 +189,33 @@ class _RedactedSpan(ReadableSpan):
         return self._original.dropped_links
 
 
+def _value_may_need(value: Any) -> bool:
+    if isinstance(value, str):
+        return _MAYBE_RE.search(value) is not None
+    if isinstance(value, tuple | list):
+        return any(_value_may_need(v) for v in value)
+    if isinstance(value, Mapping):
+        return any(_value_may_need(v) for v in value.values())
+    return False
+
+
+def _attributes_may_need(attributes: Mapping[str, Any] | None) -> bool:
+    return bool(attributes) and any(_value_may_need(v) for v in attributes.values())  # type: ignore[union-attr]
+
+
+def _span_may_need(span: ReadableSpan) -> bool:
+    description = span.status.description
+    return (_MAYBE_RE.search(span.name) is not None
+            or (description is not None and _MAYBE_RE.search(description) is not None)
+            or _attributes_may_need(span.attributes)
+            or any(_attributes_may_need(e.attributes) for e in span.events)
+            or any(_attributes_may_need(link.attributes) for link in span.links))
+
+
 def redact_span(span: ReadableSpan) -> ReadableSpan:
-    """A copy of a finished span with every text it carries redacted."""
-    return _RedactedSpan(span)
+    """The span with every text it carries redacted: a copy, or the span itself when no text
+    in it could match (finished spans are immutable, so sharing it is safe)."""
+    return _RedactedSpan(span) if _span_may_need(span) else span
 
 
 class RedactingExporter(SpanExporter):

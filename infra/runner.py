@@ -16,6 +16,7 @@ from counterpoint.bus.kafka import run_agent
 from counterpoint.infra.admin import create_topics
 from counterpoint.infra.assembly import build_one, resolve, topics_of
 from counterpoint.infra.broker import EmbeddedBroker
+from counterpoint.infra.metrics import default_targets_dir, setup_metrics
 from counterpoint.infra.project import Project
 from counterpoint.infra.providers import make_provider
 from counterpoint.infra.redaction import install_log_redaction
@@ -46,7 +47,12 @@ async def run_agent_process(wanted: str, settings: Settings, project: Project) -
     # mismatch or a file of the agent's that Counterpoint did not create (built without tools:
     # declarations only).
     declared = build_one(settings, project, name, entry, provider, keys)
+    provider.agent = declared.name  # its metrics name the agent
     telemetry = setup_telemetry(declared.name, traces_dir=default_traces_dir(settings.home))
+    metrics = setup_metrics(declared.name, port=settings.metrics_port,
+                            host=settings.metrics_host,
+                            targets_dir=default_targets_dir(settings.home),
+                            instance_id=telemetry.instance_id)
     broker: EmbeddedBroker | None = None
     try:
         async with AsyncExitStack() as tools:
@@ -74,9 +80,11 @@ async def run_agent_process(wanted: str, settings: Settings, project: Project) -
                                        settings.limits())
             s = delivery.stats
             log.info("%s pid %d stopped: handled %d, emitted %d, dead-lettered %d, retries "
-                     "%d, duplicates skipped %d", agent.name, os.getpid(), s.handled,
-                     s.emitted, s.deadlettered, s.retries, s.duplicates)
+                     "%d, duplicates skipped %d", agent.name, os.getpid(), s.total("handled"),
+                     s.total("sent"), s.total("deadlettered"), s.total("retried"),
+                     s.total("duplicates"))
     finally:
+        metrics.shutdown()
         telemetry.shutdown()
         if broker is not None:
             broker.stop()

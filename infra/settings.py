@@ -6,8 +6,13 @@
     KAFKA_BOOTSTRAP_SERVERS          broker to use; unset = the embedded broker
     COUNTERPOINT_BROKER_HOST/PORT    where the embedded broker listens (127.0.0.1:9092)
     COUNTERPOINT_HOME                local state: actions.db, traces/, logs/ (./.counterpoint)
-    COUNTERPOINT_FETCH_MAX_WAIT_MS   consumer fetch wait; each hop costs about this on the
-                                     embedded broker (10 there, 100 on a real cluster)
+    COUNTERPOINT_FETCH_MODE          auto (default), adaptive or long-poll: how consumers
+                                     fetch (bus/fetching.py); auto = adaptive on the embedded
+                                     broker, which does not wake waiting fetches
+    COUNTERPOINT_FETCH_MAX_WAIT_MS   how long the broker may hold a fetch that found nothing
+                                     (5 adaptive, 500 long-poll)
+    COUNTERPOINT_IDLE_POLL_MAX_MS    adaptive: longest wait between two fetches of an idle
+                                     consumer, for publishers that do not nudge (2000)
     COUNTERPOINT_KAFKA_IDEMPOTENCE   idempotent producer; only where the broker supports
                                      InitProducerId (Apache Kafka: yes; embedded: no)
     COUNTERPOINT_KAFKA_LEAVE_GROUP   send LeaveGroup when a consumer stops, so its partitions
@@ -69,6 +74,11 @@
     COUNTERPOINT_TOOL_CONNECT_TIMEOUT_S  seconds an agent waits at start-up for its tool
                                      servers to answer, trying again meanwhile, before it
                                      fails (60)
+    COUNTERPOINT_METRICS_PORT        each agent process serves Prometheus /metrics on this
+                                     port; 0 = a free port per process, logged and written to
+                                     $COUNTERPOINT_HOME/metrics/ for file discovery; unset =
+                                     no endpoint (infra/metrics.py)
+    COUNTERPOINT_METRICS_HOST        the address it listens on (127.0.0.1)
 """
 
 from __future__ import annotations
@@ -110,7 +120,9 @@ class Settings(BaseSettings):
     broker_host: str = "127.0.0.1"
     broker_port: int = Field(default=9092, ge=1, le=65535)
     home: Path = Path(".counterpoint")
-    fetch_max_wait_ms: int | None = Field(default=None, ge=0, le=60_000)
+    fetch_mode: Literal["auto", "adaptive", "long-poll"] = "auto"
+    fetch_max_wait_ms: int | None = Field(default=None, ge=1, le=60_000)
+    idle_poll_max_ms: int = Field(default=2_000, ge=100, le=60_000)
     kafka_idempotence: bool = False
     kafka_leave_group: bool = False
     session_timeout_ms: int = Field(default=6_000, ge=3_000, le=300_000)
@@ -151,6 +163,9 @@ class Settings(BaseSettings):
     signature_tolerance_s: float = Field(default=300.0, gt=0, le=86_400)
     demo_business_url: str = "http://127.0.0.1:7300/mcp"
     tool_connect_timeout_s: float = Field(default=60.0, gt=0, le=600)
+    # Unset: no endpoint. One port per process: several on one host need 0 (a free port each).
+    metrics_port: int | None = Field(default=None, ge=0, le=65535)
+    metrics_host: str = "127.0.0.1"
     keys_dir: Path | None = None
     trust: Path | None = None
     approver: str | None = None
@@ -159,10 +174,11 @@ class Settings(BaseSettings):
     @field_validator("approvers")
     @classmethod
     def _approvers(cls, v: str | None) -> str | None:
-        from counterpoint.infra.gateway_auth import parse_approvers
-
         if v is None or not v.strip():
             return None
+        # Only now: gateway_auth imports starlette, which no agent process needs otherwise.
+        from counterpoint.infra.gateway_auth import parse_approvers
+
         parse_approvers(v)  # a bad mapping fails at start-up, naming the problem
         return v
 
@@ -173,6 +189,8 @@ class Settings(BaseSettings):
     @field_validator("webhook_networks")
     @classmethod
     def _networks(cls, v: str) -> str:
+        if not v.replace(",", "").strip():
+            return v  # nothing to check: spares every process webhook_egress's httpx import
         from counterpoint.agents.webhook_egress import parse_networks
 
         parse_networks(v)  # a bad network fails at start-up, naming the entry
@@ -214,10 +232,9 @@ class Settings(BaseSettings):
         return self.kafka_bootstrap_servers or f"{self.broker_host}:{self.broker_port}"
 
     def kafka(self) -> KafkaConfig:
-        wait = self.fetch_max_wait_ms
-        if wait is None:
-            wait = 10 if self.embedded else 100
-        return KafkaConfig(bootstrap_servers=self.bootstrap_servers, fetch_max_wait_ms=wait,
+        return KafkaConfig(bootstrap_servers=self.bootstrap_servers, fetch_mode=self.fetch_mode,
+                           fetch_max_wait_ms=self.fetch_max_wait_ms,
+                           idle_poll_max_ms=self.idle_poll_max_ms,
                            idempotence=self.kafka_idempotence,
                            leave_group=self.kafka_leave_group,
                            session_timeout_ms=self.session_timeout_ms,

@@ -56,10 +56,9 @@ class Stack:
 
     def child_env(self) -> dict[str, str]:
         env = dict(os.environ)
-        # Children must use this broker, not start their own, and keep the embedded
-        # broker's fetch wait even though they see KAFKA_BOOTSTRAP_SERVERS set.
+        # Children must use this broker, not start their own (they ask the broker how to
+        # fetch from it, so they need no more than its address).
         env["KAFKA_BOOTSTRAP_SERVERS"] = self.bootstrap_servers
-        env["COUNTERPOINT_FETCH_MAX_WAIT_MS"] = str(self.settings.kafka().fetch_max_wait_ms)
         env["COUNTERPOINT_HOME"] = str(self.home)
         return env
 

@@ -62,6 +62,7 @@ __all__ = [
     "JsonlSpanExporter",
     "Telemetry",
     "default_traces_dir",
+    "process_resource",
     "setup_telemetry",
     "span_to_record",
 ]
@@ -80,11 +81,18 @@ def default_traces_dir(home: Path) -> Path:
     return home / "traces"
 
 
+_second: tuple[int, str] = (-1, "")
+
+
 def format_time(ns: int) -> str:
     """RFC 3339 UTC with microseconds, e.g. ``2025-01-01T12:00:00.123456Z``."""
+    global _second
     seconds, rest = divmod(ns, 1_000_000_000)
-    moment = datetime.fromtimestamp(seconds, tz=UTC).replace(microsecond=rest // 1000)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    cached_second, prefix = _second
+    if seconds != cached_second:  # spans of one batch mostly share their second
+        prefix = datetime.fromtimestamp(seconds, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S")
+        _second = (seconds, prefix)
+    return f"{prefix}.{rest // 1000:06d}Z"
 
 
 def _plain(attributes: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -209,15 +217,22 @@ class Telemetry:
             log.warning("telemetry shutdown failed", exc_info=True)
 
 
+def process_resource(service_name: str, instance_id: str | None = None) -> Resource:
+    """Who this process is, for its spans and its metrics alike (OTEL_SERVICE_NAME wins)."""
+    name = os.environ.get("OTEL_SERVICE_NAME") or service_name
+    instance = instance_id or f"{socket.gethostname()}-{os.getpid()}"
+    return Resource.create(
+        {SERVICE_NAME: name, SERVICE_INSTANCE_ID: instance, SERVICE_NAMESPACE: NAMESPACE}
+    )
+
+
 def setup_telemetry(
     service_name: str, *, traces_dir: Path, instance_id: str | None = None
 ) -> Telemetry:
     """Build and install this process's global tracer provider and W3C propagators."""
-    name = os.environ.get("OTEL_SERVICE_NAME") or service_name
-    instance = instance_id or f"{socket.gethostname()}-{os.getpid()}"
-    resource = Resource.create(
-        {SERVICE_NAME: name, SERVICE_INSTANCE_ID: instance, SERVICE_NAMESPACE: NAMESPACE}
-    )
+    resource = process_resource(service_name, instance_id)
+    name = str(resource.attributes[SERVICE_NAME])
+    instance = str(resource.attributes[SERVICE_INSTANCE_ID])
     traces_file = traces_dir / _UNSAFE_FILENAME.sub("_", f"{name}-{instance}.jsonl")
     exporter = _make_exporter(traces_file)
     if isinstance(exporter, JsonlSpanExporter):

@@ -26,6 +26,7 @@ id, from both (`scoped_id`), so two senders' `evt-1` are two requests with two r
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -40,6 +41,7 @@ SPECVERSION: Final = "1.0"
 CONTENT_TYPE: Final = "application/json"
 # A fixed namespace so derived ids are the same in every process and every run.
 ID_NAMESPACE: Final = uuid.UUID("5f0c2a1e-9a43-4f3c-9a57-0c0a3e1d7b21")
+_NAMESPACE_BYTES: Final = ID_NAMESPACE.bytes
 
 Headers = Sequence[tuple[str, bytes]]
 
@@ -121,7 +123,13 @@ def derive_event_id(parent_id: str, *parts: str) -> str:
     A redelivered input yields the same output ids, which is what lets consumers drop
     duplicates.
     """
-    return str(uuid.uuid5(ID_NAMESPACE, "/".join((parent_id, *parts))))
+    # uuid.uuid5, without building a UUID object (this runs for every event published).
+    digest = bytearray(hashlib.sha1(_NAMESPACE_BYTES + "/".join((parent_id, *parts)).encode())
+                       .digest()[:16])
+    digest[6] = (digest[6] & 0x0F) | 0x50  # version 5
+    digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 4122 variant
+    h = digest.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def scoped_id(source: str, event_id: str) -> str:

@@ -227,6 +227,9 @@ class TriageDecision(_Internal):
     generation: Generation
     usage: Usage
     budget: Budget | None = None
+    # When the request's first event (its intake record) was published: synthesis measures
+    # the request's end-to-end latency from it. None from a triage that predates it.
+    received_at: datetime | None = None
 
 
 class InvestigationTask(_Internal):

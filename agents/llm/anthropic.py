@@ -62,6 +62,7 @@ from counterpoint.agents.llm.errors import (
 )
 from counterpoint.agents.llm.provider import LLMRequest, LLMResponse, quote
 from counterpoint.agents.llm.routing import DEFAULT_FALLBACKS, Fallback, fallback_for
+from counterpoint.agents.llm.tooluse import json_schema
 from counterpoint.schemas.events import Generation, Usage
 
 if TYPE_CHECKING:
@@ -317,7 +318,7 @@ def tool_for(output: type[BaseModel]) -> ToolParam:
     if doc and doc != (BaseModel.__doc__ or "").strip():
         description += " " + doc
     return {"name": name, "description": description,
-            "input_schema": output.model_json_schema()}
+            "input_schema": json_schema(output)}
 
 
 def snake(name: str) -> str:

@@ -29,6 +29,8 @@ from typing import Any, overload
 
 from pydantic import BaseModel, ConfigDict, create_model
 
+from counterpoint.agents.llm.tooluse import json_schema
+
 _NAME = re.compile(r"[a-z][a-z0-9_]{0,63}")
 
 
@@ -54,7 +56,7 @@ class FunctionTool:
     injected: Mapping[str, str]  # parameter -> configured key
 
     def input_schema(self) -> dict[str, Any]:
-        return self.input.model_json_schema()
+        return json_schema(self.input)  # built once per tool, not on every model call
 
     def missing(self, values: Mapping[str, Any]) -> list[str]:
         """The configured keys this tool needs that `values` lacks."""

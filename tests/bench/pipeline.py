@@ -23,7 +23,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from counterpoint.agents.catalog import AGENT_NAMES
 from counterpoint.bus import tracing
-from counterpoint.bus.kafka import KafkaConfig
+from counterpoint.bus.kafka import KafkaConfig, fetch_plan, nudge_when_acked
+from counterpoint.bus.wake import Nudger
 from counterpoint.infra.admin import create_topics
 from counterpoint.infra.demo import example
 from counterpoint.infra.processes import Supervisor
@@ -66,6 +67,7 @@ class ResultSink(BackgroundReader):
         self.status: dict[str, str] = {}
         self.missing: dict[str, list[str]] = {}
         self.counts: dict[str, int] = {}
+        self.calls: dict[str, dict[str, int]] = {}  # request -> model calls per step
 
     async def start(self) -> None:
         self.consumer = consumer = AIOKafkaConsumer(
@@ -96,6 +98,8 @@ class ResultSink(BackgroundReader):
                         self.first_seen[rid] = seen
                         self.status[rid] = body.get("status", "?")
                         self.missing[rid] = body.get("missing", [])
+                        self.calls[rid] = {step: int(usage.get("calls", 0)) for step, usage
+                                           in (body.get("usage_by_step") or {}).items()}
 
 
 class TicketPublisher:
@@ -105,8 +109,10 @@ class TicketPublisher:
     validates the ticket and builds the same CloudEvents envelope and producer span, then sends.
     """
 
-    def __init__(self, producer: AIOKafkaProducer, run_id: str) -> None:
+    def __init__(self, producer: AIOKafkaProducer, run_id: str,
+                 nudger: Nudger | None = None) -> None:
         self.producer = producer
+        self.nudger = nudger  # as `publish` does through the bus's producer
         self.run_id = run_id
         self.template = orjson.loads(example("ticket_dual_intent.json"))
         self.published: dict[str, float] = {}
@@ -130,6 +136,8 @@ class TicketPublisher:
             self.published[event_id] = time.time()
             fut: asyncio.Future[Any] = await self.producer.send(
                 INTAKE_TICKETS.name, raw, key=sid.encode(), headers=headers)
+        if self.nudger is not None:
+            nudge_when_acked(fut, self.nudger, INTAKE_TICKETS.name)
         return fut
 
 
@@ -188,11 +196,12 @@ async def run_pipeline(bootstrap: str, *, requests: int, rate: float, workdir: P
     home = workdir / "pipeline"
     env = dict(os.environ)
     env.pop("ANTHROPIC_API_KEY", None)  # the bench measures the bus, not a model's latency
-    env.update({"KAFKA_BOOTSTRAP_SERVERS": bootstrap, "COUNTERPOINT_HOME": str(home),
-                "COUNTERPOINT_FETCH_MAX_WAIT_MS": str(FETCH_MAX_WAIT_MS)})
+    # The agents fetch as they would from this broker by default (bus/fetching.py).
+    env.update({"KAFKA_BOOTSTRAP_SERVERS": bootstrap, "COUNTERPOINT_HOME": str(home)})
     supervisor = Supervisor(home / "logs", env=env, restart=False)
     sink = ResultSink(bootstrap)
     producer: AIOKafkaProducer | None = None
+    nudger: Nudger | None = None
 
     def check() -> None:
         dead = [p.label for p in supervisor.processes if not p.alive]
@@ -222,7 +231,9 @@ async def run_pipeline(bootstrap: str, *, requests: int, rate: float, workdir: P
         producer = KafkaConfig(bootstrap_servers=bootstrap).producer(f"bench-publisher-{run_id}")
         await producer.start()
         await sink.start()
-        publisher = TicketPublisher(producer, run_id)
+        plan = await fetch_plan(KafkaConfig(bootstrap), producer.client)
+        nudger = Nudger(plan.broker) if plan.adaptive else None
+        publisher = TicketPublisher(producer, run_id, nudger)
 
         step = status.step("warm-up requests", total=warmup)
         await _requests("warm-up", publisher, sink, warmup, None, step, DRAIN_S, check)
@@ -249,6 +260,8 @@ async def run_pipeline(bootstrap: str, *, requests: int, rate: float, workdir: P
             if producer is not None:
                 with contextlib.suppress(Exception):
                     await producer.stop()
+            if nudger is not None:
+                nudger.close()
         finally:
             supervisor.stop()
         step.finish()

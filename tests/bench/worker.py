@@ -2,7 +2,7 @@
 
     python -m tests.bench.worker raw          --bootstrap HOST:PORT --prefix P --hop I
     python -m tests.bench.worker counterpoint --bootstrap HOST:PORT --prefix P --hop I
-                                              [--traces-dir DIR]
+                                              [--traces-dir DIR] [--metrics]
 
 `raw` is the baseline: plain aiokafka, consume -> orjson.loads -> orjson.dumps -> produce to the
 next topic, commit once the broker acked the batch's produces. `counterpoint` is the same hop as a
@@ -95,8 +95,9 @@ async def counterpoint_hop(bootstrap: str, prefix: str, hop: int, fetch_max_wait
     delivery = await run_agent(agent, KafkaConfig(bootstrap_servers=bootstrap,
                                                   fetch_max_wait_ms=fetch_max_wait_ms), stop)
     if delivery.stats.deadlettered:
-        log.error("%s dead-lettered %d records", agent.name, delivery.stats.deadlettered)
-    return delivery.stats.emitted
+        log.error("%s dead-lettered %d records", agent.name,
+                  delivery.stats.total("deadlettered"))
+    return delivery.stats.total("sent")
 
 
 async def _run(args: argparse.Namespace) -> int:
@@ -111,10 +112,17 @@ async def _run(args: argparse.Namespace) -> int:
         from counterpoint.infra.telemetry import setup_telemetry
 
         telemetry = setup_telemetry(f"bench-hop{args.hop}", traces_dir=Path(args.traces_dir))
+    served = None
+    if args.metrics:
+        from counterpoint.infra.metrics import setup_metrics
+
+        served = setup_metrics(f"bench-hop{args.hop}", port=0)
     hop = raw_hop if args.kind == "raw" else counterpoint_hop
     try:
         relayed = await hop(args.bootstrap, args.prefix, args.hop, args.fetch_max_wait_ms, stop)
     finally:
+        if served is not None:
+            served.shutdown()
         if telemetry is not None:
             telemetry.shutdown()
     log.info("%s hop %d pid %d stopped: relayed %d", args.kind, args.hop, os.getpid(), relayed)
@@ -130,6 +138,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--fetch-max-wait-ms", type=int, default=10)
     parser.add_argument("--traces-dir", default=None,
                         help="install the OpenTelemetry SDK and write spans here (JSONL)")
+    parser.add_argument("--metrics", action="store_true",
+                        help="metrics on: a meter provider and /metrics on a free port")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -140,15 +140,22 @@ class AgentStack:
         self.supervisor.stop()
 
 
-@pytest.fixture(scope="module")
-def pipeline(bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[AgentStack]:
-    """One process per agent, shared by a test module."""
+@contextmanager
+def running_pipeline(bootstrap: str, home: Path,
+                     extra_env: Mapping[str, str] | None = None) -> Iterator[AgentStack]:
+    """One process per agent of the built-in pipeline, joined, stopped on exit."""
     from counterpoint.agents.catalog import AGENT_NAMES
 
-    stack = AgentStack(bootstrap, tmp_path_factory.mktemp("home"),
-                       dict.fromkeys(AGENT_NAMES, 1))
+    stack = AgentStack(bootstrap, home, dict.fromkeys(AGENT_NAMES, 1), extra_env)
     try:
         stack.wait_joined()
         yield stack
     finally:
         stack.stop()
+
+
+@pytest.fixture(scope="module")
+def pipeline(bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[AgentStack]:
+    """One process per agent, shared by a test module."""
+    with running_pipeline(bootstrap, tmp_path_factory.mktemp("home")) as stack:
+        yield stack

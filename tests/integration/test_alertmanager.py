@@ -9,9 +9,6 @@ derived from the alert's fingerprint and startsAt, read back from Alertmanager's
 from __future__ import annotations
 
 import asyncio
-import os
-import shutil
-import subprocess
 import time
 import uuid
 from collections.abc import Iterator
@@ -28,38 +25,15 @@ from counterpoint.schemas.events import AlertmanagerAlert
 from counterpoint.schemas.identity import alert_request_id
 from tests.integration.conftest import AgentStack
 from tests.integration.test_gateway import Gateway, example
+from tests.support.debian import debian_binary
 from tests.support.served import Served
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
-NAMES = ("prometheus-alertmanager", "alertmanager")
-
-
-def _installed() -> str | None:
-    return next((path for name in NAMES if (path := shutil.which(name))), None)
-
 
 def alertmanager_binary() -> str:
     """The Alertmanager executable, installing Debian's package when it is missing."""
-    found = _installed()
-    if found:
-        return found
-    if os.geteuid() != 0:
-        pytest.skip("prometheus-alertmanager is not installed and installing it needs root")
-    if shutil.which("apt-get") is None:
-        pytest.skip("prometheus-alertmanager is not installed and there is no apt-get")
-    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    install = ["apt-get", "install", "-y", "--no-install-recommends",
-               "prometheus-alertmanager"]
-    done = subprocess.run(install, env=env, capture_output=True, text=True, timeout=600)
-    if done.returncode != 0:  # a stale package list is the usual reason
-        subprocess.run(["apt-get", "update"], env=env, capture_output=True, timeout=600)
-        done = subprocess.run(install, env=env, capture_output=True, text=True, timeout=600)
-    found = _installed()
-    if found is None:
-        pytest.skip("could not install prometheus-alertmanager with apt-get: "
-                    + (done.stderr or done.stdout)[-500:])
-    return found
+    return debian_binary("prometheus-alertmanager", ("prometheus-alertmanager", "alertmanager"))
 
 
 CONFIG = """\

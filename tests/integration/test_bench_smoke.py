@@ -20,11 +20,13 @@ MESSAGES = 50
 WARMUP = 8
 
 
-@pytest.mark.parametrize("kind", ["raw", "counterpoint"])
+@pytest.mark.parametrize(("kind", "metrics"), [("raw", False), ("counterpoint", False),
+                                               ("counterpoint", True)])
 async def test_relay_delivers_every_message_exactly_once(bootstrap: str, tmp_path: Path,
-                                                         kind: RelayKind) -> None:
+                                                         kind: RelayKind, metrics: bool) -> None:
     result = await run_relay(kind, bootstrap, messages=MESSAGES, rate=200, duration=0,
-                             workdir=tmp_path, status=NullStatus(), warmup=WARMUP)
+                             workdir=tmp_path, status=NullStatus(), warmup=WARMUP,
+                             metrics=metrics)
 
     # warm-up and burst, each sequence number once at the sink: nothing lost, nothing doubled
     assert result.arrivals == dict.fromkeys(range(WARMUP + MESSAGES), 1)

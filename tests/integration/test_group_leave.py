@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import subprocess
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -26,10 +25,15 @@ from pydantic import BaseModel
 from counterpoint.bus.admin import TopicSpec, ensure_topics
 from counterpoint.bus.agent import Agent, Emit, Incoming
 from counterpoint.bus.kafka import KafkaConfig, Producer, run_agent
-from counterpoint.infra.broker import broker_binary, broker_reachable, free_port, port_open
 from counterpoint.schemas.envelope import Envelope, new_event_id, now
 from counterpoint.topics.registry import Topic
-from tests.support.kafka_wiretap import JOIN_GROUP, LEAVE_GROUP, SYNC_GROUP, Wiretap
+from tests.support.kafka_wiretap import (
+    JOIN_GROUP,
+    LEAVE_GROUP,
+    SYNC_GROUP,
+    Wiretap,
+    tapped_broker,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
@@ -76,25 +80,9 @@ class Member:
 
 @pytest.fixture
 async def tapped() -> AsyncIterator[tuple[str, Wiretap]]:
-    """A fresh embedded broker whose advertised address is a wiretap in front of it."""
-    port = free_port()
-    tap = Wiretap("127.0.0.1", port)
-    tap_port = await tap.start()
-    broker = subprocess.Popen(
-        [broker_binary(), "broker", "--listener-url", f"tcp://127.0.0.1:{port}",
-         "--advertised-listener-url", f"tcp://127.0.0.1:{tap_port}",
-         "--storage-engine", "memory://tansu/"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    bootstrap = f"127.0.0.1:{tap_port}"
-    try:
-        await _until(lambda: port_open("127.0.0.1", port), 20, "the broker to listen")
-        assert await broker_reachable(bootstrap, timeout_s=20), "the broker does not answer"
+    async with tapped_broker() as (bootstrap, tap):
         await ensure_topics(bootstrap, [TopicSpec(ITEMS.name, PARTITIONS)])
         yield bootstrap, tap
-    finally:
-        broker.kill()
-        broker.wait()
-        await tap.stop()
 
 
 def _config(bootstrap: str, leave_group: bool = False) -> KafkaConfig:

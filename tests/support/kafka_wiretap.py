@@ -11,8 +11,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import struct
+import subprocess
+import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
+from counterpoint.infra.broker import broker_binary, broker_reachable, free_port, port_open
+
+FETCH = 1
 JOIN_GROUP = 11
 SYNC_GROUP = 14
 LEAVE_GROUP = 13
@@ -84,3 +90,29 @@ async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
         pass
     finally:
         writer.close()
+
+
+@contextlib.asynccontextmanager
+async def tapped_broker() -> AsyncIterator[tuple[str, Wiretap]]:
+    """A fresh embedded broker whose advertised address is a wiretap in front of it."""
+    port = free_port()
+    tap = Wiretap("127.0.0.1", port)
+    tap_port = await tap.start()
+    broker = subprocess.Popen(
+        [broker_binary(), "broker", "--listener-url", f"tcp://127.0.0.1:{port}",
+         "--advertised-listener-url", f"tcp://127.0.0.1:{tap_port}",
+         "--storage-engine", "memory://tansu/"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    bootstrap = f"127.0.0.1:{tap_port}"
+    try:
+        deadline = time.monotonic() + 20
+        while not port_open("127.0.0.1", port):
+            if time.monotonic() > deadline:
+                raise AssertionError("the broker did not listen within 20s")
+            await asyncio.sleep(0.05)
+        assert await broker_reachable(bootstrap, timeout_s=20), "the broker does not answer"
+        yield bootstrap, tap
+    finally:
+        broker.kill()
+        broker.wait()
+        await tap.stop()

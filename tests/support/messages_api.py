@@ -224,6 +224,13 @@ def default_usage(body: Mapping[str, Any], tool_input: Mapping[str, Any]) -> tup
     return (10 + len(json.dumps(body)) // 4, 5 + len(json.dumps(tool_input)) // 4)
 
 
+class _Server(ThreadingHTTPServer):
+    # The stdlib's listen backlog of 5 overflows when dozens of clients connect at once
+    # (the bench's model scenario: 64+ calls in flight, a connection each); the kernel then
+    # drops them and the SDK sees ReadError. The real API accepts them all.
+    request_queue_size = 1024
+
+
 class MessagesAPI:
     def __init__(self, *, answers: Mapping[str, Mapping[str, Any]] | None = None,
                  responder: Responder | None = None, usage: UsageOf = default_usage,
@@ -239,7 +246,7 @@ class MessagesAPI:
         self._scripted: deque[Reply] = deque()
         self._lock = threading.Lock()
         self._ids = itertools.count(1)
-        self._server = ThreadingHTTPServer((host, port), _handler(self))
+        self._server = _Server((host, port), _handler(self))
         self._server.daemon_threads = True
         self._thread: threading.Thread | None = None
 

@@ -6,6 +6,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from opentelemetry import metrics
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
 from counterpoint_demo.store import BusinessStore
 from tests.support.dockerfile import InstalledImage, build_image
@@ -30,3 +33,13 @@ def image(tmp_path_factory: pytest.TempPathFactory) -> Callable[[Path, Path], In
         return built[key]
 
     return build
+
+
+@pytest.fixture(scope="session")
+def metrics_reader() -> InMemoryMetricReader:
+    """This test process's meter provider, read in memory (installed once: OpenTelemetry
+    allows one global provider per process). Values are cumulative over the session, so
+    tests compare before and after."""
+    reader = InMemoryMetricReader()
+    metrics.set_meter_provider(MeterProvider(metric_readers=[reader]))
+    return reader

@@ -132,3 +132,28 @@ async def test_the_patched_coordinator_resets_without_sending_leave_group(
     assert sent == []
     assert (patched.generation, patched.member_id) == (-1, "")
     assert patched._rejoin_needed_fut.done()  # reset_generation asks for a rejoin, as before
+
+
+LAG = ("aiokafka moved the partition state bus/kafka.py `_Engine.lag` reads (consumer."
+       "_subscription.subscription.assignment); the consumer-lag metric would go silent")
+
+
+async def test_lag_reads_each_partitions_high_watermark_and_fetch_position() -> None:
+    """On a real SubscriptionState: lag = highwater - position per assigned partition, and a
+    partition without either (never fetched) is left out rather than guessed."""
+    from aiokafka.consumer.subscription_state import SubscriptionState
+    from aiokafka.structs import TopicPartition
+
+    from counterpoint.bus.kafka import _Engine
+
+    state = SubscriptionState()
+    fetched, behind, unknown = (TopicPartition("t", p) for p in range(3))
+    state.assign_from_user({fetched, behind, unknown})
+    assignment = state.subscription.assignment
+    for tp, position, high in ((fetched, 10, 10), (behind, 5, 42)):
+        assignment.state_value(tp).seek(position)
+        assignment.state_value(tp).highwater = high
+    engine = _Engine.__new__(_Engine)  # only what lag() reads
+    engine.consumer = SimpleNamespace(_subscription=state)
+    engine.agent = SimpleNamespace(name="a")
+    assert sorted(engine.lag()) == [("t", 0, 0), ("t", 1, 37)], LAG

@@ -455,6 +455,74 @@ def test_every_service_shares_one_approval_keyring() -> None:
     assert check_shared_keyring(load_compose()) == []
 
 
+def _mounted(service: dict[str, Any], target: str) -> Path | None:
+    """The repository file or folder `service` mounts at `target`."""
+    for volume in service.get("volumes") or []:
+        parts = str(volume).split(":")
+        if len(parts) >= 2 and parts[1] == target and parts[0].startswith("."):
+            return (COMPOSE_FILE.parent / parts[0]).resolve()
+    return None
+
+
+def check_metrics(compose: dict[str, Any]) -> list[str]:
+    """Prometheus scrapes every agent service (and only services that exist) on the port the
+    agents serve on, with the shipped alert rules; Grafana is provisioned with a Prometheus
+    data source at that service and a dashboard that parses and uses that data source."""
+    services = compose["services"]
+    prometheus, grafana = services.get("prometheus"), services.get("grafana")
+    if prometheus is None or grafana is None:
+        return ["no prometheus and grafana services"]
+    problems: list[str] = []
+    config_file = _mounted(prometheus, "/etc/prometheus/prometheus.yml")
+    if config_file is None or not config_file.is_file():
+        return ["prometheus mounts no prometheus.yml from the repository"]
+    config = yaml.safe_load(config_file.read_text(encoding="utf-8"))
+    agents = agent_services(compose)
+    ports = {env_of(svc).get("COUNTERPOINT_METRICS_PORT") for svc in agents.values()}
+    hosts = {env_of(svc).get("COUNTERPOINT_METRICS_HOST") for svc in agents.values()}
+    if len(ports) != 1 or None in ports or hosts != {"0.0.0.0"}:
+        problems.append(f"agents do not all serve metrics on one port on every address: "
+                        f"ports {ports}, hosts {hosts}")
+    scraped: set[str] = set()
+    for job in config.get("scrape_configs") or []:
+        for sd in job.get("dns_sd_configs") or []:
+            if str(sd.get("port")) not in {str(p) for p in ports}:
+                problems.append(f"{job.get('job_name')}: scrapes port {sd.get('port')}, the "
+                                f"agents serve on {ports}")
+            scraped |= set(sd.get("names") or [])
+    if missing := set(agents) - scraped:
+        problems.append(f"prometheus does not scrape {sorted(missing)}")
+    if unknown := scraped - set(services):
+        problems.append(f"prometheus scrapes services that do not exist: {sorted(unknown)}")
+    rules = _mounted(prometheus, "/etc/prometheus/alerts.yml")
+    if rules is None or not rules.is_file() or \
+            "/etc/prometheus/alerts.yml" not in (config.get("rule_files") or []):
+        problems.append("prometheus does not load the repository's alerts.yml")
+    provisioning = _mounted(grafana, "/etc/grafana/provisioning")
+    dashboards = _mounted(grafana, "/var/lib/grafana/dashboards")
+    if provisioning is None or dashboards is None:
+        return [*problems, "grafana mounts no provisioning or dashboards folder"]
+    sources = [d for f in sorted((provisioning / "datasources").glob("*.yml"))
+               for d in yaml.safe_load(f.read_text(encoding="utf-8"))["datasources"]]
+    uids = {d["uid"] for d in sources if d.get("type") == "prometheus"
+            and d.get("url") == "http://prometheus:9090"}
+    if not uids:
+        problems.append("grafana has no Prometheus data source at http://prometheus:9090")
+    boards = sorted(dashboards.glob("*.json"))
+    if not boards:
+        problems.append("no dashboard JSON")
+    for board in boards:
+        used = set(re.findall(r'"uid": "([^"]+)"', board.read_text(encoding="utf-8")))
+        json.loads(board.read_text(encoding="utf-8"))
+        if used - uids - {"counterpoint"}:
+            problems.append(f"{board.name}: uses data sources {sorted(used - uids)}")
+    return problems
+
+
+def test_prometheus_scrapes_every_agent_and_grafana_shows_it() -> None:
+    assert check_metrics(load_compose()) == []
+
+
 # -- the checks can fail ---------------------------------------------------------------------
 
 
@@ -465,6 +533,12 @@ def test_checks_catch_a_broken_compose(read_names: set[str]) -> None:
     no_billing = copy.deepcopy(good)
     del no_billing["services"]["billing"]
     assert any("agent billing" in p for p in check_agents(no_billing, agents))
+    assert any("scrapes services that do not exist: ['billing']" in p
+               for p in check_metrics(no_billing))
+    unscraped = copy.deepcopy(good)
+    unscraped["services"]["auditor"] = {**good["services"]["billing"],
+                                        "command": ["agent", "auditor"]}
+    assert any("does not scrape ['auditor']" in p for p in check_metrics(unscraped))
 
     wrong = copy.deepcopy(good)
     wrong["services"]["billing"]["command"] = ["agent", "biling"]

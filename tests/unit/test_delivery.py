@@ -164,8 +164,8 @@ async def test_outputs_carry_derived_ids_correlation_causation_and_trace() -> No
 
     out = bus.records(INVESTIGATION_FINDINGS.name)
     assert len(out) == 2
-    assert delivery.stats.handled == 1
-    assert delivery.stats.emitted == 2
+    assert delivery.stats.total("handled") == 1
+    assert delivery.stats.total("sent") == 2
     by_tag = {}
     for record in out:
         headers = _h(record)
@@ -255,8 +255,8 @@ async def test_handler_error_goes_to_deadletter_untouched_and_next_record_is_han
     assert await bus.run_until_idle() == 2
 
     assert seen == ["T-bad", "T-good"]
-    assert delivery.stats.deadlettered == 1
-    assert delivery.stats.handled == 1
+    assert delivery.stats.total("deadlettered") == 1
+    assert delivery.stats.total("handled") == 1
     good = bus.records(INVESTIGATION_FINDINGS.name)
     assert [orjson.loads(r.value or b"")["request_id"] for r in good] == ["T-good"]
 
@@ -299,7 +299,7 @@ async def test_undecodable_record_goes_to_deadletter() -> None:
     assert [d.reason for d in reasons] == ["schema-violation", "undecodable"]
     assert "body" in reasons[0].message
     assert [d.error_class for d in reasons] == ["SchemaError", "DecodeError"]
-    assert delivery.stats.deadlettered == 2
+    assert delivery.stats.total("deadlettered") == 2
 
 
 async def test_transient_error_is_retried_then_handled() -> None:
@@ -312,9 +312,9 @@ async def test_transient_error_is_retried_then_handled() -> None:
     await bus.run_until_idle()
 
     assert calls == [1, 2, 3]
-    assert delivery.stats.retries == 2
-    assert delivery.stats.handled == 1
-    assert delivery.stats.deadlettered == 0
+    assert delivery.stats.total("retried") == 2
+    assert delivery.stats.total("handled") == 1
+    assert delivery.stats.total("deadlettered") == 0
     assert bus.records(DEADLETTER_NAME) == []
     assert len(bus.records(INVESTIGATION_FINDINGS.name)) == 1
 
@@ -331,8 +331,8 @@ async def test_transient_error_every_time_is_deadlettered_after_max_attempts(
     await bus.run_until_idle()
 
     assert len(calls) == max_attempts
-    assert delivery.stats.retries == max_attempts - 1
-    assert delivery.stats.handled == 0
+    assert delivery.stats.total("retried") == max_attempts - 1
+    assert delivery.stats.total("handled") == 0
     (dead,) = bus.records(DEADLETTER_NAME)
     h = _h(dead)
     assert h["dlq.reason"] == b"transient"
@@ -356,7 +356,7 @@ async def test_emit_to_undeclared_topic_is_deadlettered() -> None:
     assert h["dlq.error.class"] == b"UndeclaredEmit"
     assert SYNTHESIS_RESULTS.name.encode() in h["dlq.error.message"]
     assert h["dlq.attempts"] == b"1"
-    assert delivery.stats.emitted == 0
+    assert delivery.stats.total("sent") == 0
 
 
 async def test_timer_emit_to_undeclared_topic_raises() -> None:

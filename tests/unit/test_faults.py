@@ -230,7 +230,7 @@ async def test_dual_intent_ticket_completes_despite_llm_faults(store: BusinessSt
     assert result.generation.offline
     # Five answered calls: triage, billing, account, knowledge, synthesis; faults on top.
     assert provider.passed == 5
-    retries = sum(d.stats.retries for d in deliveries)
+    retries = sum(d.stats.total("retried") for d in deliveries)
     assert retries == provider.faults
     assert result.usage.calls == 5
 
@@ -243,7 +243,7 @@ async def test_retries_happen_and_are_counted(store: BusinessStore) -> None:
     await bus.run_until_idle()
 
     assert len(bus.records(SYNTHESIS_RESULTS.name)) == 1
-    retries = sum(d.stats.retries for d in deliveries)
+    retries = sum(d.stats.total("retried") for d in deliveries)
     assert retries == provider.faults > 0
 
 
@@ -261,6 +261,6 @@ async def test_the_retry_bound_dead_letters_with_the_llm_reason(store: BusinessS
     assert dead.attempts == 3
     assert record.value == TICKET_RAW
     assert provider.calls == 3
-    assert sum(d.stats.retries for d in deliveries) == 2
+    assert sum(d.stats.total("retried") for d in deliveries) == 2
     assert bus.records(SYNTHESIS_RESULTS.name) == []
 
