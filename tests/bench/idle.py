@@ -31,12 +31,11 @@ from counterpoint.bus.admin import TopicSpec, ensure_topics
 from counterpoint.bus.kafka import KafkaConfig, Producer
 from counterpoint.infra.admin import create_topics
 from counterpoint.infra.demo import example
-from counterpoint.infra.processes import Supervisor
 from counterpoint.infra.publishing import source_id, validate
 from counterpoint.schemas.envelope import Envelope, new_event_id, now
 from counterpoint.topics.registry import INTAKE_TICKETS
 from tests.bench.pipeline import ResultSink
-from tests.bench.processes import Children, cpu_seconds, total_cpu
+from tests.bench.processes import Children, agent_supervisor, cpu_seconds, total_cpu
 from tests.bench.reader import BenchError
 from tests.bench.relay import delete_topics
 from tests.bench.results import ScenarioResult
@@ -120,7 +119,7 @@ async def run_stack_at_rest(bootstrap: str, *, broker_pid: int | None, workdir: 
         env["COUNTERPOINT_FETCH_MAX_WAIT_MS"] = "10"  # how every consumer fetched before
     else:
         env.pop("COUNTERPOINT_FETCH_MAX_WAIT_MS", None)
-    supervisor = Supervisor(home / "logs", env=env, restart=False)
+    supervisor = agent_supervisor(home, env)
     sink = ResultSink(bootstrap)
 
     def check() -> None:

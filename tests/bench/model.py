@@ -34,9 +34,8 @@ from counterpoint.agents.catalog import AGENT_NAMES
 from counterpoint.bus.kafka import KafkaConfig, fetch_plan
 from counterpoint.bus.wake import Nudger
 from counterpoint.infra.admin import create_topics
-from counterpoint.infra.processes import Supervisor
 from tests.bench.pipeline import ResultSink, TicketPublisher
-from tests.bench.processes import ROOT, Children, cpu_seconds
+from tests.bench.processes import ROOT, Children, agent_supervisor, cpu_seconds
 from tests.bench.reader import BenchError
 from tests.bench.results import ScenarioResult
 from tests.bench.status import Status
@@ -84,7 +83,7 @@ async def _one_run(bootstrap: str, base_url: str, *, broker_pid: int | None, ser
                 # One keyring for both runs: the first run's approval requests, still held for
                 # a decision, are held again by the second, not dead-lettered as untrusted.
                 "COUNTERPOINT_KEYS_DIR": str(workdir / "model-keys")})
-    supervisor = Supervisor(home / "logs", env=env, restart=False)
+    supervisor = agent_supervisor(home, env)
     sink = ResultSink(bootstrap)
     producer: AIOKafkaProducer | None = None
     nudger: Nudger | None = None

@@ -27,10 +27,10 @@ from counterpoint.bus.kafka import KafkaConfig, fetch_plan, nudge_when_acked
 from counterpoint.bus.wake import Nudger
 from counterpoint.infra.admin import create_topics
 from counterpoint.infra.demo import example
-from counterpoint.infra.processes import Supervisor
 from counterpoint.infra.publishing import source_id, validate
 from counterpoint.schemas.envelope import Envelope, new_event_id, now
 from counterpoint.topics.registry import INTAKE_TICKETS, SYNTHESIS_RESULTS
+from tests.bench.processes import agent_supervisor
 from tests.bench.reader import BackgroundReader, BenchError
 from tests.bench.results import Phase, ScenarioResult
 from tests.bench.status import Status, Step
@@ -198,7 +198,7 @@ async def run_pipeline(bootstrap: str, *, requests: int, rate: float, workdir: P
     env.pop("ANTHROPIC_API_KEY", None)  # the bench measures the bus, not a model's latency
     # The agents fetch as they would from this broker by default (bus/fetching.py).
     env.update({"KAFKA_BOOTSTRAP_SERVERS": bootstrap, "COUNTERPOINT_HOME": str(home)})
-    supervisor = Supervisor(home / "logs", env=env, restart=False)
+    supervisor = agent_supervisor(home, env)
     sink = ResultSink(bootstrap)
     producer: AIOKafkaProducer | None = None
     nudger: Nudger | None = None

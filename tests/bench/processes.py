@@ -11,6 +11,10 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from counterpoint.infra import demo_business
+from counterpoint.infra.broker import free_port
+from counterpoint.infra.processes import Supervisor
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -61,6 +65,18 @@ class Children:
 
 
 _HZ = os.sysconf("SC_CLK_TCK")
+
+
+def agent_supervisor(home: Path, env: dict[str, str]) -> Supervisor:
+    """A supervisor for the built-in agents, with the demo business server they reach their
+    tools on already running (its own process on a free port, like `up` starts it). The
+    server is a service, not an agent: CPU figures over `supervisor.processes` leave it out,
+    as a business system would be elsewhere in production."""
+    port = free_port()
+    env["COUNTERPOINT_DEMO_BUSINESS_URL"] = f"http://127.0.0.1:{port}/mcp"
+    supervisor = Supervisor(home / "logs", env=env, restart=False)
+    demo_business.start(supervisor, "127.0.0.1", port, home)
+    return supervisor
 
 
 def cpu_seconds(pid: int) -> float:
