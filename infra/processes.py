@@ -27,8 +27,8 @@ import sys
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Final
 from pathlib import Path
+from typing import Final
 
 from counterpoint.agents.private_files import open_private_append, private_dir
 from counterpoint.infra.lifeline import supervised_env
