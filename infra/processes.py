@@ -47,7 +47,7 @@ def restart_delay(quick_deaths: int) -> float:
     row each ended within STABLE_S of its start (0: it had been running: at once)."""
     if quick_deaths <= 0:
         return 0.0
-    return min(RESTART_MAX_DELAY_S, RESTART_BASE_DELAY_S * 2 ** (quick_deaths - 1))
+    return min(RESTART_MAX_DELAY_S, RESTART_BASE_DELAY_S * 2.0 ** (quick_deaths - 1))
 
 
 def agent_command(name: str, config: Path | None = None) -> list[str]:
