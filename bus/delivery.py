@@ -218,7 +218,7 @@ class Delivery:
             span = None
             if recording:
                 span = tracing.start_send(item.topic.name, parent, request_id, event_id)
-                tracing.inject_span(headers, span)
+                tracing.inject_span(headers, span, parent)
             else:
                 headers.extend(cause.trace_headers)
             try:
