@@ -46,6 +46,13 @@ _NAMESPACE_BYTES: Final = ID_NAMESPACE.bytes
 Headers = Sequence[tuple[str, bytes]]
 
 
+# Header name -> attribute, for the attributes this envelope reads (any other ce_ header is
+# still decoded, so a non-UTF-8 one is refused as before).
+_CE_NAMES: Final = {f"ce_{name}": name for name in (
+    "specversion", "id", "source", "type", "time", "requestid", "causationid", "subject",
+    "schemaversion")}
+
+
 class EnvelopeError(ValueError):
     """Headers that claim to be a CloudEvent but are not a valid one."""
 
@@ -72,19 +79,24 @@ class Envelope(BaseModel):
     @classmethod
     def from_headers(cls, headers: Headers) -> Envelope | None:
         """The envelope in `headers`, or None when the record carries no CloudEvent."""
+        # Runs for every record consumed: one pass, known names looked up, no comprehensions.
         ce: dict[str, bytes] = {}
         for k, v in headers:
-            if k.startswith("ce_"):
+            name = _CE_NAMES.get(k)
+            if name is not None:
+                ce[name] = v
+            elif k.startswith("ce_"):
                 ce[k[3:]] = v
         if "specversion" not in ce:
             return None
+        text: dict[str, str] = {}
         try:
-            text = {k: v.decode("utf-8") for k, v in ce.items()}
+            for k, v in ce.items():
+                text[k] = v.decode("utf-8")
         except UnicodeDecodeError as exc:
             raise EnvelopeError(f"a ce_ header is not UTF-8: {exc}") from exc
-        missing = [k for k in ("id", "source", "type") if not text.get(k)]
-        if missing:
-            names = ", ".join("ce_" + m for m in missing)
+        if not (text.get("id") and text.get("source") and text.get("type")):
+            names = ", ".join("ce_" + m for m in ("id", "source", "type") if not text.get(m))
             raise EnvelopeError(f"CloudEvent headers missing: {names}")
         if text["specversion"] != SPECVERSION:
             raise EnvelopeError(f"ce_specversion {text['specversion']!r} is not supported (1.0 is)")
