@@ -167,6 +167,9 @@ class Agent:
     handlers: dict[str, tuple[Topic[Any], Handler]] = field(default_factory=dict)
     periodic: list[tuple[float, Periodic]] = field(default_factory=list)
     revoked_hooks: list[Revoked] = field(default_factory=list)
+    # (the emits tuple it was built from, its topic names): `declared` runs for every emit.
+    _declared: tuple[Sequence[Topic[Any]], frozenset[str]] | None = field(
+        default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not NAME_PATTERN.match(self.name):
@@ -219,7 +222,10 @@ class Agent:
         return fn
 
     def declared(self, topic: Topic[Any]) -> bool:
-        return any(t.name == topic.name for t in self.emits)
+        cached = self._declared
+        if cached is None or cached[0] is not self.emits:
+            cached = self._declared = (self.emits, frozenset(t.name for t in self.emits))
+        return topic.name in cached[1]
 
 
 def _check_annotation(fn: Callable[..., Any], topic: Topic[Any]) -> None:

@@ -125,12 +125,15 @@ def _qualname(fn: Callable[..., Any]) -> str:
 def checked_emits(agent: Agent, emits: Sequence[Emit]) -> list[Emit]:
     """At run time: every emit declared, exact repeats dropped, and no two different events
     under one id (DuplicateEmit)."""
+    if len(emits) == 1:  # the common case: nothing to compare
+        (item,) = emits
+        if not agent.declared(item.topic):
+            raise _undeclared_emit(agent, item)
+        return [item]
     seen: dict[tuple[str, str, str | None], Emit] = {}
     for item in emits:
         if not agent.declared(item.topic):
-            raise UndeclaredEmit(
-                f"agent {agent.name} emitted to {item.topic.name}, which it does not "
-                f"declare (declared: {', '.join(t.name for t in agent.emits)})")
+            raise _undeclared_emit(agent, item)
         identity = (item.topic.name, item.tag, item.derive_from)
         first = seen.setdefault(identity, item)
         if first is not item and first != item:
@@ -139,3 +142,9 @@ def checked_emits(agent: Agent, emits: Sequence[Emit]) -> list[Emit]:
                 f"tag {item.tag!r} for one input: both would get one event id and the second "
                 "would be dropped as a duplicate; give each emit a distinct tag=")
     return list(seen.values())
+
+
+def _undeclared_emit(agent: Agent, item: Emit) -> UndeclaredEmit:
+    return UndeclaredEmit(
+        f"agent {agent.name} emitted to {item.topic.name}, which it does not "
+        f"declare (declared: {', '.join(t.name for t in agent.emits)})")

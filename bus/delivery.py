@@ -21,7 +21,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Final, Protocol
 
 from opentelemetry.trace import Span, Status, StatusCode
@@ -33,7 +33,7 @@ from counterpoint.bus.deadletter import Failure, deadletter_headers
 from counterpoint.bus.decode import InputLimits, RawRecord, decode
 from counterpoint.bus.errors import CounterpointError, TooLarge, is_retriable, reason_of
 from counterpoint.bus.metrics import Attributes, DeliveryStats, bump
-from counterpoint.schemas.envelope import Envelope, derive_event_id, now
+from counterpoint.schemas.envelope import Envelope, binary_headers, derive_event_id, now
 from counterpoint.topics.registry import DEADLETTER_NAME
 
 log = logging.getLogger(__name__)
@@ -81,6 +81,10 @@ def settle(outcome: Outcome, done: Callable[[], None]) -> None:
         hold.release()
 
 
+def _moment(epoch_s: float) -> datetime:
+    return datetime.fromtimestamp(epoch_s, UTC)
+
+
 REMEMBERED: Final = 50_000  # finished event ids kept for duplicate suppression
 
 
@@ -120,7 +124,7 @@ class Delivery:
     async def handle(self, record: RawRecord) -> Outcome:
         topic, handler = self.agent.handlers[record.topic]
         bump(self.stats.consumed, record.topic)
-        first_failure = now()
+        started_at = time.time()  # a datetime only if it fails: this runs for every record
         decoded: tuple[Envelope, Any] | None = None
         error: CounterpointError | None = None
         try:
@@ -128,21 +132,21 @@ class Delivery:
         except CounterpointError as exc:
             error = exc
         if not tracing.recording():
-            return await self._handle(record, handler, decoded, error, first_failure, None,
+            return await self._handle(record, handler, decoded, error, started_at, None,
                                       tracing.forwarded(record.headers))
         envelope = decoded[0] if decoded is not None else None
         with tracing.Consuming(record.topic, record.headers,
                                self._span_attributes(record, envelope)) as span:
-            return await self._handle(record, handler, decoded, error, first_failure, span,
+            return await self._handle(record, handler, decoded, error, started_at, span,
                                       tracing.carry(span))
 
     async def _handle(self, record: RawRecord, handler: Handler,
                       decoded: tuple[Envelope, Any] | None, error: CounterpointError | None,
-                      first_failure: datetime, span: Span | None,
+                      started_at: float, span: Span | None,
                       trace_headers: tracing.TraceHeaders) -> Outcome:
         if decoded is None:
             assert error is not None
-            failure = Failure(error, 1, first_failure, now())
+            failure = Failure(error, 1, _moment(started_at), now())
             return Outcome([await self._deadletter(span, record, failure)])
         envelope, data = decoded
         if envelope.id in self._finished:
@@ -177,7 +181,7 @@ class Delivery:
                 attrs = dict(self.topic_attributes(record.topic))
                 attrs["error.type"] = type(exc).__qualname__
                 metrics.process_duration.record(time.monotonic() - started, attrs)
-                failure = Failure(exc, attempt, first_failure, now())
+                failure = Failure(exc, attempt, _moment(started_at), now())
                 return Outcome([await self._deadletter(span, record, failure)])
         metrics.process_duration.record(time.monotonic() - started,
                                         self.topic_attributes(record.topic))
@@ -212,15 +216,13 @@ class Delivery:
             request_id = item.request_id or cause.request_id
             event_id = derive_event_id(item.derive_from or cause.event_id, self.agent.name,
                                        item.topic.name, item.tag)
-            envelope = Envelope(
-                id=event_id, source=source, type=item.topic.ce_type, time=now(),
-                request_id=request_id, causation_id=cause.event_id,
-                subject=item.subject or cause.subject)
-            headers = envelope.to_headers()
+            headers = binary_headers(event_id, source, item.topic.ce_type, now(), request_id,
+                                     causation_id=cause.event_id,
+                                     subject=item.subject or cause.subject)
             span = None
             if recording:
                 span = tracing.start_send(item.topic.name, parent, request_id, event_id)
-                tracing.inject_span(headers, span)
+                tracing.inject_span(headers, span, parent)
             else:
                 headers.extend(cause.trace_headers)
             try:

@@ -65,7 +65,11 @@ class KafkaConfig:
     session_timeout_ms: int = 6_000
     heartbeat_interval_ms: int = 1_000
     request_timeout_ms: int = 30_000
-    max_in_flight: int = 64
+    max_in_flight: int = 64  # handlers running at once
+    # Records fetched and not yet done (handlers running, or published and waiting for the
+    # broker's acks); at least max_in_flight. Records waiting for acks cost little, and a
+    # bound of a few batches lets fetching, handling and acknowledgements overlap.
+    max_pending: int = 2_000
     # Also the rebalance timeout a group waits for members to rejoin: a member killed in the
     # middle of a rebalance holds its group up this long. Polling never stops (fetching is
     # paused instead), so this bounds only a stuck event loop.
@@ -73,6 +77,12 @@ class KafkaConfig:
     # Anything the broker accepted must be publishable again as a dead letter, so this is
     # well above the input limit (the broker and the deadletter topic have their own caps).
     max_request_size: int = 16 * 1_048_576
+    # Bytes per partition batch of the producer. aiokafka's 16 KiB default holds only ~40 of our
+    # records (their CloudEvents headers are most of each), and a send that finds its batch full
+    # waits until that batch is drained, in a wait every other blocked send wakes up from too:
+    # with hundreds of records in flight that cost more CPU than the records themselves. Kept
+    # well below the 1 MB a Kafka broker accepts per batch by default (message.max.bytes).
+    max_batch_bytes: int = 256 * 1024
     commit_interval_s: float = 0.05
     # On revocation and shutdown, in-flight work gets this long before it is abandoned.
     drain_grace_s: float = 10.0
@@ -86,6 +96,7 @@ class KafkaConfig:
             linger_ms=self.linger_ms,
             request_timeout_ms=self.request_timeout_ms,
             max_request_size=self.max_request_size,
+            max_batch_size=self.max_batch_bytes,
         )
 
 
@@ -192,9 +203,16 @@ def _record(msg: Any) -> RawRecord:
 class _Engine:
     """Many records in flight, one key at a time, commits only below the oldest unfinished.
 
-    Each fetched record becomes a task chained after the previous task of the same
-    (partition, key), so events of one key are handled in order while other keys proceed.
-    At most `max_in_flight` tasks run; fetching stops while the bound is reached.
+    Each fetched record's handler runs in a task chained after the previous record of the
+    same (partition, key), so events of one key are handled in order while other keys
+    proceed. A record is done once its handler returned and the broker acknowledged everything
+    it published; the next record of its key starts only then. At most `max_in_flight`
+    handlers run, and at most `max_pending` records are fetched and not yet done; fetching
+    stops while either bound is reached.
+
+    The acknowledgements are followed by callbacks, not by the handler's task: a relay's
+    handler returns at once and its task ends, so the bound on handlers does not hold fetching
+    back while the broker acknowledges a whole batch.
     """
 
     def __init__(self, agent: Agent, delivery: Delivery, consumer: AIOKafkaConsumer,
@@ -204,15 +222,24 @@ class _Engine:
         self.consumer = consumer
         self.config = config
         self.offsets: dict[TopicPartition, PartitionOffsets] = {}
-        self.tasks: dict[TopicPartition, set[asyncio.Task[None]]] = {}
-        self.tails: dict[tuple[TopicPartition, bytes], asyncio.Task[None]] = {}
-        self.in_flight = 0
-        self.progress = asyncio.Event()  # set whenever a task finishes
+        # Per partition, the completion of every record fetched and not yet done: set once it
+        # is done or has failed (a failure is the engine's: `failure`).
+        self.tasks: dict[TopicPartition, set[asyncio.Future[None]]] = {}
+        self.handlers: dict[asyncio.Future[None], asyncio.Task[None]] = {}
+        self.tails: dict[tuple[TopicPartition, bytes], asyncio.Future[None]] = {}
+        self.in_flight = 0  # records fetched and not yet done
+        self.handling = 0  # of those, records whose handler has not returned yet
+        self.progress = asyncio.Event()  # set whenever a record is done or a handler returns
         self.failure: BaseException | None = None
         metrics.watch_loop(self)
 
     def topic_attributes(self, topic: str | None) -> metrics.Attributes:
         return self.delivery.topic_attributes(topic)
+
+    def free(self) -> int:
+        """How many records may be fetched now."""
+        return min(self.config.max_in_flight - self.handling,
+                   max(self.config.max_pending, self.config.max_in_flight) - self.in_flight)
 
     def lag(self) -> list[tuple[str, int, int]]:
         """Records waiting to be fetched per assigned partition: the high watermark of the
@@ -239,42 +266,82 @@ class _Engine:
         if offsets is None:
             offsets = self.offsets[tp] = PartitionOffsets()
         offsets.track(msg.offset)
+        completion: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         chain = (tp, msg.key) if msg.key is not None else None
-        previous = self.tails.get(chain) if chain else None
-        task = asyncio.create_task(self._run(offsets, _record(msg), previous))
-        tasks = self.tasks.get(tp)
-        if tasks is None:
-            tasks = self.tasks[tp] = set()
-        tasks.add(task)
-        if chain:
-            self.tails[chain] = task
+        previous = None
+        if chain is not None:
+            previous = self.tails.get(chain)
+            self.tails[chain] = completion
+        pending = self.tasks.get(tp)
+        if pending is None:
+            pending = self.tasks[tp] = set()
+        pending.add(completion)
         self.in_flight += 1
+        self.handling += 1
+        task = asyncio.create_task(self._run(offsets, _record(msg), previous, completion))
+        self.handlers[completion] = task
 
-        def finished(t: asyncio.Task[None]) -> None:
+        def finished(_: asyncio.Future[None]) -> None:
             self.in_flight -= 1
-            self.tasks.get(tp, set()).discard(t)
-            if chain and self.tails.get(chain) is t:
+            self.tasks.get(tp, set()).discard(completion)
+            if chain is not None and self.tails.get(chain) is completion:
                 del self.tails[chain]
-            if not t.cancelled() and t.exception() is not None and self.failure is None:
-                self.failure = t.exception()
             self.progress.set()
 
-        task.add_done_callback(finished)
+        completion.add_done_callback(finished)
+
+    def _failed(self, completion: asyncio.Future[None], exc: BaseException | None) -> None:
+        """The record cannot be done (it stays open, so it is redelivered): a failed publish
+        stops the engine; an abandoned (cancelled) record does not."""
+        if exc is not None and self.failure is None:
+            self.failure = exc
+        if not completion.done():
+            completion.set_result(None)
 
     async def _run(self, offsets: PartitionOffsets, record: RawRecord,
-                   previous: asyncio.Task[None] | None) -> None:
-        if previous is not None:
-            await asyncio.wait([previous])  # order within a key; its failure is its own
-        outcome = await self.delivery.handle(record)
-        for ack in outcome.acks:
-            await ack  # a failed publish raises: the record stays open
+                   previous: asyncio.Future[None] | None,
+                   completion: asyncio.Future[None]) -> None:
+        try:
+            if previous is not None:
+                await asyncio.wait([previous])  # order within a key; its failure is its own
+            outcome = await self.delivery.handle(record)
+        except asyncio.CancelledError:
+            self._failed(completion, None)
+            raise
+        except Exception as exc:
+            self._failed(completion, exc)
+            return
+        finally:
+            self.handling -= 1
+            self.handlers.pop(completion, None)
+            self.progress.set()
 
         def done() -> None:
             offsets.done(record.offset)
             if outcome.event_id:
                 self.delivery.finished(outcome.event_id)
 
-        settle(outcome, done)
+        acks = [asyncio.ensure_future(ack) for ack in outcome.acks]
+        left = len(acks)
+
+        def acked(ack: asyncio.Future[Any]) -> None:
+            nonlocal left
+            if completion.done():
+                return  # an earlier ack failed, or the record was abandoned
+            if ack.cancelled() or ack.exception() is not None:
+                # A failed publish: the record stays open.
+                self._failed(completion, None if ack.cancelled() else ack.exception())
+                return
+            left -= 1
+            if left == 0:
+                settle(outcome, done)
+                completion.set_result(None)
+
+        if not acks:
+            settle(outcome, done)
+            completion.set_result(None)
+        for ack in acks:
+            ack.add_done_callback(acked)
 
     async def commit(self, only: Iterable[TopicPartition] | None = None) -> None:
         wanted = set(only) if only is not None else set(self.offsets)
@@ -302,16 +369,21 @@ class _Engine:
 
         Abandoned records are not committed, so whoever owns the partition next redoes them.
         """
-        tasks = {t for tp in partitions for t in self.tasks.get(tp, ())}
-        if not tasks:
+        pending = {c for tp in partitions for c in self.tasks.get(tp, ())}
+        if not pending:
             return
-        _, late = await asyncio.wait(tasks, timeout=grace_s)
-        for task in late:
+        _, late = await asyncio.wait(pending, timeout=grace_s)
+        if not late:
+            return
+        handlers = [t for c in late if (t := self.handlers.get(c)) is not None]
+        for task in handlers:
             task.cancel()
-        if late:
-            log.warning("%s: abandoned %d unfinished records (redelivered later)",
-                        self.agent.name, len(late))
-            await asyncio.wait(late)
+        log.warning("%s: abandoned %d unfinished records (redelivered later)",
+                    self.agent.name, len(late))
+        if handlers:
+            await asyncio.wait(handlers)
+        for completion in late:  # those waiting for acks: they stay open
+            self._failed(completion, None)
 
     async def revoke(self, partitions: set[TopicPartition]) -> None:
         await self.drain(partitions, self.config.drain_grace_s)
@@ -406,9 +478,8 @@ async def run_agent(agent: Agent, config: KafkaConfig, stop: asyncio.Event,
         for timer in timers:
             timer.cancel()
         await asyncio.gather(*timers, return_exceptions=True)
-        for tasks in engine.tasks.values():
-            for task in tasks:
-                task.cancel()
+        for task in list(engine.handlers.values()):
+            task.cancel()
         if wake is not None:
             wake.close()
         await consumer.stop()
@@ -427,7 +498,7 @@ async def _consume(engine: _Engine, consumer: AIOKafkaConsumer, fetching: Adapti
     while not stop.is_set():
         if engine.failure is not None:
             raise engine.failure
-        free = config.max_in_flight - engine.in_flight
+        free = min(engine.free(), config.max_batch)
         if free <= 0:
             # At the bound: wake as soon as a record finishes. Fetching is paused, and an
             # empty poll now and then keeps the consumer a live member of its group.

@@ -17,11 +17,15 @@ from collections.abc import Iterator, MutableSequence, Sequence
 from contextlib import contextmanager, suppress
 from typing import Final
 
+from opentelemetry import baggage as otel_baggage
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
+from opentelemetry.baggage.propagation import W3CBaggagePropagator
 from opentelemetry.context import Context
+from opentelemetry.propagators.composite import CompositePropagator
 from opentelemetry.propagators.textmap import Getter, Setter
 from opentelemetry.trace import NoOpTracerProvider, ProxyTracerProvider, Span, SpanKind
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 TRACER_NAME: Final = "counterpoint.bus"
 REQUEST_ID_ATTR: Final = "counterpoint.request_id"
@@ -41,16 +45,58 @@ class _HeaderGetter(Getter[Sequence[tuple[str, bytes]]]):
 
 class _HeaderSetter(Setter[MutableSequence[tuple[str, bytes]]]):
     def set(self, carrier: MutableSequence[tuple[str, bytes]], key: str, value: str) -> None:
-        carrier[:] = [(k, v) for k, v in carrier if k != key]
+        if any(k == key for k, _ in carrier):
+            carrier[:] = [(k, v) for k, v in carrier if k != key]
         carrier.append((key, value.encode()))
+
+
+class _DictGetter(Getter[dict[str, list[str]]]):
+    def get(self, carrier: dict[str, list[str]], key: str) -> list[str] | None:
+        return carrier.get(key)
+
+    def keys(self, carrier: dict[str, list[str]]) -> list[str]:
+        return list(carrier)
 
 
 _getter: Final = _HeaderGetter()
 _setter: Final = _HeaderSetter()
+_dict_getter: Final = _DictGetter()
+
+# Whether the global propagator is plain W3C (trace context, optionally baggage), as
+# setup_telemetry installs it and as the API's default is: then only the W3C headers matter,
+# so a record's headers are read in one pass instead of once per field, and a span's own
+# context is written directly. Any other propagator gets the generic path. Keyed by the
+# global's identity, so installing another one later is noticed.
+_w3c: tuple[object, bool] = (None, False)
+
+
+def _is_w3c(propagator: object) -> bool:
+    if isinstance(propagator, CompositePropagator):
+        parts = getattr(propagator, "_propagators", None)
+        return parts is not None and all(_is_w3c(p) for p in parts)
+    return type(propagator) in (TraceContextTextMapPropagator, W3CBaggagePropagator)
+
+
+def _plain_w3c() -> bool:
+    global _w3c
+    propagator = propagate.get_global_textmap()
+    known, plain = _w3c
+    if known is not propagator:
+        plain = _is_w3c(propagator)
+        _w3c = (propagator, plain)
+    return plain
 
 
 def extract(headers: Sequence[tuple[str, bytes]]) -> Context:
     try:
+        if _plain_w3c():
+            found: dict[str, list[str]] = {}
+            for k, v in headers:
+                if k in TRACE_HEADERS and v:
+                    found.setdefault(k, []).append(v.decode("utf-8", "replace"))
+            if not found:
+                return Context()  # what the W3C propagators make of no trace headers
+            return propagate.extract(found, getter=_dict_getter)
         return propagate.extract(headers, getter=_getter)
     except Exception:
         return Context()
@@ -59,6 +105,28 @@ def extract(headers: Sequence[tuple[str, bytes]]) -> Context:
 def inject(headers: MutableSequence[tuple[str, bytes]], ctx: Context | None = None) -> None:
     with suppress(Exception):
         propagate.inject(headers, context=ctx, setter=_setter)
+
+
+def _inject_own(headers: list[tuple[str, bytes]], span: Span, ctx: Context) -> None:
+    """Write `span` (the current span of `ctx`) into `headers`, which hold no trace headers
+    yet: `traceparent` formatted here when the propagator is plain W3C (what its trace-context
+    half would write), baggage from `ctx` by the propagator itself when there is any."""
+    with suppress(Exception):
+        if not _plain_w3c():
+            propagate.inject(headers, context=ctx, setter=_setter)
+            return
+        sc = span.get_span_context()
+        if not sc.is_valid:
+            return
+        headers.append(("traceparent",
+                        f"00-{sc.trace_id:032x}-{sc.span_id:016x}-{sc.trace_flags:02x}".encode()))
+        if sc.trace_state:
+            headers.append(("tracestate", sc.trace_state.to_header().encode()))
+        if otel_baggage.get_all(ctx):
+            _baggage.inject(headers, context=ctx, setter=_setter)
+
+
+_baggage: Final = W3CBaggagePropagator()
 
 
 # Module-level: get_tracer is costly per call with the SDK; the API's proxy tracer still
@@ -152,18 +220,23 @@ def forwarded(headers: Sequence[tuple[str, bytes]]) -> TraceHeaders:
 
 
 class Consuming:
-    """The current CONSUMER span around one record's handling (a context manager)."""
+    """The current CONSUMER span around one record's handling (a context manager).
 
-    __slots__ = ("_token", "span")
+    The span becomes current in the context extracted from the record, so the baggage it
+    carried is current too and travels on with what the handler emits.
+    """
+
+    __slots__ = ("_parent", "_token", "span")
 
     def __init__(self, topic: str, headers: Sequence[tuple[str, bytes]],
                  attributes: dict[str, str | int]) -> None:
-        self.span: Span = _tracer.start_span(f"process {topic}", context=extract(headers),
+        self._parent = extract(headers)
+        self.span: Span = _tracer.start_span(f"process {topic}", context=self._parent,
                                              kind=SpanKind.CONSUMER, attributes=attributes)
         self._token: object = None
 
     def __enter__(self) -> Span:
-        self._token = otel_context.attach(trace.set_span_in_context(self.span))
+        self._token = otel_context.attach(trace.set_span_in_context(self.span, self._parent))
         return self.span
 
     def __exit__(self, *exc: object) -> None:
@@ -179,9 +252,10 @@ _CARRIED_MAX: Final = 4096
 
 def carry(span: Span) -> TraceHeaders:
     """`span`'s context as trace headers (what emits caused by it will be children of)."""
-    ctx = trace.set_span_in_context(span)
+    current = otel_context.get_current()
+    ctx = current if trace.get_current_span(current) is span else trace.set_span_in_context(span)
     headers: list[tuple[str, bytes]] = []
-    inject(headers, ctx)
+    _inject_own(headers, span, ctx)
     key = tuple(headers)
     _carried[key] = ctx
     if len(_carried) > _CARRIED_MAX:
@@ -206,5 +280,8 @@ def start_send(topic: str, parent: Context | None, request_id: str, event_id: st
                               attributes=attributes)
 
 
-def inject_span(headers: MutableSequence[tuple[str, bytes]], span: Span) -> None:
-    inject(headers, trace.set_span_in_context(span))
+def inject_span(headers: list[tuple[str, bytes]], span: Span,
+                parent: Context | None = None) -> None:
+    """Write the context of `span`, a child of `parent` (None: the current context), into
+    `headers`, which hold no trace headers yet."""
+    _inject_own(headers, span, trace.set_span_in_context(span, parent))

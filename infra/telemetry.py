@@ -36,7 +36,7 @@ import os
 import re
 import socket
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
@@ -56,7 +56,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, Spa
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from counterpoint.agents.private_files import open_private_append, private_dir
-from counterpoint.infra.redaction import RedactingExporter
+from counterpoint.infra.redaction import RedactingExporter, attribute_dict
 
 __all__ = [
     "JsonlSpanExporter",
@@ -95,9 +95,29 @@ def format_time(ns: int) -> str:
     return f"{prefix}.{rest // 1000:06d}Z"
 
 
-def _plain(attributes: Mapping[str, Any] | None) -> dict[str, Any]:
-    # OTel stores sequence attributes as tuples; JSON readers expect lists.
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in (attributes or {}).items()}
+def _plain(item: Any) -> dict[str, Any]:
+    """The attributes of a span or event as a new dict, sequences as lists for JSON."""
+    plain = dict(attribute_dict(item))
+    for k, v in plain.items():
+        if isinstance(v, tuple):  # OTel stores sequence attributes as tuples
+            plain[k] = list(v)
+    return plain
+
+
+_resource_names: tuple[object, Any, Any] = (None, None, None)
+
+
+def _service(span: ReadableSpan) -> tuple[Any, Any]:
+    """(service.name, service.instance.id) of the span's resource: one per process, so the
+    last one is kept instead of being looked up for every span."""
+    global _resource_names
+    resource = span.resource
+    cached, name, instance = _resource_names
+    if cached is not resource:
+        attributes = resource.attributes
+        name, instance = attributes.get(SERVICE_NAME), attributes.get(SERVICE_INSTANCE_ID)
+        _resource_names = (resource, name, instance)
+    return name, instance
 
 
 def span_to_record(span: ReadableSpan) -> dict[str, Any]:
@@ -105,24 +125,25 @@ def span_to_record(span: ReadableSpan) -> dict[str, Any]:
     context = span.get_span_context()
     start = span.start_time or 0
     end = span.end_time or start
-    resource = span.resource.attributes
+    name, instance = _service(span)
+    parent = span.parent
     return {
-        "trace_id": trace.format_trace_id(context.trace_id) if context else "0" * 32,
-        "span_id": trace.format_span_id(context.span_id) if context else "0" * 16,
-        "parent_id": trace.format_span_id(span.parent.span_id) if span.parent else None,
+        "trace_id": format(context.trace_id, "032x") if context else "0" * 32,
+        "span_id": format(context.span_id, "016x") if context else "0" * 16,
+        "parent_id": format(parent.span_id, "016x") if parent else None,
         "name": span.name,
         "kind": span.kind.name,
-        "service.name": resource.get(SERVICE_NAME),
-        "service.instance.id": resource.get(SERVICE_INSTANCE_ID),
+        "service.name": name,
+        "service.instance.id": instance,
         "start": format_time(start),
         "end": format_time(end),
         "duration_ms": (end - start) / 1_000_000,
         "status": span.status.status_code.name,
-        "attributes": _plain(span.attributes),
+        "attributes": _plain(span),
         "events": [
-            {"name": e.name, "time": format_time(e.timestamp), "attributes": _plain(e.attributes)}
+            {"name": e.name, "time": format_time(e.timestamp), "attributes": _plain(e)}
             for e in span.events
-        ],
+        ] if span.events else [],
     }
 
 

@@ -46,6 +46,13 @@ _NAMESPACE_BYTES: Final = ID_NAMESPACE.bytes
 Headers = Sequence[tuple[str, bytes]]
 
 
+# Header name -> attribute, for the attributes this envelope reads (any other ce_ header is
+# still decoded, so a non-UTF-8 one is refused as before).
+_CE_NAMES: Final = {f"ce_{name}": name for name in (
+    "specversion", "id", "source", "type", "time", "requestid", "causationid", "subject",
+    "schemaversion")}
+
+
 class EnvelopeError(ValueError):
     """Headers that claim to be a CloudEvent but are not a valid one."""
 
@@ -64,35 +71,32 @@ class Envelope(BaseModel):
     specversion: str = SPECVERSION
 
     def to_headers(self) -> list[tuple[str, bytes]]:
-        headers = [
-            ("ce_specversion", self.specversion.encode()),
-            ("ce_id", self.id.encode()),
-            ("ce_source", self.source.encode()),
-            ("ce_type", self.type.encode()),
-            ("ce_time", self.time.isoformat().encode()),
-            ("ce_requestid", self.request_id.encode()),
-            ("ce_schemaversion", self.schema_version.encode()),
-            ("content-type", CONTENT_TYPE.encode()),
-        ]
-        if self.causation_id is not None:
-            headers.append(("ce_causationid", self.causation_id.encode()))
-        if self.subject is not None:
-            headers.append(("ce_subject", self.subject.encode()))
-        return headers
+        return binary_headers(self.id, self.source, self.type, self.time, self.request_id,
+                              causation_id=self.causation_id, subject=self.subject,
+                              schema_version=self.schema_version,
+                              specversion=self.specversion)
 
     @classmethod
     def from_headers(cls, headers: Headers) -> Envelope | None:
         """The envelope in `headers`, or None when the record carries no CloudEvent."""
-        ce = {k[3:]: v for k, v in headers if k.startswith("ce_")}
+        # Runs for every record consumed: one pass, known names looked up, no comprehensions.
+        ce: dict[str, bytes] = {}
+        for k, v in headers:
+            name = _CE_NAMES.get(k)
+            if name is not None:
+                ce[name] = v
+            elif k.startswith("ce_"):
+                ce[k[3:]] = v
         if "specversion" not in ce:
             return None
+        text: dict[str, str] = {}
         try:
-            text = {k: v.decode("utf-8") for k, v in ce.items()}
+            for k, v in ce.items():
+                text[k] = v.decode("utf-8")
         except UnicodeDecodeError as exc:
             raise EnvelopeError(f"a ce_ header is not UTF-8: {exc}") from exc
-        missing = [k for k in ("id", "source", "type") if not text.get(k)]
-        if missing:
-            names = ", ".join("ce_" + m for m in missing)
+        if not (text.get("id") and text.get("source") and text.get("type")):
+            names = ", ".join("ce_" + m for m in ("id", "source", "type") if not text.get(m))
             raise EnvelopeError(f"CloudEvent headers missing: {names}")
         if text["specversion"] != SPECVERSION:
             raise EnvelopeError(f"ce_specversion {text['specversion']!r} is not supported (1.0 is)")
@@ -111,6 +115,37 @@ class Envelope(BaseModel):
             subject=text.get("subject"),
             schema_version=text.get("schemaversion", SCHEMA_VERSION),
         )
+
+
+_SPECVERSION_BYTES: Final = SPECVERSION.encode()
+_SCHEMA_VERSION_BYTES: Final = SCHEMA_VERSION.encode()
+_CONTENT_TYPE_BYTES: Final = CONTENT_TYPE.encode()
+
+
+def binary_headers(event_id: str, source: str, type_: str, time: datetime, request_id: str, *,
+                   causation_id: str | None = None, subject: str | None = None,
+                   schema_version: str = SCHEMA_VERSION,
+                   specversion: str = SPECVERSION) -> list[tuple[str, bytes]]:
+    """The binary-mode headers of an envelope with these attributes (what `to_headers`
+    writes). The bus publishes every event through this, without building an `Envelope`:
+    its attributes are the bus's own values, not input to validate."""
+    headers = [
+        ("ce_specversion", _SPECVERSION_BYTES if specversion == SPECVERSION
+         else specversion.encode()),
+        ("ce_id", event_id.encode()),
+        ("ce_source", source.encode()),
+        ("ce_type", type_.encode()),
+        ("ce_time", time.isoformat().encode()),
+        ("ce_requestid", request_id.encode()),
+        ("ce_schemaversion", _SCHEMA_VERSION_BYTES if schema_version == SCHEMA_VERSION
+         else schema_version.encode()),
+        ("content-type", _CONTENT_TYPE_BYTES),
+    ]
+    if causation_id is not None:
+        headers.append(("ce_causationid", causation_id.encode()))
+    if subject is not None:
+        headers.append(("ce_subject", subject.encode()))
+    return headers
 
 
 def now() -> datetime:

@@ -191,6 +191,28 @@ async def test_outputs_carry_derived_ids_correlation_causation_and_trace() -> No
     }
 
 
+async def test_baggage_and_tracestate_travel_on_with_the_trace() -> None:
+    # Before, the process span was made current in the ambient context rather than in the one
+    # extracted from the record, so the input's baggage was not passed on.
+    bus = MemoryBus()
+    bus.add(echo_agent())
+    headers = [*_cloudevent_headers("evt-bag", "req-bag"), ("tracestate", b"vendor=abc"),
+               ("baggage", b"tenant=acme,plan=gold")]
+    await bus.publish(INTAKE_TICKETS.name, _ticket_bytes("T-9"), key=b"T-9", headers=headers)
+    await bus.run_until_idle()
+
+    out = bus.records(INVESTIGATION_FINDINGS.name)
+    assert len(out) == 2
+    for record in out:
+        h = _h(record)
+        match = TRACEPARENT.match(h["traceparent"].decode())
+        assert match is not None and match.group(1) == INPUT_TRACE_ID
+        assert h["tracestate"] == b"vendor=abc"
+        assert sorted(h["baggage"].decode().split(",")) == ["plan=gold", "tenant=acme"]
+        names = [k for k, _ in record.headers]
+        assert len(names) == len(set(names))  # each header once
+
+
 async def test_raw_input_starts_a_trace_and_a_request() -> None:
     bus = MemoryBus()
     bus.add(echo_agent())
