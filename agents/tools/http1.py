@@ -34,6 +34,8 @@ class _Connection:
         self.reader = reader
         self.writer = writer
         self.h11 = h11.Connection(h11.CLIENT)
+        self.reused = False  # kept alive from an earlier exchange
+        self.received = False  # any byte of this exchange's response has arrived
 
     def usable(self) -> bool:
         # A kept-alive connection the server has closed meanwhile (its idle timeout) shows
@@ -60,6 +62,7 @@ class _Connection:
                                          request=request) from None
             except OSError as exc:
                 raise httpx2.ReadError(str(exc) or type(exc).__name__, request=request) from exc
+            self.received = self.received or bool(data)
             try:
                 self.h11.receive_data(data)  # b"" = the server closed its side
             except h11.RemoteProtocolError as exc:
@@ -116,40 +119,53 @@ class Http1Transport(httpx2.AsyncBaseTransport):
             return await self._fallback.handle_async_request(request)
         timeouts = request.extensions.get("timeout", {})
         body = await request.aread()
-        conn = await self._connection(request, timeouts.get("connect"))
-        try:
-            target = request.url.raw_path
-            wire = conn.h11.send(h11.Request(method=request.method, target=target,
-                                             headers=list(request.headers.raw))) or b""
-            if body:
-                wire += conn.h11.send(h11.Data(data=body)) or b""
-            wire += conn.h11.send(h11.EndOfMessage()) or b""
+        while True:
+            conn = await self._connection(request, timeouts.get("connect"))
             try:
-                conn.writer.write(wire)
-                async with asyncio.timeout(timeouts.get("write")):
-                    await conn.writer.drain()
-            except TimeoutError:
-                raise httpx2.WriteTimeout("timed out sending the request",
-                                          request=request) from None
-            except OSError as exc:
-                raise httpx2.WriteError(str(exc) or type(exc).__name__,
-                                        request=request) from exc
-            while True:
-                event = await conn.next_event(request, timeouts.get("read"))
-                if isinstance(event, h11.Response):
-                    break
-                if isinstance(event, h11.ConnectionClosed):
-                    raise httpx2.RemoteProtocolError("the server closed the connection without "
-                                                     "a response", request=request)
-                # h11.InformationalResponse (1xx): wait for the final one.
-        except BaseException:
-            self._release(conn, keep=False)
-            raise
+                event = await self._exchange(conn, request, body, timeouts)
+                break
+            except (httpx2.RemoteProtocolError, httpx2.ReadError, httpx2.WriteError):
+                self._release(conn, keep=False)
+                # A kept-alive connection the server closed just as this request went out (its
+                # idle timeout racing us): the server read none of it, so it goes once more,
+                # on a new connection. On a new connection, or after any byte of a response,
+                # the error stands: the request may have been acted on.
+                if conn.reused and not conn.received:
+                    continue
+                raise
+            except BaseException:
+                self._release(conn, keep=False)
+                raise
         return httpx2.Response(
             event.status_code, headers=event.headers,
             stream=_Body(self, conn, request, timeouts.get("read")),
             extensions={"http_version": b"HTTP/" + event.http_version,
                         "reason_phrase": event.reason})
+
+    async def _exchange(self, conn: _Connection, request: httpx2.Request, body: bytes,
+                        timeouts: dict[str, float | None]) -> Any:
+        """Send the request; the response's head (h11.Response)."""
+        wire = conn.h11.send(h11.Request(method=request.method, target=request.url.raw_path,
+                                         headers=list(request.headers.raw))) or b""
+        if body:
+            wire += conn.h11.send(h11.Data(data=body)) or b""
+        wire += conn.h11.send(h11.EndOfMessage()) or b""
+        try:
+            conn.writer.write(wire)
+            async with asyncio.timeout(timeouts.get("write")):
+                await conn.writer.drain()
+        except TimeoutError:
+            raise httpx2.WriteTimeout("timed out sending the request", request=request) from None
+        except OSError as exc:
+            raise httpx2.WriteError(str(exc) or type(exc).__name__, request=request) from exc
+        while True:
+            event = await conn.next_event(request, timeouts.get("read"))
+            if isinstance(event, h11.Response):
+                return event
+            if isinstance(event, h11.ConnectionClosed):
+                raise httpx2.RemoteProtocolError("the server closed the connection without a "
+                                                 "response", request=request)
+            # h11.InformationalResponse (1xx): wait for the final one.
 
     async def _connection(self, request: httpx2.Request,
                           connect_s: float | None) -> _Connection:
@@ -178,6 +194,7 @@ class Http1Transport(httpx2.AsyncBaseTransport):
                 conn.h11.start_next_cycle()
             except h11.LocalProtocolError:
                 reusable = False
+            conn.reused, conn.received = True, False
         if reusable and conn.usable():
             self._idle.append(conn)
         else:

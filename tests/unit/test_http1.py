@@ -164,3 +164,34 @@ async def test_a_slow_response_times_out_as_a_read_timeout() -> None:
             transport=Http1Transport(), timeout=httpx2.Timeout(5, read=0.2)) as client:
         with pytest.raises(httpx2.ReadTimeout):
             await client.post(url, content=b"1")
+
+
+async def test_a_kept_alive_connection_closed_as_the_request_went_out_is_tried_once_anew(
+) -> None:
+    # The server's idle timeout racing a request: it closes the connection on reading the
+    # second request, without answering. That request goes again on a new connection.
+    async def one_per_connection(reader: asyncio.StreamReader,
+                                 writer: asyncio.StreamWriter) -> None:
+        body = await read_request(reader)
+        assert body is not None
+        writer.write(reply(body))
+        await writer.drain()
+        await read_request(reader)  # read, never answered: the connection just closes
+
+    async with server(one_per_connection) as (url, accepted), httpx2.AsyncClient(
+            transport=Http1Transport()) as client:
+        assert (await client.post(url, content=b"1")).json() == 1
+        assert (await client.post(url, content=b"2")).json() == 2
+        assert accepted[0] == 2
+
+
+async def test_a_new_connection_closed_without_an_answer_is_not_tried_again() -> None:
+    # The server may have acted on a request it read: only a reused connection is retried.
+    async def never(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+
+    async with server(never) as (url, accepted), httpx2.AsyncClient(
+            transport=Http1Transport()) as client:
+        with pytest.raises(httpx2.RemoteProtocolError):
+            await client.post(url, content=b"1")
+        assert accepted[0] == 1
