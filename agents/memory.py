@@ -23,6 +23,7 @@ EMITS: tuple[Topic[Any], ...] = ()
 
 def build(ctx: AgentContext) -> Agent:
     agent = Agent("memory", emits=EMITS)
+    ctx.outcomes.check()  # a memory.db Counterpoint did not make stops the build, unchanged
 
     @agent.handles(SYNTHESIS_RESULTS)
     async def on_result(event: Incoming[Result]) -> list[Emit]:

@@ -7,6 +7,10 @@ host (WAL mode, so readers never wait for the writer). On several hosts each wou
 only what its own memory agent recorded; a shared database would replace this module.
 
 Recording is idempotent (one row per request id), so a redelivered result changes nothing.
+The file carries memory's mark (agents/sqlite_files.py): a file at the path that Counterpoint
+did not create is never changed, and the agents that use memory (memory, synthesis) refuse to
+start, naming it. A memory.db an earlier Counterpoint made (unmarked, holding only the outcome
+table) is recognised and marked.
 What is stored outlives every span and log, so it passes the same redaction first (`scrub`,
 infra/redaction.py's `redact` in every agent process): the ids, titles and summaries kept
 carry no card numbers, email addresses or credentials. The file is its owner's alone (0600,
@@ -15,6 +19,7 @@ agents/private_files.py; SQLite gives its -wal and -shm files the same mode).
 
 from __future__ import annotations
 
+import contextlib
 import random
 import sqlite3
 import threading
@@ -24,7 +29,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Final
 
-from counterpoint.agents.private_files import private_file
+from counterpoint.agents import sqlite_files
 from counterpoint.schemas.events import Finding, PastOutcome, Result
 
 Scrub = Callable[[str], str]  # text -> the same text without secrets or personal data
@@ -47,6 +52,13 @@ CREATE TABLE IF NOT EXISTS outcomes (
 CREATE INDEX IF NOT EXISTS outcomes_customer ON outcomes (customer_id, completed_at);
 CREATE INDEX IF NOT EXISTS outcomes_service ON outcomes (service, completed_at);
 """
+# "CPMO" in SQLite's application_id header field: a memory file Counterpoint created.
+APPLICATION_ID: Final = sqlite_files.mark(b"CPMO")
+_CREATE: Final = _SCHEMA + f"PRAGMA application_id = {APPLICATION_ID};\n"
+REMEDY: Final = ("Move it elsewhere, or point COUNTERPOINT_MEMORY_DB at another file, and start "
+                 "again: memory is then created fresh.")
+_COLUMNS: Final = ("request_id", "source_id", "kind", "title", "summary", "status",
+                   "completed_at", "customer_id", "service")
 
 
 def default_memory_path(home: Path) -> Path:
@@ -72,9 +84,30 @@ def _retry_locked(step: Callable[[], object], timeout_s: float = 30.0) -> None:
             time.sleep(random.uniform(0.01, 0.1))
 
 
+def _earlier_memory(path: Path) -> bool:
+    """An unmarked file that an earlier Counterpoint made: empty (made, then interrupted), or
+    nothing but the outcome table with its columns."""
+    if path.stat().st_size == 0:
+        return True
+    with contextlib.closing(sqlite3.connect(path.resolve().as_uri() + "?mode=ro",
+                                            uri=True)) as db:
+        tables = [r[0] for r in db.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()]
+        if tables != ["outcomes"]:
+            return False
+        columns = tuple(r[1] for r in db.execute("PRAGMA table_info(outcomes)").fetchall())
+    return columns == _COLUMNS
+
+
+def check(path: Path) -> None:
+    """UnrecognisedFile when a file at `path` is not a memory Counterpoint made (reads only)."""
+    sqlite_files.check(path, APPLICATION_ID, REMEDY, _earlier_memory)
+
+
 def _connect(path: Path | str) -> sqlite3.Connection:
     if str(path) != ":memory:":
-        private_file(Path(path))  # before SQLite creates it with the umask's mode
+        # Made complete and 0600 before anything opens it; never a file that is not ours.
+        sqlite_files.ensure(Path(path), APPLICATION_ID, _CREATE, REMEDY, _earlier_memory)
     conn = sqlite3.connect(str(path), check_same_thread=False, timeout=30.0,
                            isolation_level=None)
     conn.execute("PRAGMA busy_timeout=30000")
@@ -95,6 +128,7 @@ class OutcomeStore:
         self._connect = connect
         self._scrub = scrub
         self._opened: sqlite3.Connection | None = None
+        self._path: Path | None = None  # the file, when opened lazily (see `check`)
         self._lock = threading.Lock()  # one connection, used from worker threads
 
     @classmethod
@@ -106,7 +140,14 @@ class OutcomeStore:
 
     @classmethod
     def lazy(cls, path: Path | str, *, scrub: Scrub) -> OutcomeStore:
-        return cls(lambda: _connect(path), scrub)
+        store = cls(lambda: _connect(path), scrub)
+        store._path = None if str(path) == ":memory:" else Path(path)
+        return store
+
+    def check(self) -> None:
+        """At an agent's build: UnrecognisedFile if the file it would open is not ours."""
+        if self._opened is None and self._path is not None:
+            check(self._path)
 
     @classmethod
     def in_memory(cls, scrub: Scrub = str) -> OutcomeStore:

@@ -95,6 +95,7 @@ async def customer_context(tools: ToolSession, customer_id: str) -> dict[str, An
 def build(ctx: AgentContext) -> Agent:
     settings = ctx.config(SynthesisSettings)
     agent = Agent(ctx.name or "synthesis", emits=EMITS)
+    ctx.outcomes.check()  # it reads memory.db: one Counterpoint did not make stops the build
     ctx.tools.read_only(agent.name)  # a tool with side effects on the allowlist: fail here
     model = ctx.model_for(agent.name)
     signer = ctx.keys.signer("synthesis")  # fails at start-up when this process has no key

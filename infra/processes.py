@@ -7,6 +7,11 @@ when the supervisor dies, whatever killed it (infra/lifeline.py). Stopping is bo
 reported: which stopped on SIGTERM, which had to be killed, how long. Services the agents need
 (the demo business server) are supervised the same way, with their own command, started
 before the agents and stopped after them.
+
+A process that exits on its own is started again. One that keeps exiting soon after it starts
+(a bad setting, a tool server that is not there) is started again later each time, up to
+`RESTART_MAX_DELAY_S` apart, instead of twice a second for as long as `up` runs; a process
+that ran for a while before it died is restarted at once.
 """
 
 from __future__ import annotations
@@ -23,11 +28,26 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Final
 
 from counterpoint.agents.private_files import open_private_append, private_dir
 from counterpoint.infra.lifeline import supervised_env
 
 log = logging.getLogger(__name__)
+
+# A process that dies sooner than this after it started counts as failing to start; each such
+# death in a row doubles the wait before the next start, from the base up to the maximum.
+STABLE_S: Final = 10.0
+RESTART_BASE_DELAY_S: Final = 0.5
+RESTART_MAX_DELAY_S: Final = 30.0
+
+
+def restart_delay(quick_deaths: int) -> float:
+    """Seconds to wait before starting a process again whose last `quick_deaths` runs in a
+    row each ended within STABLE_S of its start (0: it had been running: at once)."""
+    if quick_deaths <= 0:
+        return 0.0
+    return min(RESTART_MAX_DELAY_S, RESTART_BASE_DELAY_S * 2.0 ** (quick_deaths - 1))
 
 
 def agent_command(name: str, config: Path | None = None) -> list[str]:
@@ -52,6 +72,8 @@ class AgentProcess:
     started: float = field(default_factory=time.monotonic)
     restarts: int = 0
     command: list[str] | None = None  # a service's own command; None = `counterpoint agent NAME`
+    quick_deaths: int = 0  # runs in a row, this one's included once it died, shorter than STABLE_S
+    restart_at: float | None = None  # when a dead process is due to start again
 
     @property
     def label(self) -> str:
@@ -89,7 +111,8 @@ class StopReport:
 class Supervisor:
     def __init__(self, logs_dir: Path, env: Mapping[str, str] | None = None,
                  restart: bool = True, config: Path | None = None,
-                 command: Callable[[str], list[str]] | None = None) -> None:
+                 command: Callable[[str], list[str]] | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.logs_dir = logs_dir
         self.config = config  # the project file the agents come from; None = built in
         self.env = dict(env if env is not None else os.environ)
@@ -99,6 +122,7 @@ class Supervisor:
         self.processes: list[AgentProcess] = []
         self.services: list[AgentProcess] = []
         self._stopping = False
+        self._clock = clock
 
     def start(self, scale: Mapping[str, int]) -> None:
         private_dir(self.logs_dir)
@@ -119,22 +143,40 @@ class Supervisor:
             popen = subprocess.Popen(command or self.command(name), stdout=out,
                                      stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                      env=supervised_env(self.env), start_new_session=True)
-        return AgentProcess(name, index, log_path, popen, log_offset=offset, command=command)
+        return AgentProcess(name, index, log_path, popen, log_offset=offset,
+                            started=self._clock(), command=command)
 
     async def watch(self, stop: asyncio.Event, interval_s: float = 0.5) -> None:
         """Restart agents that die on their own until `stop` is set."""
         while not stop.is_set():
-            for group in (self.services, self.processes):
-                for i, proc in enumerate(group):
-                    if proc.alive or self._stopping or not self.restart:
-                        continue
-                    log.warning("%s exited with code %s; restarting (see %s)", proc.label,
-                                proc.popen.returncode, proc.log_path)
-                    fresh = self._spawn(proc.name, proc.index, proc.command)
-                    fresh.restarts = proc.restarts + 1
-                    group[i] = fresh
+            self.restart_due()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=interval_s)
+
+    def restart_due(self) -> None:
+        """One look at every process: a newly dead one gets its restart time (restart_delay),
+        and one whose time has come is started again."""
+        if self._stopping or not self.restart:
+            return
+        for group in (self.services, self.processes):
+            for i, proc in enumerate(group):
+                if proc.alive:
+                    continue
+                now = self._clock()
+                if proc.restart_at is None:
+                    lived = now - proc.started
+                    proc.quick_deaths = proc.quick_deaths + 1 if lived < STABLE_S else 0
+                    delay = restart_delay(proc.quick_deaths)
+                    proc.restart_at = now + delay
+                    when = ("now" if delay == 0 else f"in {delay:g} s (it exited within "
+                            f"{STABLE_S:g} s of starting {proc.quick_deaths} time(s) in a row)")
+                    log.warning("%s exited with code %s after %.1f s; restarting %s (see %s)",
+                                proc.label, proc.popen.returncode, lived, when, proc.log_path)
+                if now >= proc.restart_at:
+                    fresh = self._spawn(proc.name, proc.index, proc.command)
+                    fresh.restarts = proc.restarts + 1
+                    fresh.quick_deaths = proc.quick_deaths
+                    group[i] = fresh
 
     def stop(self, timeout_s: float = 15.0) -> StopReport:
         """SIGTERM every agent (they commit and stop), then SIGKILL what is left at the

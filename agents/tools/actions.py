@@ -13,18 +13,17 @@ executor processes. Between the two the executor calls the tool with the action 
 idempotency key, so a call repeated after a crash, or by two executors at once, has one
 effect at the business system too.
 
-Counterpoint never changes a file it did not create: the file carries Counterpoint's mark
-(SQLite's `application_id`), is made complete in a temporary file and linked into place (so
-two executors starting together never see a half-made one), and a file at the path without
-the mark stops the executor with `UnrecognisedFile`, naming the file, and is left as it is.
+Counterpoint never changes a file it did not create (agents/sqlite_files.py): the file carries
+the ledger's mark (SQLite's `application_id`), is made complete in a temporary file and linked
+into place (so two executors starting together never see a half-made one), and a file at the
+path without the mark stops the executor with `UnrecognisedFile`, naming the file, and is left
+as it is.
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
 import sqlite3
-import tempfile
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -33,13 +32,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Final
 
-from counterpoint.agents.private_files import private_dir
+from counterpoint.agents import sqlite_files
 from counterpoint.bus.errors import TransientError
 from counterpoint.schemas.approvals import ActionExecuted, ApprovalDecision, Outcome
 
 FILE_NAME: Final = "actions.db"
 # "CPNT" in SQLite's application_id header field: a file Counterpoint created.
-APPLICATION_ID: Final = int.from_bytes(b"CPNT", "big")
+APPLICATION_ID: Final = sqlite_files.mark(b"CPNT")
 # The ledger's own schema version (user_version), for a later migration to recognise.
 SCHEMA_VERSION: Final = 1
 
@@ -56,15 +55,8 @@ PRAGMA user_version = {SCHEMA_VERSION};
 """
 
 
-class UnrecognisedFile(Exception):
-    """A file where Counterpoint would create its own, which Counterpoint did not create."""
-
-    def __init__(self, path: Path, what: str) -> None:
-        super().__init__(
-            f"{path} {what}: Counterpoint does not replace or change a file it did not "
-            "create. Move it elsewhere (or set COUNTERPOINT_HOME to another folder) and start "
-            "again: the executor's record is then created fresh.")
-        self.path = path
+REMEDY: Final = ("Move it elsewhere (or set COUNTERPOINT_HOME to another folder) and start "
+                  "again: the executor's record is then created fresh.")
 
 
 @dataclass(frozen=True)
@@ -83,39 +75,7 @@ def _ts(moment: datetime) -> str:
 def check(path: Path) -> None:
     """Raise UnrecognisedFile when a file at `path` is not a ledger Counterpoint made; reads
     only the header, makes nothing (for start-up, before anything could write there)."""
-    if not path.exists():
-        return
-    try:
-        with contextlib.closing(sqlite3.connect(path.resolve().as_uri() + "?mode=ro",
-                                                uri=True)) as db:
-            mark = int(db.execute("PRAGMA application_id").fetchone()[0])
-    except sqlite3.DatabaseError as exc:
-        raise UnrecognisedFile(path, f"cannot be read as an SQLite database ({exc})") from exc
-    if mark != APPLICATION_ID:
-        raise UnrecognisedFile(path, "is an SQLite database without Counterpoint's mark "
-                                     f"(application_id {mark})")
-
-
-def _create(path: Path) -> None:
-    """Make the ledger at `path` unless one is there, atomically (create-if-absent)."""
-    private_dir(path.parent)
-    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    tmp = Path(name)
-    try:
-        with contextlib.closing(sqlite3.connect(tmp)) as db:
-            db.executescript(_SCHEMA)
-        try:
-            os.link(tmp, path)
-        except FileExistsError:
-            pass  # another executor made it first
-        except OSError:  # a filesystem without hard links: exclusive create, then the bytes
-            with contextlib.suppress(FileExistsError):
-                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-                with os.fdopen(fd, "wb") as out:
-                    out.write(tmp.read_bytes())
-    finally:
-        tmp.unlink(missing_ok=True)
+    sqlite_files.check(path, APPLICATION_ID, REMEDY)
 
 
 class ActionLedger:
@@ -134,9 +94,7 @@ class ActionLedger:
         # settling one action serialise instead of both reading "nothing recorded yet".
         with self._lock:
             if not self._ready:  # made now, or by another executor since this one was built
-                if not self.path.exists():
-                    _create(self.path)
-                check(self.path)
+                sqlite_files.ensure(self.path, APPLICATION_ID, _SCHEMA, REMEDY)
                 self._ready = True
             try:
                 with contextlib.closing(sqlite3.connect(self.path, timeout=30.0,

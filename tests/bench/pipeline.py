@@ -72,6 +72,8 @@ class ResultSink(BackgroundReader):
         self.missing: dict[str, list[str]] = {}
         self.counts: dict[str, int] = {}
         self.calls: dict[str, dict[str, int]] = {}  # request -> model calls per step
+        # Set (and replaced) whenever a batch brought a first result: what closed loops wait on.
+        self.arrived = asyncio.Event()
 
     async def start(self) -> None:
         self.consumer = consumer = AIOKafkaConsumer(
@@ -93,6 +95,7 @@ class ResultSink(BackgroundReader):
         while True:
             batch = await consumer.getmany(timeout_ms=100)
             seen = time.time()
+            fresh = False
             for records in batch.values():
                 for msg in records:
                     body = orjson.loads(msg.value)
@@ -104,6 +107,10 @@ class ResultSink(BackgroundReader):
                         self.missing[rid] = body.get("missing", [])
                         self.calls[rid] = {step: int(usage.get("calls", 0)) for step, usage
                                            in (body.get("usage_by_step") or {}).items()}
+                        fresh = True
+            if fresh:
+                self.arrived.set()
+                self.arrived = asyncio.Event()
 
 
 class TicketPublisher:
@@ -123,6 +130,11 @@ class TicketPublisher:
         self._n = 0
 
     async def send(self) -> asyncio.Future[Any]:
+        """Publish one ticket; returns its broker ack (awaitable)."""
+        return (await self.send_request())[1]
+
+    async def send_request(self) -> tuple[str, asyncio.Future[Any]]:
+        """Publish one ticket: its request id and its broker ack."""
         self._n += 1
         tid = f"T-bench-{self.run_id}-{self._n}"
         # A distinct text per ticket: identical tickets would share their investigations
@@ -142,7 +154,7 @@ class TicketPublisher:
                 INTAKE_TICKETS.name, raw, key=sid.encode(), headers=headers)
         if self.nudger is not None:
             nudge_when_acked(fut, self.nudger, INTAKE_TICKETS.name)
-        return fut
+        return event_id, fut
 
 
 class CpuMeter:
@@ -244,37 +256,76 @@ async def _requests(name: str, publisher: TicketPublisher, sink: ResultSink, cou
     return phase
 
 
-async def run_pipeline(bootstrap: str, *, requests: int, rate: float, workdir: Path,
-                       status: Status, warmup: int = 3,
-                       broker_pid: int | None = None) -> ScenarioResult:
-    result = ScenarioResult(KEY, TITLE, DESCRIPTION)
-    run_id = uuid.uuid4().hex[:8]
-    home = workdir / "pipeline"
-    env = dict(os.environ)
-    env.pop("ANTHROPIC_API_KEY", None)  # the bench measures the bus, not a model's latency
-    # The agents fetch as they would from this broker by default (bus/fetching.py).
-    env.update({"KAFKA_BOOTSTRAP_SERVERS": bootstrap, "COUNTERPOINT_HOME": str(home)})
-    supervisor = agent_supervisor(home, env)
-    sink = ResultSink(bootstrap)
-    producer: AIOKafkaProducer | None = None
-    nudger: Nudger | None = None
+class PipelineStack:
+    """Every built-in agent as its own process, with a publisher and a results reader.
 
-    def check() -> None:
-        dead = [p.label for p in supervisor.processes if not p.alive]
+    `async with PipelineStack(...) as stack:` creates the topics, starts the agents and waits
+    until each has joined its group; on exit every process is stopped whatever happened.
+    """
+
+    def __init__(self, bootstrap: str, workdir: Path, status: Status) -> None:
+        self.bootstrap = bootstrap
+        self.status = status
+        self.run_id = uuid.uuid4().hex[:8]
+        home = workdir / "pipeline"
+        env = dict(os.environ)
+        env.pop("ANTHROPIC_API_KEY", None)  # the bench measures the bus, not a model's latency
+        # The agents fetch as they would from this broker by default (bus/fetching.py).
+        env.update({"KAFKA_BOOTSTRAP_SERVERS": bootstrap, "COUNTERPOINT_HOME": str(home)})
+        self.supervisor = agent_supervisor(home, env)
+        self.sink = ResultSink(bootstrap)
+        self._producer: AIOKafkaProducer | None = None
+        self._nudger: Nudger | None = None
+        self._publisher: TicketPublisher | None = None
+
+    @property
+    def publisher(self) -> TicketPublisher:
+        assert self._publisher is not None, "use the stack inside `async with`"
+        return self._publisher
+
+    @property
+    def pids(self) -> list[int]:
+        """The agents' processes (not the demo business server: see agent_supervisor)."""
+        return [p.popen.pid for p in self.supervisor.processes]
+
+    @property
+    def service_pids(self) -> list[int]:
+        return [p.popen.pid for p in self.supervisor.services]
+
+    def meter(self, broker_pid: int | None) -> CpuMeter:
+        """A CPU meter over every agent, the broker and the demo business server."""
+        server = next((p for p in self.supervisor.services if p.name == "demo-business"), None)
+        return CpuMeter({p.label: p.popen.pid for p in self.supervisor.processes}, broker_pid,
+                        server.popen.pid if server is not None else None)
+
+    def check(self) -> None:
+        dead = [p.label for p in self.supervisor.processes if not p.alive]
         if dead:
             logs = "\n".join(f"--- {p.label}\n{p.log_path.read_text(errors='replace')[-2000:]}"
-                             for p in supervisor.processes)
+                             for p in self.supervisor.processes)
             raise BenchError(f"agents exited: {', '.join(dead)}\n{logs}")
 
-    try:
+    async def __aenter__(self) -> PipelineStack:
+        try:
+            await self._start()
+        except BaseException:
+            await self._stop()
+            raise
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._stop()
+
+    async def _start(self) -> None:
+        status, supervisor = self.status, self.supervisor
         step = status.step("create the registry's topics")
-        await create_topics(bootstrap)
+        await create_topics(self.bootstrap)
         step.finish()
         step = status.step(f"start {len(AGENT_NAMES)} agent processes", total=len(AGENT_NAMES))
         supervisor.start(dict.fromkeys(AGENT_NAMES, 1))
         deadline = time.monotonic() + JOIN_TIMEOUT_S
         while True:
-            check()
+            self.check()
             joined = [p for p in supervisor.processes if p.joined]
             waiting = [p.name for p in supervisor.processes if not p.joined]
             step.update(len(joined), "waiting for " + ", ".join(waiting) if waiting else "")
@@ -284,48 +335,106 @@ async def run_pipeline(bootstrap: str, *, requests: int, rate: float, workdir: P
                 raise BenchError(f"agents did not join within {JOIN_TIMEOUT_S:.0f}s: {waiting}")
             await asyncio.sleep(0.2)
         step.finish("every agent joined its consumer group")
-        producer = KafkaConfig(bootstrap_servers=bootstrap).producer(f"bench-publisher-{run_id}")
-        await producer.start()
-        await sink.start()
-        plan = await fetch_plan(KafkaConfig(bootstrap), producer.client)
-        nudger = Nudger(plan.broker) if plan.adaptive else None
-        publisher = TicketPublisher(producer, run_id, nudger)
+        config = KafkaConfig(bootstrap_servers=self.bootstrap)
+        self._producer = config.producer(f"bench-publisher-{self.run_id}")
+        await self._producer.start()
+        await self.sink.start()
+        plan = await fetch_plan(config, self._producer.client)
+        self._nudger = Nudger(plan.broker) if plan.adaptive else None
+        self._publisher = TicketPublisher(self._producer, self.run_id, self._nudger)
 
+    async def _stop(self) -> None:
+        step = self.status.step("stop agent processes")
+        try:
+            with contextlib.suppress(Exception):
+                await self.sink.stop()
+            if self._producer is not None:
+                with contextlib.suppress(Exception):
+                    await self._producer.stop()
+            if self._nudger is not None:
+                self._nudger.close()
+        finally:
+            self.supervisor.stop()
+        step.finish()
+
+    async def requests(self, name: str, count: int, rate: float | None, step: Step,
+                       timeout_s: float) -> Phase:
+        return await _requests(name, self.publisher, self.sink, count, rate, step, timeout_s,
+                               self.check)
+
+    def completeness(self, result: ScenarioResult, measured: list[str]) -> None:
+        """Note how many of `measured` got a complete result; warn about partial ones."""
+        partial = [rid for rid in measured if self.sink.status.get(rid) != "complete"]
+        result.notes.append(f"{len(measured) - len(partial)} of {len(measured)} results complete")
+        if partial:
+            missing = [f"{rid}: {self.sink.missing.get(rid)}" for rid in partial]
+            result.warnings.append(
+                f"{len(partial)} partial result(s): synthesis hit its deadline before every "
+                f"finding arrived ({'; '.join(missing[:5])})")
+
+
+async def closed_loop(stack: PipelineStack, name: str, concurrency: int, count: int,
+                      step: Step, timeout_s: float) -> Phase:
+    """`count` requests with `concurrency` of them in flight: each of `concurrency` clients
+    publishes a ticket, waits for its result, then publishes the next (how a caller waiting on
+    each answer loads a system, and how the peer scenario drives calfkit)."""
+    publisher, sink = stack.publisher, stack.sink
+    latencies: list[float] = []
+    ids: list[str] = []
+    todo = iter(range(count))
+    deadline = time.monotonic() + timeout_s
+
+    async def client() -> None:
+        for _ in todo:
+            rid, ack = await publisher.send_request()
+            ids.append(rid)
+            await ack
+            while rid not in sink.first_seen:
+                if time.monotonic() > deadline:
+                    raise BenchError(f"{name}: only {len(latencies)} of {count} results within "
+                                     f"{timeout_s:.0f}s")
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(sink.arrived.wait(), timeout=1.0)
+            latencies.append(sink.first_seen[rid] - publisher.published[rid])
+            step.update(len(latencies))
+
+    async def watch() -> None:
+        while True:
+            stack.check()
+            sink.check()
+            await asyncio.sleep(0.2)
+
+    watcher = asyncio.create_task(watch())
+    try:
+        first = time.time()
+        await asyncio.gather(*(client() for _ in range(min(concurrency, count))))
+    finally:
+        watcher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watcher
+    phase = Phase.measure(name, "req", count, first, max(sink.first_seen[r] for r in ids),
+                          latencies, duplicates=sum(sink.counts[r] - 1 for r in ids))
+    step.finish(f"{phase.throughput:,.1f} req/s, p50 {phase.p50_ms:.0f} ms")
+    return phase
+
+
+async def run_pipeline(bootstrap: str, *, requests: int, rate: float, workdir: Path,
+                       status: Status, warmup: int = 3,
+                       broker_pid: int | None = None) -> ScenarioResult:
+    result = ScenarioResult(KEY, TITLE, DESCRIPTION)
+    async with PipelineStack(bootstrap, workdir, status) as stack:
         step = status.step("warm-up requests", total=warmup)
-        await _requests("warm-up", publisher, sink, warmup, None, step, DRAIN_S, check)
-        server = next((p for p in supervisor.services if p.name == "demo-business"), None)
-        meter = CpuMeter({p.label: p.popen.pid for p in supervisor.processes}, broker_pid,
-                         server.popen.pid if server is not None else None)
+        await stack.requests("warm-up", warmup, None, step, DRAIN_S)
+        meter = stack.meter(broker_pid)
         step = status.step(f"paced: {rate:g} req/s", total=requests)
         meter.begin()
-        result.phases.append(await _requests("paced", publisher, sink, requests, rate, step,
-                                             requests / rate + DRAIN_S, check))
+        result.phases.append(await stack.requests("paced", requests, rate, step,
+                                                  requests / rate + DRAIN_S))
         cpu_notes(result, "paced", await meter.settle(), requests)
         step = status.step(f"burst: {requests:,} requests", total=requests)
         meter.begin()
-        result.phases.append(await _requests("burst", publisher, sink, requests, None, step,
-                                             DRAIN_S + requests * 0.2, check))
+        result.phases.append(await stack.requests("burst", requests, None, step,
+                                                  DRAIN_S + requests * 0.2))
         cpu_notes(result, "burst", await meter.settle(), requests)
-        measured = [rid for rid in publisher.published][warmup:]
-        partial = sum(1 for rid in measured if sink.status.get(rid) != "complete")
-        result.notes.append(f"{len(measured) - partial} of {len(measured)} results complete")
-        if partial:
-            missing = [f"{rid}: {sink.missing.get(rid)}" for rid in measured
-                       if sink.status.get(rid) != "complete"]
-            result.warnings.append(
-                f"{partial} partial result(s): synthesis hit its deadline before every finding "
-                f"arrived ({'; '.join(missing[:5])})")
-    finally:
-        step = status.step("stop agent processes")
-        try:
-            with contextlib.suppress(Exception):
-                await sink.stop()
-            if producer is not None:
-                with contextlib.suppress(Exception):
-                    await producer.stop()
-            if nudger is not None:
-                nudger.close()
-        finally:
-            supervisor.stop()
-        step.finish()
+        stack.completeness(result, list(stack.publisher.published)[warmup:])
     return result

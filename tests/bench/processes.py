@@ -25,10 +25,11 @@ class Children:
         self.procs: list[tuple[str, subprocess.Popen[bytes], Path]] = []
 
     def spawn(self, label: str, args: Sequence[str], log_path: Path,
-              env: Mapping[str, str] | None = None) -> subprocess.Popen[bytes]:
+              env: Mapping[str, str] | None = None,
+              python: str = sys.executable) -> subprocess.Popen[bytes]:
         log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(log_path, "ab") as out:
-            proc = subprocess.Popen([sys.executable, *args], cwd=ROOT, stdout=out,
+            proc = subprocess.Popen([python, *args], cwd=ROOT, stdout=out,
                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                     env=dict(env if env is not None else os.environ),
                                     start_new_session=True)

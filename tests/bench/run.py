@@ -37,20 +37,23 @@ from rich.table import Table
 from counterpoint.infra.broker import EmbeddedBroker, free_port
 from tests.bench.idle import run_idle
 from tests.bench.model import run_model
+from tests.bench.peer import run_peer
 from tests.bench.pipeline import run_pipeline
 from tests.bench.relay import BenchError, run_relay
 from tests.bench.results import Phase, ScenarioResult
 from tests.bench.status import LiveStatus
 
-DEFAULTS = {"messages": 20_000, "rate": 200.0, "duration": 10.0, "requests": 200,
+DEFAULTS: dict[str, Any] = {"messages": 20_000, "rate": 200.0, "duration": 10.0, "requests": 200,
             "request_rate": 20.0, "idle_seconds": 20.0, "model_requests": 400,
-            "model_delay": 1.0, "model_in_flight": 256}
-QUICK = {"messages": 2_000, "rate": 200.0, "duration": 3.0, "requests": 40,
+            "model_delay": 1.0, "model_in_flight": 256, "peer_phases": "1:30,64:400"}
+QUICK: dict[str, Any] = {"messages": 2_000, "rate": 200.0, "duration": 3.0, "requests": 40,
          "request_rate": 20.0, "idle_seconds": 10.0, "model_requests": 60,
-         "model_delay": 1.0, "model_in_flight": 256}
+         "model_delay": 1.0, "model_in_flight": 256, "peer_phases": "1:10,64:128"}
 DEFAULT_JSON = Path(".counterpoint/bench/latest.json")
 TIMES = "\N{MULTIPLICATION SIGN}"
-SCENARIOS = ("raw", "counterpoint", "metrics", "tracing", "pipeline", "idle", "model")
+SCENARIOS = ("raw", "counterpoint", "metrics", "tracing", "pipeline", "idle", "model", "peer")
+# `peer` installs calfkit from PyPI into a virtualenv of its own: only when asked for.
+DEFAULT_ONLY = tuple(name for name in SCENARIOS if name != "peer")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -73,9 +76,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model-in-flight", type=int,
                    help="model scenario: records in flight per process in its second run "
                         "(default 256; the first run has the default, 64)")
+    p.add_argument("--peer-phases", metavar="C:N,...",
+                   help="peer scenario: concurrency:requests per phase, run on both pipelines "
+                        "(default 1:30,64:400; quick 1:10,64:128)")
+    p.add_argument("--peer-venv", type=Path, default=None,
+                   help="peer scenario: where calfkit's own virtualenv goes "
+                        "(default .counterpoint/bench/calfkit-venv)")
     p.add_argument("--quick", action="store_true", help="small sizes: a run of about a minute")
-    p.add_argument("--only", default=",".join(SCENARIOS), metavar="LIST",
-                   help=f"comma-separated subset of {','.join(SCENARIOS)} (default: all)")
+    p.add_argument("--only", default=",".join(DEFAULT_ONLY), metavar="LIST",
+                   help=f"comma-separated subset of {','.join(SCENARIOS)} (default: all but "
+                        "peer, which installs calfkit into a virtualenv of its own)")
     p.add_argument("--json", type=Path, default=DEFAULT_JSON, help=f"(default {DEFAULT_JSON})")
     p.add_argument("--keep-logs", action="store_true",
                    help="keep the temporary folder with broker and process logs")
@@ -101,9 +111,26 @@ def resolve(args: argparse.Namespace) -> dict[str, Any]:
     if unknown or not only:
         errors.append(f"--only takes names from {','.join(SCENARIOS)}")
     sizes["only"] = only
+    try:
+        sizes["peer_phases"] = parse_phases(sizes["peer_phases"])
+    except ValueError as exc:
+        errors.append(f"--peer-phases: {exc}")
     if errors:
         raise SystemExit("bench: " + "; ".join(errors))
     return sizes
+
+
+def parse_phases(text: str) -> list[tuple[int, int]]:
+    """`1:30,64:400` -> [(1, 30), (64, 400)]: (concurrency, requests) pairs, both positive."""
+    phases = []
+    for part in text.split(","):
+        concurrency, sep, count = part.strip().partition(":")
+        if not sep or not concurrency.isdigit() or not count.isdigit():
+            raise ValueError(f"{part.strip()!r} is not CONCURRENCY:REQUESTS (e.g. 64:400)")
+        if int(concurrency) < 1 or int(count) < 1:
+            raise ValueError(f"{part.strip()!r}: both numbers must be positive")
+        phases.append((int(concurrency), int(count)))
+    return phases
 
 
 # --- the table ---------------------------------------------------------------------------------
@@ -154,7 +181,8 @@ def render_table(results: Sequence[ScenarioResult]) -> Table:
     for result in results:
         vs = comparison(result, baseline)
         for i, phase in enumerate(result.phases):
-            label = "burst" if phase.name == "burst" else f"paced {phase.target_rate:g}/s"
+            label = ("burst" if phase.name == "burst" else f"paced {phase.target_rate:g}/s"
+                     if phase.target_rate else phase.name)
             rate = _rate(phase)
             if sender_bound(phase):
                 rate = "≥" + rate
@@ -319,6 +347,10 @@ async def bench(args: argparse.Namespace, console: Console) -> int:
                                           status=s, requests=sizes["model_requests"],
                                           delay_s=sizes["model_delay"],
                                           more_in_flight=sizes["model_in_flight"])),
+            "peer": ("the peer side by side: calfkit 0.13 and Counterpoint on this broker",
+                     lambda s: run_peer(bootstrap, workdir=workdir, status=s,
+                                        broker_pid=broker_pid, phases=sizes["peer_phases"],
+                                        **({"venv": args.peer_venv} if args.peer_venv else {}))),
         }
         plan = [runs[name] for name in SCENARIOS if name in sizes["only"]]
         for n, (name, run) in enumerate(plan, 1):

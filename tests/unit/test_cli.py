@@ -188,12 +188,18 @@ def test_usage_error_from_argparse(capsys: pytest.CaptureFixture[str]) -> None:
     assert "invalid choice" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("command", [["agent", "executor"], ["up"]])
-def test_an_actions_db_counterpoint_did_not_create_stops_the_command(
-        tmp_path: Path, command: list[str]) -> None:
-    """A user's own SQLite file where the executor's ledger goes: the process stops, naming
-    the file and what to do, and the file is untouched; `up` starts no broker, no demo business
-    server and no agent."""
+@pytest.mark.parametrize(("command", "file", "remedy"), [
+    (["agent", "executor"], "actions.db", "COUNTERPOINT_HOME"),
+    (["up"], "actions.db", "COUNTERPOINT_HOME"),
+    (["agent", "memory"], "memory.db", "COUNTERPOINT_MEMORY_DB"),
+    (["agent", "synthesis"], "memory.db", "COUNTERPOINT_MEMORY_DB"),
+    (["up"], "memory.db", "COUNTERPOINT_MEMORY_DB"),
+])
+def test_a_database_counterpoint_did_not_create_stops_the_command(
+        tmp_path: Path, command: list[str], file: str, remedy: str) -> None:
+    """A user's own SQLite file where the executor's ledger or memory goes: the process stops,
+    naming the file and what to do, and the file is untouched; `up` starts no broker, no demo
+    business server and no agent."""
     import os
     import sqlite3
     import subprocess
@@ -201,7 +207,7 @@ def test_an_actions_db_counterpoint_did_not_create_stops_the_command(
 
     home = Path(os.environ["COUNTERPOINT_HOME"])
     home.mkdir(parents=True)
-    path = home / "actions.db"
+    path = home / file
     db = sqlite3.connect(path)
     db.execute("CREATE TABLE orders (id TEXT PRIMARY KEY)")
     db.commit()
@@ -212,7 +218,7 @@ def test_an_actions_db_counterpoint_did_not_create_stops_the_command(
     assert done.returncode == 2, done.stdout + done.stderr
     err = _squash(done.stderr)
     assert _squash(f"{path} is an SQLite database without Counterpoint's mark") in err, err
-    assert "COUNTERPOINT_HOME" in err and "Traceback" not in err
+    assert remedy in err and "Traceback" not in err
     assert path.read_bytes() == before
     port = int(os.environ["COUNTERPOINT_BROKER_PORT"])
     with socket.socket() as probe:

@@ -19,7 +19,8 @@ from counterpoint.agents.context import AgentContext
 from counterpoint.agents.executor import build
 from counterpoint.agents.llm.offline import OfflineProvider
 from counterpoint.agents.signing import Keyring
-from counterpoint.agents.tools.actions import FILE_NAME, ActionLedger, UnrecognisedFile
+from counterpoint.agents.sqlite_files import UnrecognisedFile
+from counterpoint.agents.tools.actions import FILE_NAME, ActionLedger
 from counterpoint.agents.tools.define import Injected, tool
 from counterpoint.agents.tools.errors import ToolUnavailable
 from counterpoint.agents.tools.registry import Toolbox, python_tools
