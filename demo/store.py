@@ -9,6 +9,7 @@ that mark was not made here and is never replaced: opening it fails, saying so.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import re
 import sqlite3
@@ -169,7 +170,10 @@ _STOPWORDS = frozenset({
 })
 
 
-def _words(text: str) -> set[str]:
+# A pure function of the text, and every search splits every article again: cached, so a search
+# costs one query's words, not the whole knowledge base's (most of the server's CPU per search).
+@functools.lru_cache(maxsize=4096)
+def _words(text: str) -> frozenset[str]:
     """Lower-case words; hyphenated terms also count as their parts; a plural 's' is dropped."""
     words: set[str] = set()
     for token in re.findall(r"[a-z0-9]+(?:[-_][a-z0-9]+)*", text.lower()):
@@ -179,10 +183,10 @@ def _words(text: str) -> set[str]:
             if len(word) > 3 and word.endswith("s") and not word.endswith("ss"):
                 word = word[:-1]
             words.add(word)
-    return words
+    return frozenset(words)
 
 
-def _score(query: set[str], article: Article) -> int:
+def _score(query: frozenset[str], article: Article) -> int:
     # Tags are curated, titles are short, bodies are long: weigh in that order.
     tags = _words(" ".join(article.tags))
     title = _words(article.title)

@@ -22,7 +22,6 @@ Rules, per task:
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Callable, Mapping
 from typing import Any, Final, TypeVar
 
@@ -96,4 +95,13 @@ _warned: set[str] = set()
 
 
 def _estimate_tokens(text: str) -> int:
-    return max(1, len(re.sub(r"\s+", " ", text)) // 4)
+    # The length with each run of whitespace counted as one character (what re.sub(r"\s+", " ")
+    # gives), without building that string: str.split is several times faster than the regex
+    # over a request's prompt, and this runs on every call.
+    words = text.split()
+    length = sum(map(len, words)) + max(0, len(words) - 1)
+    if text[:1].isspace():
+        length += 1
+    if words and text[-1:].isspace():
+        length += 1
+    return max(1, length // 4)

@@ -31,11 +31,12 @@ from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from dataclasses import dataclass
 from typing import Any
 
+import httpx2
 import jsonschema
 import mcp_types
 from mcp import Client, StdioServerParameters
 from mcp.client.streamable_http import streamable_http_client
-from mcp.shared._httpx_utils import create_mcp_http_client
+from mcp.shared._httpx_utils import MCP_DEFAULT_SSE_READ_TIMEOUT, MCP_DEFAULT_TIMEOUT
 from mcp.shared.exceptions import MCPError
 
 from counterpoint.agents.tools.errors import (
@@ -44,6 +45,7 @@ from counterpoint.agents.tools.errors import (
     ToolTimeout,
     ToolUnavailable,
 )
+from counterpoint.agents.tools.http1 import Http1Transport
 from counterpoint.agents.tools.registry import ToolReply
 
 log = logging.getLogger(__name__)
@@ -73,8 +75,11 @@ def _connector(endpoint: Endpoint) -> Connect:
     async def connect() -> AsyncIterator[Client]:
         async with AsyncExitStack() as stack:
             if endpoint.url is not None:
-                http = await stack.enter_async_context(
-                    create_mcp_http_client(headers=dict(endpoint.headers or {})))
+                # The SDK's client settings (create_mcp_http_client) over a lighter transport
+                # (agents/tools/http1.py: httpcore's pool cost more CPU than the call).
+                http = await stack.enter_async_context(httpx2.AsyncClient(
+                    headers=dict(endpoint.headers or {}), transport=Http1Transport(),
+                    timeout=httpx2.Timeout(MCP_DEFAULT_TIMEOUT, read=MCP_DEFAULT_SSE_READ_TIMEOUT)))
                 target: Any = streamable_http_client(endpoint.url, http_client=http)
             else:
                 assert endpoint.command is not None

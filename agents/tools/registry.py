@@ -285,8 +285,9 @@ class ToolSession:
                 call = await self._call(tool, shown, arguments)
             except Exception as exc:
                 # Unreachable or too slow: not an answer for the model, a retry for the bus.
-                log.warning("%s: tool %s.%s %s for request %s", self.agent, server, shown,
-                            _failed(span, exc), self.request_id)
+                # The reason is ours (ToolUnavailable / ToolTimeout say what broke, never data).
+                log.warning("%s: tool %s.%s %s for request %s: %s", self.agent, server, shown,
+                            _failed(span, exc), self.request_id, exc)
                 raise
             self.calls.append(call)
             span.set_attribute("counterpoint.tool.outcome", call.outcome)

@@ -6,11 +6,13 @@ own, which answers each call after the delay. `--model-requests` distinct dual-i
 are published at once; the phase lasts from the first publish to the last result.
 
 Reported: requests/s, and the stack's CPU per request: user+system time of every agent process
-and of the broker (when the bench started it) over the phase, divided by the requests; the
-stand-in's CPU is left out (in production the model is remote). Where it goes: per agent, CPU
-per model call (calls counted from the results' `usage_by_step`) and per record it handled
-(from its stop line); the broker per record published. The run is repeated with more records
-in flight per process than the default (`COUNTERPOINT_MAX_IN_FLIGHT`), to show whether
+and of the broker (when the bench started it) from the first publish until the stack has
+settled after the last result (memory, the approval desk, the executor and webhooks act after
+it), divided by the requests. Left out: the stand-in's CPU (in production the model is remote)
+and the demo business server's (a business system), each printed apart. Where it goes: per
+agent, CPU per model call (calls counted from the results' `usage_by_step`) and per record it
+handled (from its stop line); the broker per record published. The run is repeated with more
+records in flight per process than the default (`COUNTERPOINT_MAX_IN_FLIGHT`), to show whether
 concurrency inside a consumer is the limit. Baseline: a bare `anthropic` SDK client making the
 same kind of call at the same concurrency (tests/bench/model_server.py client): its CPU per call.
 """
@@ -34,7 +36,7 @@ from counterpoint.agents.catalog import AGENT_NAMES
 from counterpoint.bus.kafka import KafkaConfig, fetch_plan
 from counterpoint.bus.wake import Nudger
 from counterpoint.infra.admin import create_topics
-from tests.bench.pipeline import ResultSink, TicketPublisher
+from tests.bench.pipeline import CpuMeter, ResultSink, TicketPublisher
 from tests.bench.processes import ROOT, Children, agent_supervisor, cpu_seconds
 from tests.bench.reader import BenchError
 from tests.bench.results import ScenarioResult
@@ -123,8 +125,9 @@ async def _one_run(bootstrap: str, base_url: str, *, broker_pid: int | None, ser
         step.finish()
         step = status.step(f"in flight {in_flight}: {requests} requests at once", total=requests)
         pids = {p.name: p.popen.pid for p in supervisor.processes}
-        cpu0 = {name: cpu_seconds(pid) for name, pid in pids.items()}
-        broker0 = cpu_seconds(broker_pid) if broker_pid else 0.0
+        business = next((p for p in supervisor.services if p.name == "demo-business"), None)
+        meter = CpuMeter(pids, broker_pid, business.popen.pid if business else None)
+        meter.begin()
         server0 = cpu_seconds(server_pid)
         started = time.time()
         acks = [await publisher.send() for _ in range(requests)]
@@ -139,9 +142,11 @@ async def _one_run(bootstrap: str, base_url: str, *, broker_pid: int | None, ser
                 raise BenchError(f"only {done} of {requests} results in time")
             await asyncio.sleep(0.05)
         seconds = max(sink.first_seen[r] for r in ids) - started
-        cpu = {name: cpu_seconds(pid) - cpu0[name] for name, pid in pids.items()}
-        broker = cpu_seconds(broker_pid) - broker0 if broker_pid else float("nan")
         server = cpu_seconds(server_pid) - server0
+        # The work after the last result (memory, approvals, executor, webhooks) counts too.
+        cpu = await meter.settle()
+        broker = cpu.pop("(broker)", float("nan"))
+        business_cpu = cpu.pop("(demo business server)", float("nan"))
         step.finish(f"{requests / seconds:.1f} req/s")
         calls: dict[str, int] = {}
         for rid in ids:
@@ -163,6 +168,7 @@ async def _one_run(bootstrap: str, base_url: str, *, broker_pid: int | None, ser
         if found:
             records[proc.name] = int(found[-1][0])
     return {"seconds": seconds, "cpu": cpu, "broker": broker, "server": server, "calls": calls,
+            "business": business_cpu,
             "records": records, "requests": requests}
 
 
@@ -211,6 +217,10 @@ async def run_model(bootstrap: str, *, broker_pid: int | None, workdir: Path, st
                             f"request; CPU: " + "; ".join(parts))
         # Not the stack's, but it shares the machine: when it runs short of CPU, every call
         # takes longer than the delay and requests/s drops with no change in the stack.
+        if run["business"] == run["business"]:
+            result.notes.append(f"{label}: the demo business server (not counted above) used "
+                                f"{run['business'] / run['requests'] * 1000:.1f} ms CPU per "
+                                "request")
         result.notes.append(f"{label}: the stand-in (not counted above) used {run['server']:.1f}"
                             f" s CPU, {run['server'] / max(total_calls, 1) * 1000:.1f} ms per "
                             f"call, {run['server'] / run['seconds']:.0%} of one core")

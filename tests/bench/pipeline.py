@@ -30,7 +30,7 @@ from counterpoint.infra.demo import example
 from counterpoint.infra.publishing import source_id, validate
 from counterpoint.schemas.envelope import Envelope, new_event_id, now
 from counterpoint.topics.registry import INTAKE_TICKETS, SYNTHESIS_RESULTS
-from tests.bench.processes import agent_supervisor
+from tests.bench.processes import agent_supervisor, cpu_seconds
 from tests.bench.reader import BackgroundReader, BenchError
 from tests.bench.results import Phase, ScenarioResult
 from tests.bench.status import Status, Step
@@ -39,6 +39,10 @@ FETCH_MAX_WAIT_MS = 10
 JOIN_TIMEOUT_S = 90.0
 # Synthesis publishes a partial result after its 30 s deadline, so a phase always ends.
 DRAIN_S = 60.0
+# After a phase's last result, memory, the approval desk, the executor and webhooks still act on
+# it: its CPU is counted until every process has been nearly still for this long (or SETTLE_MAX_S).
+SETTLE_S = 1.0
+SETTLE_MAX_S = 20.0
 
 KEY = "pipeline"
 TITLE = f"full pipeline ({len(AGENT_NAMES)} agent processes)"
@@ -153,6 +157,57 @@ class TicketPublisher:
         return event_id, fut
 
 
+class CpuMeter:
+    """User + system CPU of every agent process, the broker and the demo business server over a
+    phase (from /proc, which load on the machine distorts less than it does wall-clock rates)."""
+
+    def __init__(self, agents: dict[str, int], broker_pid: int | None,
+                 server_pid: int | None) -> None:
+        self.pids = dict(agents)
+        if broker_pid is not None:
+            self.pids["(broker)"] = broker_pid
+        if server_pid is not None:
+            self.pids["(demo business server)"] = server_pid
+        self.start: dict[str, float] = {}
+
+    def sample(self) -> dict[str, float]:
+        return {name: cpu_seconds(pid) for name, pid in self.pids.items()}
+
+    def begin(self) -> None:
+        self.start = self.sample()
+
+    async def settle(self) -> dict[str, float]:
+        """CPU per process since `begin`, once the stack has (nearly) stopped working."""
+        deadline = time.monotonic() + SETTLE_MAX_S
+        last = self.sample()
+        while time.monotonic() < deadline:
+            await asyncio.sleep(SETTLE_S)
+            now_ = self.sample()
+            # Idle polling costs a little: still = under 5% of one core per process.
+            if all(now_[k] - last[k] < 0.05 * SETTLE_S for k in now_):
+                last = now_
+                break
+            last = now_
+        return {k: last[k] - self.start.get(k, last[k]) for k in last}
+
+
+def cpu_notes(result: ScenarioResult, phase: str, cpu: dict[str, float], requests: int) -> None:
+    """Stack CPU per request (agents + broker; the demo business server apart) and per agent."""
+    server = cpu.pop("(demo business server)", None)
+    stack = sum(cpu.values())
+    result.figures[f"{phase}: stack CPU per request (agents + broker), ms"] = (
+        stack / requests * 1000, float("nan"))
+    parts = [f"{name} {seconds / requests * 1000:.1f}"
+             for name, seconds in sorted(cpu.items(), key=lambda kv: -kv[1])
+             if seconds / requests * 1000 >= 0.05]
+    result.notes.append(f"{phase}: CPU per request, ms: " + ", ".join(parts))
+    if server is not None:
+        # A service, not the stack: a business system would run elsewhere in production. On a
+        # small machine it still takes CPU from the agents.
+        result.notes.append(f"{phase}: the demo business server (not counted above) used "
+                            f"{server / requests * 1000:.1f} ms CPU per request")
+
+
 async def _requests(name: str, publisher: TicketPublisher, sink: ResultSink, count: int,
                     rate: float | None, step: Step, timeout_s: float,
                     check: Callable[[], None]) -> Phase:
@@ -236,6 +291,12 @@ class PipelineStack:
     @property
     def service_pids(self) -> list[int]:
         return [p.popen.pid for p in self.supervisor.services]
+
+    def meter(self, broker_pid: int | None) -> CpuMeter:
+        """A CPU meter over every agent, the broker and the demo business server."""
+        server = next((p for p in self.supervisor.services if p.name == "demo-business"), None)
+        return CpuMeter({p.label: p.popen.pid for p in self.supervisor.processes}, broker_pid,
+                        server.popen.pid if server is not None else None)
 
     def check(self) -> None:
         dead = [p.label for p in self.supervisor.processes if not p.alive]
@@ -358,16 +419,22 @@ async def closed_loop(stack: PipelineStack, name: str, concurrency: int, count: 
 
 
 async def run_pipeline(bootstrap: str, *, requests: int, rate: float, workdir: Path,
-                       status: Status, warmup: int = 3) -> ScenarioResult:
+                       status: Status, warmup: int = 3,
+                       broker_pid: int | None = None) -> ScenarioResult:
     result = ScenarioResult(KEY, TITLE, DESCRIPTION)
     async with PipelineStack(bootstrap, workdir, status) as stack:
         step = status.step("warm-up requests", total=warmup)
         await stack.requests("warm-up", warmup, None, step, DRAIN_S)
+        meter = stack.meter(broker_pid)
         step = status.step(f"paced: {rate:g} req/s", total=requests)
+        meter.begin()
         result.phases.append(await stack.requests("paced", requests, rate, step,
                                                   requests / rate + DRAIN_S))
+        cpu_notes(result, "paced", await meter.settle(), requests)
         step = status.step(f"burst: {requests:,} requests", total=requests)
+        meter.begin()
         result.phases.append(await stack.requests("burst", requests, None, step,
                                                   DRAIN_S + requests * 0.2))
+        cpu_notes(result, "burst", await meter.settle(), requests)
         stack.completeness(result, list(stack.publisher.published)[warmup:])
     return result

@@ -338,7 +338,7 @@ async def bench(args: argparse.Namespace, console: Console) -> int:
             "pipeline": ("full pipeline: every agent as its own process",
                          lambda s: run_pipeline(bootstrap, requests=sizes["requests"],
                                                 rate=sizes["request_rate"], workdir=workdir,
-                                                status=s)),
+                                                status=s, broker_pid=broker_pid)),
             "idle": ("the stack at rest: start-up, idle CPU, the first request after it",
                      lambda s: run_idle(bootstrap, broker_pid=broker_pid, workdir=workdir,
                                         status=s, seconds=sizes["idle_seconds"])),
