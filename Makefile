@@ -12,6 +12,11 @@ MCP_SQLITE := $(VENV)/mcp-sqlite/bin/mcp-server-sqlite
 PACKAGES = $(shell $(PYTHON) -c 'import tomllib; t = tomllib.load(open("pyproject.toml", "rb")); print(*sorted({p.split(".")[1] for p in t["tool"]["setuptools"]["packages"] if p.startswith("counterpoint.")}))')
 ROOTS = $(shell $(PYTHON) -c 'import tomllib; t = tomllib.load(open("pyproject.toml", "rb")); print(*sorted(f"{k}={v}" for k, v in t["tool"]["setuptools"]["package-dir"].items() if k != "counterpoint"))')
 TYPECHECK := .typecheck
+# One pytest-xdist worker per core, a whole test module at a time on one worker, longest first
+# (tests/conftest.py: how the work is cut, and why serial against KAFKA_BOOTSTRAP_SERVERS).
+# Most integration tests wait on the broker and on agent start-up more than they compute.
+# A bare `pytest` runs serially.
+PARALLEL := -n auto --dist loadfile --no-loadscope-reorder
 
 .PHONY: demo test unit integration lint typecheck typecheck-tree bench clean
 
@@ -50,13 +55,13 @@ typecheck: $(STAMP) typecheck-tree
 	MYPYPATH=$(TYPECHECK) $(BIN)/mypy -p counterpoint -p counterpoint_demo
 
 test: lint typecheck $(MCP_SQLITE)
-	$(BIN)/pytest
+	$(BIN)/pytest $(PARALLEL)
 
 unit: $(STAMP)
-	$(BIN)/pytest tests/unit
+	$(BIN)/pytest $(PARALLEL) tests/unit
 
 integration: $(STAMP) $(MCP_SQLITE)
-	$(BIN)/pytest tests/integration
+	$(BIN)/pytest $(PARALLEL) tests/integration
 
 bench: $(STAMP)
 	$(BIN)/python -m tests.bench.run

@@ -80,8 +80,12 @@ class Listener:
                 with contextlib.suppress(FileNotFoundError):
                     path.unlink()  # left by an earlier process with this pid
                 sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-                sock.setblocking(False)
-                sock.bind(str(path))
+                try:
+                    sock.setblocking(False)
+                    sock.bind(str(path))
+                except OSError:
+                    sock.close()  # e.g. a path longer than a Unix socket's 107 bytes
+                    raise
             except OSError as exc:
                 log.warning("no wake-up socket in %s (%s): new records are seen on the idle "
                             "poll only", folder, exc)
