@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Final
 
 from counterpoint.agents.private_files import open_private_append, private_dir
-from counterpoint.infra.lifeline import supervised_env
+from counterpoint.infra.lifeline import guarded, supervised_env
 
 log = logging.getLogger(__name__)
 
@@ -131,8 +131,12 @@ class Supervisor:
                 self.processes.append(self._spawn(name, index))
 
     def start_service(self, name: str, command: list[str]) -> AgentProcess:
+        """Start a helper program (the demo business server) that dies with this process.
+
+        Unlike an agent, a service need not be ours or know COUNTERPOINT_SUPERVISOR_PID, so it
+        starts through the lifeline guard, as the embedded broker does (infra/lifeline.py)."""
         private_dir(self.logs_dir)
-        service = self._spawn(name, 1, command)
+        service = self._spawn(name, 1, guarded(command))
         self.services.append(service)
         return service
 

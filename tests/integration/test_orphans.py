@@ -1,9 +1,10 @@
-"""`counterpoint up` killed: its agents and its embedded broker die with it.
+"""`counterpoint up` killed: its agents, its embedded broker and the demo business server die
+with it.
 
 Real `up` processes on their own embedded broker and home. The test notes every process below
-`up` (agents and broker, by pid), kills `up` the way a script or the OOM killer would, and
-polls until none of them is left; survivors are killed in a finally, so a failure leaves
-nothing behind on a shared machine.
+`up` (agents, broker and demo business server, by pid), kills `up` the way a script or the OOM
+killer would, and polls until none of them is left; survivors are killed in a finally, so a
+failure leaves nothing behind on a shared machine.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import pytest
 
 from counterpoint.agents.catalog import AGENT_NAMES
 from counterpoint.infra.broker import free_port, port_open
+from counterpoint.infra.demo_business import DB_NAME
 from tests.support.procs import cmdline, descendants, environ, kill_survivors, reap, wait_gone
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300),
@@ -47,9 +49,12 @@ def _start(home: Path, port: int, scale: dict[str, int]) -> tuple[subprocess.Pop
     agents = {pid for pid in below if environ(pid).get("COUNTERPOINT_HOME") == str(home)
               and "agent" in cmdline(pid)}
     brokers = {pid for pid in below if f"tcp://127.0.0.1:{port}" in cmdline(pid)}
+    # The demo business server, started because billing uses the built-in tools.
+    services = {pid for pid in below if str(home / DB_NAME) in cmdline(pid)}
     assert len(agents) == sum(scale.values()), {pid: cmdline(pid) for pid in below}
     assert len(brokers) == 1, {pid: cmdline(pid) for pid in below}
-    return up, agents | brokers
+    assert len(services) == 1, {pid: cmdline(pid) for pid in below}
+    return up, agents | brokers | services
 
 
 def _finish(up: subprocess.Popen[str], started: set[int], home: Path, port: int) -> None:
@@ -65,7 +70,7 @@ def _finish(up: subprocess.Popen[str], started: set[int], home: Path, port: int)
         kill_survivors(started, f"tcp://127.0.0.1:{port}")
 
 
-def test_sigkill_of_up_leaves_no_agent_and_no_broker(tmp_path: Path) -> None:
+def test_sigkill_of_up_leaves_no_agent_no_broker_no_service(tmp_path: Path) -> None:
     port = free_port()
     scale = dict.fromkeys(AGENT_NAMES, 0) | {"triage": 1, "billing": 2, "synthesis": 1}
     up, started = _start(tmp_path, port, scale)
