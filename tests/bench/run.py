@@ -44,10 +44,10 @@ from tests.bench.results import Phase, ScenarioResult
 from tests.bench.status import LiveStatus
 
 DEFAULTS: dict[str, Any] = {"messages": 20_000, "rate": 200.0, "duration": 10.0, "requests": 200,
-            "request_rate": 20.0, "idle_seconds": 20.0, "model_requests": 400,
+            "request_rate": 50.0, "idle_seconds": 20.0, "model_requests": 400,
             "model_delay": 1.0, "model_in_flight": 256, "peer_phases": "1:30,64:400"}
 QUICK: dict[str, Any] = {"messages": 2_000, "rate": 200.0, "duration": 3.0, "requests": 40,
-         "request_rate": 20.0, "idle_seconds": 10.0, "model_requests": 60,
+         "request_rate": 50.0, "idle_seconds": 10.0, "model_requests": 60,
          "model_delay": 1.0, "model_in_flight": 256, "peer_phases": "1:10,64:128"}
 DEFAULT_JSON = Path(".counterpoint/bench/latest.json")
 TIMES = "\N{MULTIPLICATION SIGN}"
@@ -66,7 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--requests", type=int,
                    help="pipeline requests per phase, paced and burst (default 200; quick 40)")
     p.add_argument("--request-rate", type=float,
-                   help="pipeline paced rate, requests/s (default 20)")
+                   help="pipeline paced rate, requests/s (default 50)")
     p.add_argument("--idle-seconds", type=float,
                    help="idle scenario: how long the resting stack is measured (default 20)")
     p.add_argument("--model-requests", type=int,
