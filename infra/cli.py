@@ -608,10 +608,45 @@ def build_parser() -> argparse.ArgumentParser:
     _config_option(s)
     s.set_defaults(func=cmd_status)
 
-    from counterpoint.infra import approvals_cli
-
-    approvals_cli.add_parsers(sub)  # approvals, approve, deny, request
+    _approvals_parsers(sub)
     return p
+
+
+def _approvals_command(name: str) -> Any:
+    """`name` of infra/approvals_cli.py, imported only when that command runs: it pulls in
+    rich's tables and the progress view, which `counterpoint agent` (started once per agent
+    process) never needs."""
+    async def run(args: argparse.Namespace) -> int:
+        from counterpoint.infra import approvals_cli
+
+        return int(await getattr(approvals_cli, name)(args))
+
+    run.__name__ = run.__qualname__ = name
+    return run
+
+
+def _approvals_parsers(sub: Any) -> None:
+    """approvals, approve, deny, request (run by infra/approvals_cli.py)."""
+    s = sub.add_parser("approvals", help="actions waiting for a person's approval")
+    s.add_argument("--all", action="store_true", help="also those already decided")
+    s.add_argument("--json", action="store_true", help="one JSON object per approval")
+    s.set_defaults(func=_approvals_command("cmd_approvals"))
+
+    s = sub.add_parser("approve", help="approve a waiting action (the executor then runs it)")
+    s.add_argument("id", metavar="ID", help="approval id, or a unique prefix (6+ characters)")
+    s.add_argument("--reason", metavar="TEXT", help="optional note")
+    s.set_defaults(func=_approvals_command("cmd_approve"))
+
+    s = sub.add_parser("deny", help="deny a waiting action (it never runs)")
+    s.add_argument("id", metavar="ID", help="approval id, or a unique prefix (6+ characters)")
+    s.add_argument("--reason", metavar="TEXT", required=True, help="why (required)")
+    s.set_defaults(func=_approvals_command("cmd_deny"))
+
+    s = sub.add_parser("request", help="one request's record: result, and each proposed "
+                       "action -> decision (who) -> what ran")
+    s.add_argument("request_id", metavar="REQUEST_ID")
+    s.add_argument("--json", action="store_true", help="one JSON object")
+    s.set_defaults(func=_approvals_command("cmd_request"))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
