@@ -33,10 +33,6 @@ from typing import TYPE_CHECKING, Any
 
 import httpx2
 import mcp_types
-from mcp import Client, StdioServerParameters
-from mcp.client.streamable_http import streamable_http_client
-from mcp.shared._httpx_utils import MCP_DEFAULT_SSE_READ_TIMEOUT, MCP_DEFAULT_TIMEOUT
-from mcp.shared.exceptions import MCPError
 
 from counterpoint.agents.tools.errors import (
     InvalidInput,
@@ -45,7 +41,18 @@ from counterpoint.agents.tools.errors import (
     ToolUnavailable,
 )
 from counterpoint.agents.tools.http1 import Http1Transport
+from counterpoint.agents.tools.mcp_client import import_client
 from counterpoint.agents.tools.registry import ToolReply
+
+import_client()  # before any `mcp` import: without the SDK's server half (mcp_client.py)
+
+from mcp import Client, StdioServerParameters  # noqa: E402
+from mcp.client.streamable_http import streamable_http_client  # noqa: E402
+from mcp.shared._httpx_utils import (  # noqa: E402
+    MCP_DEFAULT_SSE_READ_TIMEOUT,
+    MCP_DEFAULT_TIMEOUT,
+)
+from mcp.shared.exceptions import MCPError  # noqa: E402
 
 if TYPE_CHECKING:
     import jsonschema
