@@ -26,8 +26,8 @@ def test_settings_and_the_agent_command_import_no_http_client_or_web_framework(
     assert out.stdout.split() == []
 
 
-# Modules `counterpoint agent NAME` has no use for at start: the approval commands' views (rich
-# tables, the progress display) and, with no metrics configured, the metrics SDK.
+# Modules `counterpoint agent NAME` has no use for at start: rich (it only logs), the approval
+# commands' views and, with no metrics configured, the metrics SDK.
 UNUSED = """
 import sys
 import counterpoint.infra.cli
@@ -35,7 +35,7 @@ import counterpoint.infra.runner
 from counterpoint.infra.cli import build_parser
 build_parser()
 print(" ".join(m for m in ("counterpoint.infra.approvals_cli", "counterpoint.infra.progress",
-                           "rich.table", "opentelemetry.sdk.metrics") if m in sys.modules))
+                           "rich", "opentelemetry.sdk.metrics") if m in sys.modules))
 """
 
 
