@@ -163,9 +163,11 @@ def build(ctx: AgentContext, egress: EgressPolicy | None = None) -> Agent:
     # logs its own line instead.
     logging.getLogger("httpx").setLevel(logging.WARNING)
     attempts: OrderedDict[str, int] = OrderedDict()  # result id -> tries so far, this process
-    # Built once: making a TLS context is the costly part of a client. A client per POST
-    # keeps nothing open between deliveries (the agent has no shutdown hook to close one).
-    tls = ssl.create_default_context()
+    # Built once, at the first POST: making a TLS context is the costly part of a client
+    # (~25 ms of CPU, paid at start by every process before, though most deliver nothing).
+    # A client per POST keeps nothing open between deliveries (the agent has no shutdown
+    # hook to close one).
+    tls: list[ssl.SSLContext] = []
     counted = {metrics.AGENT_ATTR: agent.name}
 
     async def post(url: str, body: bytes, headers: dict[str, str], where: str,
@@ -173,8 +175,10 @@ def build(ctx: AgentContext, egress: EgressPolicy | None = None) -> Agent:
         """One POST; its status code when the receiver took it, else the failure raised."""
         try:
             await egress.check(url, settings.webhook_timeout_s)
+            if not tls:
+                tls.append(ssl.create_default_context())
             # The answer's body is never read: nothing a receiver says may travel back.
-            async with (egress.client(timeout_s=settings.webhook_timeout_s, tls=tls) as client,
+            async with (egress.client(timeout_s=settings.webhook_timeout_s, tls=tls[0]) as client,
                         client.stream("POST", url, content=body, headers=headers) as response):
                 code = response.status_code
         except WebhookRefused as exc:

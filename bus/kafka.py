@@ -40,6 +40,15 @@ FetchMode = Literal["auto", "adaptive", "long-poll"]
 # Per mode, when not configured: Kafka's own default for long polls; for adaptive fetching only
 # a fetch that finds nothing waits this long (bus/fetching.py).
 DEFAULT_FETCH_WAIT_MS: dict[str, int] = {"adaptive": 5, "long-poll": 500}
+# Session timeouts when not configured. Tansu (the embedded broker) answers a JoinGroup only
+# once half the group's session timeout has passed, checking once a second (so 1 s at least),
+# and completes a rejoin after about a departed member's timeout: with 6 s every agent's start
+# waited 3 s. It never evicts a group's only member for lateness (the member's own request
+# refreshes it first), so 2 s costs an unscaled agent nothing, and a scaled one a rebalance
+# only after its event loop stalled for longer than that. Kafka refuses timeouts below its
+# group.min.session.timeout.ms, 6 s by default.
+TANSU_SESSION_TIMEOUT_MS = 2_000
+KAFKA_SESSION_TIMEOUT_MS = 6_000
 
 
 @dataclass(frozen=True)
@@ -60,10 +69,9 @@ class KafkaConfig:
     leave_group: bool = False
     linger_ms: int = 0
     max_batch: int = 500
-    # Tansu completes a rejoin only after about the departed member's session timeout, so a
-    # short one keeps restarts and scale-ups quick; heartbeats run off the processing path.
-    session_timeout_ms: int = 6_000
-    heartbeat_interval_ms: int = 1_000
+    # None: by broker (group_timeouts). Heartbeats run off the processing path.
+    session_timeout_ms: int | None = None
+    heartbeat_interval_ms: int | None = None  # None: a third of the session timeout, <= 1 s
     request_timeout_ms: int = 30_000
     max_in_flight: int = 64  # handlers running at once
     # Records fetched and not yet done (handlers running, or published and waiting for the
@@ -86,6 +94,12 @@ class KafkaConfig:
     commit_interval_s: float = 0.05
     # On revocation and shutdown, in-flight work gets this long before it is abandoned.
     drain_grace_s: float = 10.0
+
+    def group_timeouts(self, tansu: bool) -> tuple[int, int]:
+        """(session timeout, heartbeat interval) in ms for a consumer of this broker."""
+        session = self.session_timeout_ms or (TANSU_SESSION_TIMEOUT_MS if tansu
+                                              else KAFKA_SESSION_TIMEOUT_MS)
+        return session, self.heartbeat_interval_ms or min(1_000, session // 3)
 
     def producer(self, client_id: str) -> AIOKafkaProducer:
         return AIOKafkaProducer(
@@ -133,6 +147,7 @@ class FetchPlan:
     adaptive: bool
     fetch_max_wait_ms: int
     broker: str  # BrokerInfo.identity
+    tansu: bool = False  # the broker is Tansu (KafkaConfig.group_timeouts)
 
     @property
     def mode(self) -> str:
@@ -150,7 +165,7 @@ async def fetch_plan(config: KafkaConfig, client: AIOKafkaClient) -> FetchPlan:
     mode = "adaptive" if adaptive else "long-poll"
     wait = config.fetch_max_wait_ms
     return FetchPlan(adaptive, DEFAULT_FETCH_WAIT_MS[mode] if wait is None else wait,
-                     info.identity)
+                     info.identity, tansu=not info.wakes_fetches)
 
 
 class KafkaSink:
@@ -419,6 +434,7 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
 def _consumer(config: KafkaConfig, plan: FetchPlan, agent: Agent,
               client_id: str) -> AIOKafkaConsumer:
     assignor = RangePartitionAssignor if agent.assignor == "range" else RoundRobinPartitionAssignor
+    session_timeout_ms, heartbeat_interval_ms = config.group_timeouts(plan.tansu)
     return AIOKafkaConsumer(
         bootstrap_servers=config.bootstrap_servers,
         group_id=agent.group_id,
@@ -426,8 +442,8 @@ def _consumer(config: KafkaConfig, plan: FetchPlan, agent: Agent,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
         fetch_max_wait_ms=plan.fetch_max_wait_ms,
-        session_timeout_ms=config.session_timeout_ms,
-        heartbeat_interval_ms=config.heartbeat_interval_ms,
+        session_timeout_ms=session_timeout_ms,
+        heartbeat_interval_ms=heartbeat_interval_ms,
         request_timeout_ms=config.request_timeout_ms,
         partition_assignment_strategy=(assignor,),
         max_poll_interval_ms=config.max_poll_interval_ms,

@@ -247,26 +247,3 @@ async def cmd_request(args: argparse.Namespace) -> int:
     else:
         console.print(render_request(progress, actions))
     return 0
-
-
-def add_parsers(sub: Any) -> None:
-    s = sub.add_parser("approvals", help="actions waiting for a person's approval")
-    s.add_argument("--all", action="store_true", help="also those already decided")
-    s.add_argument("--json", action="store_true", help="one JSON object per approval")
-    s.set_defaults(func=cmd_approvals)
-
-    s = sub.add_parser("approve", help="approve a waiting action (the executor then runs it)")
-    s.add_argument("id", metavar="ID", help="approval id, or a unique prefix (6+ characters)")
-    s.add_argument("--reason", metavar="TEXT", help="optional note")
-    s.set_defaults(func=cmd_approve)
-
-    s = sub.add_parser("deny", help="deny a waiting action (it never runs)")
-    s.add_argument("id", metavar="ID", help="approval id, or a unique prefix (6+ characters)")
-    s.add_argument("--reason", metavar="TEXT", required=True, help="why (required)")
-    s.set_defaults(func=cmd_deny)
-
-    s = sub.add_parser("request", help="one request's record: result, and each proposed "
-                       "action -> decision (who) -> what ran")
-    s.add_argument("request_id", metavar="REQUEST_ID")
-    s.add_argument("--json", action="store_true", help="one JSON object")
-    s.set_defaults(func=cmd_request)

@@ -17,24 +17,51 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
-from rich.markup import escape
 
 from counterpoint.infra.project import ProjectError
+from counterpoint.infra.safe_text import SafeFormatter, json_line
 from counterpoint.infra.settings import Settings
-from counterpoint.infra.terminal import SafeConsole, SafeFormatter, json_line
 
 if TYPE_CHECKING:
     from counterpoint.agents.signing import Keyring
     from counterpoint.infra.assembly import BuiltAgent
     from counterpoint.infra.project import Project
+    from counterpoint.infra.terminal import SafeConsole
 
 EXIT_FAILED, EXIT_USAGE, EXIT_NO_BROKER = 1, 2, 3
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
-# Every command prints through these (or json_line): nothing from the data can drive the
-# operator's terminal (infra/terminal.py).
-console = SafeConsole()
-err_console = SafeConsole(stderr=True)
+# Every command prints through these two (or json_line): nothing from the data can drive the
+# operator's terminal (infra/terminal.py). Made at first use, so rich is imported by the
+# commands that print, never by `counterpoint agent` (once per agent process), which only logs.
+_consoles: dict[bool, SafeConsole] = {}
+
+
+def _console(stderr: bool = False) -> SafeConsole:
+    if stderr not in _consoles:
+        from counterpoint.infra.terminal import SafeConsole
+
+        _consoles[stderr] = SafeConsole(stderr=stderr)
+    return _consoles[stderr]
+
+
+def _escaped(text: str) -> str:
+    """`text` as rich markup that shows it as it is."""
+    from rich.markup import escape
+
+    return escape(text)
+
+
+if TYPE_CHECKING:  # module attributes, made by __getattr__ below
+    console: SafeConsole
+    err_console: SafeConsole
+
+
+def __getattr__(name: str) -> Any:
+    """`console` and `err_console` for the modules that print (infra/approvals_cli.py)."""
+    if name in ("console", "err_console"):
+        return _console(stderr=name == "err_console")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class CliError(Exception):
@@ -117,7 +144,7 @@ async def cmd_broker(args: argparse.Namespace) -> int:
     if broker.reused:
         raise CliError(f"a broker is already running at {broker.bootstrap_servers}", EXIT_FAILED)
     await create_topics(broker.bootstrap_servers, topics)
-    console.print(f"embedded broker (Tansu, in memory) on [bold]{broker.bootstrap_servers}"
+    _console().print(f"embedded broker (Tansu, in memory) on [bold]{broker.bootstrap_servers}"
                   f"[/bold] with the topics of {project.origin}; Ctrl-C stops it",
                   highlight=False)
     try:
@@ -137,7 +164,7 @@ async def cmd_topics(args: argparse.Namespace) -> int:
     created = await create_topics(settings.bootstrap_servers, topics)
     for spec in topic_specs(topics):
         state = "created" if spec.name in created else "exists"
-        console.print(f"{spec.name:40} {spec.partitions} partitions  {state}")
+        _console().print(f"{spec.name:40} {spec.partitions} partitions  {state}")
     return 0
 
 
@@ -164,18 +191,18 @@ async def cmd_up(args: argparse.Namespace) -> int:
     _on_signals(stop.set)  # before anything starts: a stop during start-up still cleans up
     async with stack:
         where = "embedded broker" if stack.broker else "broker"
-        console.print(f"{where} at [bold]{stack.bootstrap_servers}[/bold]; "
+        _console().print(f"{where} at [bold]{stack.bootstrap_servers}[/bold]; "
                       f"logs in {stack.logs_dir}")
         assert stack.supervisor is not None
         for proc in stack.supervisor.processes:
-            console.print(f"  {proc.label:18} pid {proc.popen.pid}")
-        with console.status("agents joining their consumer groups…"):
+            _console().print(f"  {proc.label:18} pid {proc.popen.pid}")
+        with _console().status("agents joining their consumer groups…"):
             joined = await stack.wait_joined(stop=stop)
         if not stop.is_set():
-            console.print("all agents consuming; Ctrl-C stops everything" if joined else
+            _console().print("all agents consuming; Ctrl-C stops everything" if joined else
                           "[yellow]some agents have not joined yet; see the logs[/yellow]")
         await stack.supervisor.watch(stop)
-        console.print("stopping agents…")
+        _console().print("stopping agents…")
     return 0
 
 
@@ -204,9 +231,9 @@ async def cmd_publish(args: argparse.Namespace) -> int:
                                 max_alerts=settings.max_alerts)
     finally:
         telemetry.shutdown()
-    console.print(f"published {args.kind} {receipt.source_id} to {receipt.topic}"
+    _console().print(f"published {args.kind} {receipt.source_id} to {receipt.topic}"
                   f"[{receipt.partition}]@{receipt.offset}")
-    console.print(f"request id: [bold]{receipt.request_id}[/bold]")
+    _console().print(f"request id: [bold]{receipt.request_id}[/bold]")
     if args.wait:
         return await _wait_and_show(settings, [(receipt.request_id, receipt.source_id)],
                                     args.wait, started)
@@ -218,8 +245,8 @@ async def _wait_and_show(settings: Settings, requests: list[tuple[str, str]],
     from counterpoint.infra.progress import Progress, show_progress
 
     tracked = [Progress(rid, label, started) for rid, label in requests]
-    if not await show_progress(console, settings.kafka(), tracked, timeout_s):
-        err_console.print(f"[red]no result within {timeout_s:.0f}s[/red]")
+    if not await show_progress(_console(), settings.kafka(), tracked, timeout_s):
+        _console(stderr=True).print(f"[red]no result within {timeout_s:.0f}s[/red]")
         return EXIT_FAILED
     return 0
 
@@ -237,14 +264,14 @@ async def cmd_results(args: argparse.Namespace) -> int:
 
         built = _built(settings, project)
         await _require_broker(settings)
-        await show_results(console, settings.kafka(), project, built, follow=args.follow,
+        await show_results(_console(), settings.kafka(), project, built, follow=args.follow,
                            as_json_lines=args.json, request=args.request)
         return 0
     await _require_broker(settings)
     if args.follow and not args.json:  # a person watching: results under a live status line
         from counterpoint.infra.follow import follow_with_status
 
-        await follow_with_status(console, settings.kafka(), args.request)
+        await follow_with_status(_console(), settings.kafka(), args.request)
         return 0
     seen: set[str] = set()
     async for record in tail(settings.kafka(), [SYNTHESIS_RESULTS.name], follow=args.follow):
@@ -259,7 +286,7 @@ async def cmd_results(args: argparse.Namespace) -> int:
             sys.stdout.write(json_line(result.model_dump(mode="json")))
             sys.stdout.flush()
         else:
-            console.print(render_result(result))
+            _console().print(render_result(result))
     return 0
 
 
@@ -286,7 +313,7 @@ async def cmd_trace(args: argparse.Namespace) -> int:
     if args.json:
         sys.stdout.write(to_json_lines(spans))
     else:
-        console.print(render_tree(spans))
+        _console().print(render_tree(spans))
     return 0
 
 
@@ -296,10 +323,10 @@ async def cmd_demo(args: argparse.Namespace) -> int:
     if project.file is not None:
         from counterpoint.infra.project_demo import run_project_demo
 
-        return await run_project_demo(settings, console, project, timeout_s=args.timeout)
+        return await run_project_demo(settings, _console(), project, timeout_s=args.timeout)
     from counterpoint.infra.demo import run_demo
 
-    return await run_demo(settings, console, timeout_s=args.timeout)
+    return await run_demo(settings, _console(), timeout_s=args.timeout)
 
 
 async def cmd_deadletter_list(args: argparse.Namespace) -> int:
@@ -314,7 +341,7 @@ async def cmd_deadletter_list(args: argparse.Namespace) -> int:
             sys.stdout.write(json_line(letter_json(letter)))
         sys.stdout.flush()
     else:
-        console.print(render_list(letters))
+        _console().print(render_list(letters))
     return 0
 
 
@@ -341,13 +368,11 @@ async def cmd_deadletter_show(args: argparse.Namespace) -> int:
     if args.json:
         sys.stdout.write(json_line(letter_json(letter, full=True)))
     else:
-        console.print(render_letter(letter))
+        _console().print(render_letter(letter))
     return 0
 
 
 async def cmd_deadletter_redrive(args: argparse.Namespace) -> int:
-    from rich.markup import escape
-
     from counterpoint.bus.kafka import is_kafka_error
     from counterpoint.infra.deadletters import (
         LetterError,
@@ -387,23 +412,23 @@ async def cmd_deadletter_redrive(args: argparse.Namespace) -> int:
                 try:
                     plans.append(plan_redrive(letter))
                 except LetterError as exc:
-                    err_console.print(f"[yellow]skipped:[/yellow] {escape(str(exc))}")
+                    _console(stderr=True).print(f"[yellow]skipped:[/yellow] {_escaped(str(exc))}")
     except LetterError as exc:
         raise CliError(str(exc)) from exc
     plans = redrive_order(plans, letters)
     if not plans:
-        console.print("no dead letters match; nothing to redrive")
+        _console().print("no dead letters match; nothing to redrive")
         return 0
 
     def line(plan: Redrive) -> str:
         key = "no key" if plan.key is None else f"key {plan.key.decode('utf-8', 'replace')!r}"
-        return escape(f"deadletter/{plan.letter} ({plan.reason}; {key}; {len(plan.value):,} "
+        return _escaped(f"deadletter/{plan.letter} ({plan.reason}; {key}; {len(plan.value):,} "
                       f"bytes; redrive {plan.count}) -> {plan.topic}")
 
     if args.dry_run:
         for plan in plans:
-            console.print(f"would send {line(plan)}", highlight=False)
-        console.print(f"dry run: {len(plans)} record(s) would be sent; nothing was sent")
+            _console().print(f"would send {line(plan)}", highlight=False)
+        _console().print(f"dry run: {len(plans)} record(s) would be sent; nothing was sent")
         return 0
     if bulk and not args.yes:
         if not sys.stdin.isatty():
@@ -412,8 +437,8 @@ async def cmd_deadletter_redrive(args: argparse.Namespace) -> int:
         from rich.prompt import Confirm
 
         if not Confirm.ask(f"send {len(plans)} record(s) back to their source topics?",
-                           console=console, default=False):
-            console.print("nothing sent")
+                           console=_console(), default=False):
+            _console().print("nothing sent")
             return EXIT_FAILED
     sent: list[tuple[Redrive, int, int]] = []
     try:
@@ -423,12 +448,12 @@ async def cmd_deadletter_redrive(args: argparse.Namespace) -> int:
             raise
         failed = plans[len(sent)]
         for plan, partition, offset in sent:
-            console.print(f"sent {line(plan)}[{partition}]@{offset}", highlight=False)
+            _console().print(f"sent {line(plan)}[{partition}]@{offset}", highlight=False)
         raise CliError(f"sending deadletter/{failed.letter} to {failed.topic} failed after "
                        f"{len(sent)} of {len(plans)} were sent: {exc!r}", EXIT_FAILED) from exc
     for plan, partition, offset in sent:
-        console.print(f"sent {line(plan)}[{partition}]@{offset}", highlight=False)
-    console.print(f"redrove {len(sent)} dead letter(s); they stay in deadletter, and any that "
+        _console().print(f"sent {line(plan)}[{partition}]@{offset}", highlight=False)
+    _console().print(f"redrove {len(sent)} dead letter(s); they stay in deadletter, and any that "
                   "fail again become new dead letters")
     return 0
 
@@ -457,7 +482,7 @@ async def cmd_gateway(args: argparse.Namespace) -> int:
     telemetry = setup_telemetry("gateway", traces_dir=default_traces_dir(settings.home))
     metrics = setup_metrics("gateway", port=None, instance_id=telemetry.instance_id,
                             served_by_app=True)
-    console.print(f"gateway on [bold]http://{args.host}:{args.port}[/bold] (OpenAPI at "
+    _console().print(f"gateway on [bold]http://{args.host}:{args.port}[/bold] (OpenAPI at "
                   f"/openapi.json, docs at /docs, Prometheus at /metrics) publishing to "
                   f"{settings.bootstrap_servers}; "
                   + ("bearer token required" if token or approvers else "no authentication (set "
@@ -465,7 +490,7 @@ async def cmd_gateway(args: argparse.Namespace) -> int:
                   + (f"; approvers: {', '.join(sorted(approvers))}" if approvers else
                      "; nobody can approve here (set COUNTERPOINT_APPROVERS)"), highlight=False)
     for name, provider in PROVIDERS.items():
-        console.print(f"  /v1/webhooks/{name}: " + (
+        _console().print(f"  /v1/webhooks/{name}: " + (
             "on, checked against its signature" if name in secrets else
             f"[yellow]refused (503)[/yellow]: {provider.setting} is not set"),
             highlight=False, soft_wrap=True)
@@ -490,7 +515,7 @@ async def cmd_status(args: argparse.Namespace) -> int:
         sys.stdout.write(json_line(status_json(status)))
         sys.stdout.flush()
     else:
-        console.print(render_status(status))
+        _console().print(render_status(status))
     return 0
 
 
@@ -608,10 +633,45 @@ def build_parser() -> argparse.ArgumentParser:
     _config_option(s)
     s.set_defaults(func=cmd_status)
 
-    from counterpoint.infra import approvals_cli
-
-    approvals_cli.add_parsers(sub)  # approvals, approve, deny, request
+    _approvals_parsers(sub)
     return p
+
+
+def _approvals_command(name: str) -> Any:
+    """`name` of infra/approvals_cli.py, imported only when that command runs: it pulls in
+    rich's tables and the progress view, which `counterpoint agent` (started once per agent
+    process) never needs."""
+    async def run(args: argparse.Namespace) -> int:
+        from counterpoint.infra import approvals_cli
+
+        return int(await getattr(approvals_cli, name)(args))
+
+    run.__name__ = run.__qualname__ = name
+    return run
+
+
+def _approvals_parsers(sub: Any) -> None:
+    """approvals, approve, deny, request (run by infra/approvals_cli.py)."""
+    s = sub.add_parser("approvals", help="actions waiting for a person's approval")
+    s.add_argument("--all", action="store_true", help="also those already decided")
+    s.add_argument("--json", action="store_true", help="one JSON object per approval")
+    s.set_defaults(func=_approvals_command("cmd_approvals"))
+
+    s = sub.add_parser("approve", help="approve a waiting action (the executor then runs it)")
+    s.add_argument("id", metavar="ID", help="approval id, or a unique prefix (6+ characters)")
+    s.add_argument("--reason", metavar="TEXT", help="optional note")
+    s.set_defaults(func=_approvals_command("cmd_approve"))
+
+    s = sub.add_parser("deny", help="deny a waiting action (it never runs)")
+    s.add_argument("id", metavar="ID", help="approval id, or a unique prefix (6+ characters)")
+    s.add_argument("--reason", metavar="TEXT", required=True, help="why (required)")
+    s.set_defaults(func=_approvals_command("cmd_deny"))
+
+    s = sub.add_parser("request", help="one request's record: result, and each proposed "
+                       "action -> decision (who) -> what ran")
+    s.add_argument("request_id", metavar="REQUEST_ID")
+    s.add_argument("--json", action="store_true", help="one JSON object")
+    s.set_defaults(func=_approvals_command("cmd_request"))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -635,10 +695,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(asyncio.run(args.func(args)))
     except CliError as exc:
-        err_console.print(f"[red]error:[/red] {exc}", highlight=False)
+        _console(stderr=True).print(f"[red]error:[/red] {exc}", highlight=False)
         return exc.code
     except (ProjectError, ToolConfigError) as exc:  # the user's file to fix
-        err_console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)
+        _console(stderr=True).print(f"[red]error:[/red] {_escaped(str(exc))}", highlight=False)
         return EXIT_USAGE
     except KeyboardInterrupt:
         return 130

@@ -28,15 +28,20 @@ import os
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from opentelemetry import metrics
-from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetricReader
 from opentelemetry.sdk.resources import SERVICE_INSTANCE_ID, SERVICE_NAME, Resource
 
 from counterpoint.agents.private_files import private_dir
 from counterpoint.infra.telemetry import process_resource
+
+if TYPE_CHECKING:
+    # The SDK's metrics are imported only where a provider is made: most processes (every
+    # agent of `counterpoint up` by default) have none, and it is a tenth of a second of CPU
+    # at each one's start.
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import MetricReader
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +89,11 @@ class Metrics:
 
 def meter_provider(resource: Resource, *, prometheus: bool, otlp: bool) -> MeterProvider | None:
     """A meter provider with the readers asked for (None when there are none)."""
+    if not (prometheus or otlp):
+        return None
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+
     readers: list[MetricReader] = []
     if prometheus:
         # Imported lazily, like the OTLP exporter: a process without metrics never needs them.

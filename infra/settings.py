@@ -18,7 +18,8 @@
     COUNTERPOINT_KAFKA_LEAVE_GROUP   send LeaveGroup when a consumer stops, so its partitions
                                      move at once (Apache Kafka: worth it; embedded: no,
                                      it can leave a group stuck; off by default)
-    COUNTERPOINT_SESSION_TIMEOUT_MS  consumer group session timeout (6000)
+    COUNTERPOINT_SESSION_TIMEOUT_MS  consumer group session timeout (2000 on the embedded broker,
+                                     which makes every join wait half of it; 6000 on Kafka)
     COUNTERPOINT_MAX_IN_FLIGHT       events one agent process handles at once (64)
     COUNTERPOINT_MAX_MESSAGE_BYTES   larger records are dead-lettered (1 MiB)
     COUNTERPOINT_MAX_JSON_DEPTH      deeper JSON is dead-lettered (32)
@@ -125,7 +126,7 @@ class Settings(BaseSettings):
     idle_poll_max_ms: int = Field(default=2_000, ge=100, le=60_000)
     kafka_idempotence: bool = False
     kafka_leave_group: bool = False
-    session_timeout_ms: int = Field(default=6_000, ge=3_000, le=300_000)
+    session_timeout_ms: int | None = Field(default=None, ge=1_000, le=300_000)  # None: by broker
     max_in_flight: int = Field(default=64, ge=1, le=10_000)
     max_message_bytes: int = Field(default=1_048_576, ge=1_024)
     max_json_depth: int = Field(default=32, ge=2, le=512)

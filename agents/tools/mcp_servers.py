@@ -29,15 +29,10 @@ import logging
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx2
-import jsonschema
 import mcp_types
-from mcp import Client, StdioServerParameters
-from mcp.client.streamable_http import streamable_http_client
-from mcp.shared._httpx_utils import MCP_DEFAULT_SSE_READ_TIMEOUT, MCP_DEFAULT_TIMEOUT
-from mcp.shared.exceptions import MCPError
 
 from counterpoint.agents.tools.errors import (
     InvalidInput,
@@ -46,7 +41,21 @@ from counterpoint.agents.tools.errors import (
     ToolUnavailable,
 )
 from counterpoint.agents.tools.http1 import Http1Transport
+from counterpoint.agents.tools.mcp_client import import_client
 from counterpoint.agents.tools.registry import ToolReply
+
+import_client()  # before any `mcp` import: without the SDK's server half (mcp_client.py)
+
+from mcp import Client, StdioServerParameters  # noqa: E402
+from mcp.client.streamable_http import streamable_http_client  # noqa: E402
+from mcp.shared._httpx_utils import (  # noqa: E402
+    MCP_DEFAULT_SSE_READ_TIMEOUT,
+    MCP_DEFAULT_TIMEOUT,
+)
+from mcp.shared.exceptions import MCPError  # noqa: E402
+
+if TYPE_CHECKING:
+    import jsonschema
 
 log = logging.getLogger(__name__)
 
@@ -292,7 +301,9 @@ class McpTool:
                                     if k not in hidden}
             schema["required"] = [k for k in schema.get("required") or [] if k not in hidden]
         self._schema = schema
-        self._validator = jsonschema.Draft202012Validator(schema)
+        # Made at the first call: jsonschema costs every tool agent ~50 ms of CPU at start,
+        # and making a validator checks nothing about the schema anyway.
+        self._validator: jsonschema.Draft202012Validator | None = None
 
     def input_schema(self) -> Mapping[str, Any]:
         return self._schema
@@ -302,6 +313,10 @@ class McpTool:
         if set(given) & set(self.server.inject):
             raise InvalidInput(f"{', '.join(sorted(set(given) & set(self.server.inject)))} "
                                "is set by configuration, not by the caller")
+        if self._validator is None:
+            import jsonschema
+
+            self._validator = jsonschema.Draft202012Validator(self._schema)
         errors = sorted(self._validator.iter_errors(given), key=lambda e: list(e.path))
         if errors:
             raise InvalidInput("; ".join(_problem(e) for e in errors[:5]))
