@@ -28,7 +28,7 @@ import orjson
 
 from counterpoint.agents.catalog import AGENT_NAMES
 from counterpoint.bus.admin import TopicSpec, ensure_topics
-from counterpoint.bus.kafka import KafkaConfig, Producer
+from counterpoint.bus.kafka import KafkaConfig, Producer, probe_plan
 from counterpoint.infra.admin import create_topics
 from counterpoint.infra.demo import example
 from counterpoint.infra.publishing import source_id, validate
@@ -62,13 +62,18 @@ async def bare_startup(bootstrap: str, workdir: Path, count: int) -> tuple[float
     prefixes = [f"bench.{uuid.uuid4().hex[:8]}.join{i}" for i in range(count)]
     topics = [t for p in prefixes for t in relay_topics(p)]
     await ensure_topics(bootstrap, [TopicSpec(t.name, t.partitions) for t in topics])
+    # The group timeouts the agents get on this broker: the join waits on the session timeout.
+    config = KafkaConfig(bootstrap_servers=bootstrap)
+    session, heartbeat = config.group_timeouts((await probe_plan(config)).tansu)
     children = Children()
     try:
         started = time.monotonic()
         for i, prefix in enumerate(prefixes):
             children.spawn(f"bare consumer {i}", ["-m", "tests.bench.worker", "raw",
                                                   "--bootstrap", bootstrap, "--prefix", prefix,
-                                                  "--hop", "0"],
+                                                  "--hop", "0", "--session-timeout-ms",
+                                                  str(session), "--heartbeat-interval-ms",
+                                                  str(heartbeat)],
                            workdir / "bare" / f"join{i}.log")
 
         def check() -> None:

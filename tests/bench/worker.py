@@ -30,7 +30,9 @@ from tests.bench.topics import HOPS, relay_agent, relay_topics
 
 log = logging.getLogger("bench.worker")
 
-# The same consumer/producer settings run_agent uses (counterpoint.bus.kafka.KafkaConfig).
+# The consumer/producer settings run_agent uses (counterpoint.bus.kafka.KafkaConfig); the group
+# timeouts depend on the broker (KafkaConfig.group_timeouts), so the bench passes them: this
+# module stays light, as it is the baseline's whole import.
 SESSION_TIMEOUT_MS = 6_000
 HEARTBEAT_INTERVAL_MS = 1_000
 MAX_BATCH = 500
@@ -50,7 +52,8 @@ class _Assigned(ConsumerRebalanceListener):  # type: ignore[misc]
 
 
 async def raw_hop(bootstrap: str, prefix: str, hop: int, fetch_max_wait_ms: int,
-                  stop: asyncio.Event) -> int:
+                  stop: asyncio.Event, session_timeout_ms: int = SESSION_TIMEOUT_MS,
+                  heartbeat_interval_ms: int = HEARTBEAT_INTERVAL_MS) -> int:
     topics = relay_topics(prefix)
     source, target = topics[hop].name, topics[hop + 1].name
     name = f"{prefix}.raw-hop{hop}"
@@ -60,8 +63,8 @@ async def raw_hop(bootstrap: str, prefix: str, hop: int, fetch_max_wait_ms: int,
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap, group_id=name, client_id=client_id,
         enable_auto_commit=False, auto_offset_reset="earliest",
-        fetch_max_wait_ms=fetch_max_wait_ms, session_timeout_ms=SESSION_TIMEOUT_MS,
-        heartbeat_interval_ms=HEARTBEAT_INTERVAL_MS,
+        fetch_max_wait_ms=fetch_max_wait_ms, session_timeout_ms=session_timeout_ms,
+        heartbeat_interval_ms=heartbeat_interval_ms,
         partition_assignment_strategy=(RoundRobinPartitionAssignor,),
     )
     consumer.subscribe([source], listener=_Assigned(name))
@@ -117,9 +120,13 @@ async def _run(args: argparse.Namespace) -> int:
         from counterpoint.infra.metrics import setup_metrics
 
         served = setup_metrics(f"bench-hop{args.hop}", port=0)
-    hop = raw_hop if args.kind == "raw" else counterpoint_hop
     try:
-        relayed = await hop(args.bootstrap, args.prefix, args.hop, args.fetch_max_wait_ms, stop)
+        if args.kind == "raw":
+            relayed = await raw_hop(args.bootstrap, args.prefix, args.hop, args.fetch_max_wait_ms,
+                                    stop, args.session_timeout_ms, args.heartbeat_interval_ms)
+        else:
+            relayed = await counterpoint_hop(args.bootstrap, args.prefix, args.hop,
+                                             args.fetch_max_wait_ms, stop)
     finally:
         if served is not None:
             served.shutdown()
@@ -136,6 +143,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--prefix", required=True)
     parser.add_argument("--hop", type=int, required=True, choices=range(HOPS))
     parser.add_argument("--fetch-max-wait-ms", type=int, default=10)
+    parser.add_argument("--session-timeout-ms", type=int, default=SESSION_TIMEOUT_MS,
+                        help="raw: the consumer group's session timeout")
+    parser.add_argument("--heartbeat-interval-ms", type=int, default=HEARTBEAT_INTERVAL_MS,
+                        help="raw: the consumer group's heartbeat interval")
     parser.add_argument("--traces-dir", default=None,
                         help="install the OpenTelemetry SDK and write spans here (JSONL)")
     parser.add_argument("--metrics", action="store_true",
