@@ -13,6 +13,7 @@ starts spans with all their attributes at once, outside contextlib's generator m
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, MutableSequence, Sequence
 from contextlib import contextmanager, suppress
 from typing import Final
@@ -24,7 +25,15 @@ from opentelemetry.baggage.propagation import W3CBaggagePropagator
 from opentelemetry.context import Context
 from opentelemetry.propagators.composite import CompositePropagator
 from opentelemetry.propagators.textmap import Getter, Setter
-from opentelemetry.trace import NoOpTracerProvider, ProxyTracerProvider, Span, SpanKind
+from opentelemetry.trace import (
+    NonRecordingSpan,
+    NoOpTracerProvider,
+    ProxyTracerProvider,
+    Span,
+    SpanContext,
+    SpanKind,
+    TraceFlags,
+)
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 TRACER_NAME: Final = "counterpoint.bus"
@@ -87,15 +96,37 @@ def _plain_w3c() -> bool:
     return plain
 
 
+# The traceparent this bus writes (version 00, nothing after the flags), matched on the raw
+# header: a record carrying only that needs neither decoding nor the propagators, which would
+# build the same context (any other shape, and tracestate or baggage, takes their path).
+_TRACEPARENT: Final = re.compile(rb"00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
+
+
 def extract(headers: Sequence[tuple[str, bytes]]) -> Context:
     try:
         if _plain_w3c():
+            traceparent: bytes | None = None
+            generic = False
+            for k, v in headers:
+                if k in TRACE_HEADERS and v:
+                    if k != "traceparent" or traceparent is not None:
+                        generic = True
+                        break
+                    traceparent = v
+            if traceparent is None and not generic:
+                return Context()  # what the W3C propagators make of no trace headers
+            if not generic and traceparent is not None:
+                match = _TRACEPARENT.fullmatch(traceparent)
+                if match is not None:
+                    trace_id, span_id = int(match[1], 16), int(match[2], 16)
+                    if trace_id and span_id:
+                        remote = SpanContext(trace_id, span_id, is_remote=True,
+                                             trace_flags=TraceFlags(int(match[3], 16)))
+                        return trace.set_span_in_context(NonRecordingSpan(remote), Context())
             found: dict[str, list[str]] = {}
             for k, v in headers:
                 if k in TRACE_HEADERS and v:
                     found.setdefault(k, []).append(v.decode("utf-8", "replace"))
-            if not found:
-                return Context()  # what the W3C propagators make of no trace headers
             return propagate.extract(found, getter=_dict_getter)
         return propagate.extract(headers, getter=_getter)
     except Exception:
@@ -107,13 +138,15 @@ def inject(headers: MutableSequence[tuple[str, bytes]], ctx: Context | None = No
         propagate.inject(headers, context=ctx, setter=_setter)
 
 
-def _inject_own(headers: list[tuple[str, bytes]], span: Span, ctx: Context) -> None:
-    """Write `span` (the current span of `ctx`) into `headers`, which hold no trace headers
-    yet: `traceparent` formatted here when the propagator is plain W3C (what its trace-context
-    half would write), baggage from `ctx` by the propagator itself when there is any."""
+def _inject_own(headers: list[tuple[str, bytes]], span: Span, base: Context | None) -> None:
+    """Write `span`, current in `base` (None: in the current context), into `headers`, which
+    hold no trace headers yet: `traceparent` formatted here when the propagator is plain W3C
+    (what its trace-context half would write), baggage by the propagator itself when `base`
+    has any (the span does not change the baggage of the context it is current in)."""
     with suppress(Exception):
         if not _plain_w3c():
-            propagate.inject(headers, context=ctx, setter=_setter)
+            propagate.inject(headers, context=trace.set_span_in_context(span, base),
+                             setter=_setter)
             return
         sc = span.get_span_context()
         if not sc.is_valid:
@@ -122,8 +155,20 @@ def _inject_own(headers: list[tuple[str, bytes]], span: Span, ctx: Context) -> N
                         f"00-{sc.trace_id:032x}-{sc.span_id:016x}-{sc.trace_flags:02x}".encode()))
         if sc.trace_state:
             headers.append(("tracestate", sc.trace_state.to_header().encode()))
-        if otel_baggage.get_all(ctx):
+        ctx = base if base is not None else otel_context.get_current()
+        if _has_baggage(ctx):
             _baggage.inject(headers, context=ctx, setter=_setter)
+
+
+# Where the API keeps a context's baggage; looked up directly (a dict lookup) rather than
+# through baggage.get_all, which wraps it in a read-only proxy, for every record.
+_BAGGAGE_KEY: Final[str | None] = getattr(otel_baggage, "_BAGGAGE_KEY", None)
+
+
+def _has_baggage(ctx: Context) -> bool:
+    if _BAGGAGE_KEY is not None:
+        return bool(ctx.get(_BAGGAGE_KEY))
+    return bool(otel_baggage.get_all(ctx))
 
 
 _baggage: Final = W3CBaggagePropagator()
@@ -284,4 +329,4 @@ def inject_span(headers: list[tuple[str, bytes]], span: Span,
                 parent: Context | None = None) -> None:
     """Write the context of `span`, a child of `parent` (None: the current context), into
     `headers`, which hold no trace headers yet."""
-    _inject_own(headers, span, trace.set_span_in_context(span, parent))
+    _inject_own(headers, span, parent)
