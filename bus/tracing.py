@@ -143,7 +143,7 @@ def _inject_own(headers: list[tuple[str, bytes]], span: Span, base: Context | No
     hold no trace headers yet: `traceparent` formatted here when the propagator is plain W3C
     (what its trace-context half would write), baggage by the propagator itself when `base`
     has any (the span does not change the baggage of the context it is current in)."""
-    with suppress(Exception):
+    try:
         if not _plain_w3c():
             propagate.inject(headers, context=trace.set_span_in_context(span, base),
                              setter=_setter)
@@ -158,6 +158,8 @@ def _inject_own(headers: list[tuple[str, bytes]], span: Span, base: Context | No
         ctx = base if base is not None else otel_context.get_current()
         if _has_baggage(ctx):
             _baggage.inject(headers, context=ctx, setter=_setter)
+    except Exception:  # telemetry never breaks delivery
+        return
 
 
 # Where the API keeps a context's baggage; looked up directly (a dict lookup) rather than
@@ -289,10 +291,12 @@ class Consuming:
         self.span.end()
 
 
-# Contexts of spans whose headers `carry` produced, so emitting under them need not parse the
-# headers again. Bounded: an entry is only a shortcut for `extract`.
-_carried: dict[TraceHeaders, Context] = {}
-_CARRIED_MAX: Final = 4096
+class _Carried(tuple[tuple[str, bytes], ...]):
+    """Trace headers `carry` wrote, with the context they were written from: emitting under
+    them needs neither parsing them again nor a process-wide cache (one kept every context,
+    and so its span, alive for thousands of records after its record was done)."""
+
+    context: Context
 
 
 def carry(span: Span) -> TraceHeaders:
@@ -301,15 +305,16 @@ def carry(span: Span) -> TraceHeaders:
     ctx = current if trace.get_current_span(current) is span else trace.set_span_in_context(span)
     headers: list[tuple[str, bytes]] = []
     _inject_own(headers, span, ctx)
-    key = tuple(headers)
-    _carried[key] = ctx
-    if len(_carried) > _CARRIED_MAX:
-        del _carried[next(iter(_carried))]
-    return key
+    carried = _Carried(headers)
+    carried.context = ctx
+    return carried
 
 
 def context_of(headers: TraceHeaders) -> Context:
-    return _carried.get(headers) or extract(headers)
+    """The context emits under `headers` are children of: the one `carry` wrote them from,
+    or what they say (headers kept elsewhere, e.g. an approval's)."""
+    ctx: Context | None = getattr(headers, "context", None)
+    return ctx if ctx is not None else extract(headers)
 
 
 def start_send(topic: str, parent: Context | None, request_id: str, event_id: str) -> Span:

@@ -61,3 +61,14 @@ def test_the_trace_headers_a_span_carries_include_its_baggage() -> None:
     headers = []
     tracing.inject_span(headers, span, tracing.extract([("traceparent", TP)]))
     assert dict(headers) == {"traceparent": TP}
+
+
+def test_emits_under_carried_headers_are_children_of_the_span_they_came_from() -> None:
+    span = trace.NonRecordingSpan(trace.SpanContext(0xA, 0xB, is_remote=False,
+                                                    trace_flags=trace.TraceFlags(1)))
+    carried = tracing.carry(span)
+    assert carried == (("traceparent", f"00-{0xA:032x}-{0xB:016x}-01".encode()),)
+    assert trace.get_current_span(tracing.context_of(carried)) is span
+    # Headers kept as plain data (an approval's) say the same thing.
+    again = tracing.context_of(tuple(carried))
+    assert _view(again)[:2] == (0xA, 0xB)
