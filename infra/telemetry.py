@@ -52,13 +52,13 @@ from opentelemetry.sdk.resources import (
     Resource,
 )
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from opentelemetry.trace import SpanKind, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from counterpoint.agents.private_files import open_private_append, private_dir
 from counterpoint.infra.redaction import RedactingExporter, attribute_dict
-from counterpoint.infra.spans import LightTracerProvider
+from counterpoint.infra.spans import LightTracerProvider, QuickBatchSpanProcessor
 
 __all__ = [
     "JsonlSpanExporter",
@@ -275,7 +275,8 @@ def setup_telemetry(
     provider = LightTracerProvider(resource=resource)
     provider.add_span_processor(
         # Secrets and personal data never leave the process (see infra/redaction.py).
-        BatchSpanProcessor(RedactingExporter(exporter), schedule_delay_millis=SCHEDULE_DELAY_MS)
+        QuickBatchSpanProcessor(RedactingExporter(exporter),
+                                schedule_delay_millis=SCHEDULE_DELAY_MS)
     )
     trace.set_tracer_provider(provider)
     propagate.set_global_textmap(

@@ -30,7 +30,12 @@ from opentelemetry.trace import (
     TraceState,
 )
 
-from counterpoint.infra.spans import LightSpan, LightTracer, LightTracerProvider
+from counterpoint.infra.spans import (
+    LightSpan,
+    LightTracer,
+    LightTracerProvider,
+    QuickBatchSpanProcessor,
+)
 
 RESOURCE = Resource.create({"service.name": "t"})
 Scenario = Callable[[trace.Tracer], None]
@@ -158,3 +163,26 @@ def test_another_sampler_keeps_the_sdk_tracer() -> None:
     provider = LightTracerProvider(sampler=ParentBased(ALWAYS_OFF))
     assert not isinstance(provider.get_tracer("t"), LightTracer)
     assert isinstance(LightTracerProvider().get_tracer("t"), LightTracer)
+
+
+def test_the_quick_batch_processor_exports_every_span_by_flush_and_shutdown() -> None:
+    exporter = InMemorySpanExporter()
+    processor = QuickBatchSpanProcessor(exporter, schedule_delay_millis=60_000,
+                                        max_export_batch_size=4, max_queue_size=8)
+    provider = LightTracerProvider(resource=RESOURCE)
+    provider.add_span_processor(processor)
+    tracer = provider.get_tracer("t")
+    for i in range(3):
+        tracer.start_span(f"s{i}").end()
+    tracer.start_span("unsampled parent", context=remote(sampled=False)).end()
+    assert processor.force_flush()
+    assert [s.name for s in exporter.get_finished_spans()] == ["s0", "s1", "s2"]
+    for i in range(3, 20):  # more than the queue holds: the SDK path drops what overflows
+        tracer.start_span(f"s{i}").end()
+    tracer.start_span("last").end()
+    provider.shutdown()  # what is queued is exported before the exporter shuts down
+    names = [s.name for s in exporter.get_finished_spans()]
+    assert names[:3] == ["s0", "s1", "s2"]
+    assert len(names) == len(set(names))
+    tracer.start_span("after shutdown").end()
+    assert "after shutdown" not in [s.name for s in exporter.get_finished_spans()]
