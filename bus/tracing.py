@@ -258,7 +258,17 @@ def recording() -> bool:
     if provider is _UNKNOWN:  # an API version without that global
         provider = trace.get_tracer_provider()
     _recording = not isinstance(provider, _NON_RECORDING)
+    if _recording:
+        global _span_tracer
+        # The installed provider's own tracer, which is what the proxy hands every call to.
+        _span_tracer = trace.get_tracer(TRACER_NAME)
     return _recording
+
+
+# What the bus's per-record spans start from: the proxy tracer until `recording` finds the
+# provider (the global can be installed only once), then that provider's tracer directly,
+# two calls fewer per span.
+_span_tracer: trace.Tracer = _tracer
 
 
 def forwarded(headers: Sequence[tuple[str, bytes]]) -> TraceHeaders:
@@ -278,7 +288,7 @@ class Consuming:
     def __init__(self, topic: str, headers: Sequence[tuple[str, bytes]],
                  attributes: dict[str, str | int]) -> None:
         self._parent = extract(headers)
-        self.span: Span = _tracer.start_span(f"process {topic}", context=self._parent,
+        self.span: Span = _span_tracer.start_span(f"process {topic}", context=self._parent,
                                              kind=SpanKind.CONSUMER, attributes=attributes)
         self._token: object = None
 
@@ -326,7 +336,7 @@ def start_send(topic: str, parent: Context | None, request_id: str, event_id: st
         REQUEST_ID_ATTR: request_id,
         EVENT_ID_ATTR: event_id,
     }
-    return _tracer.start_span(f"send {topic}", context=parent, kind=SpanKind.PRODUCER,
+    return _span_tracer.start_span(f"send {topic}", context=parent, kind=SpanKind.PRODUCER,
                               attributes=attributes)
 
 
