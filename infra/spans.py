@@ -69,7 +69,7 @@ class LightSpan(Span):
                  start_time: int) -> None:
         # Not Span.__init__: these are the fields it sets, with what it would set them to.
         self._name = name
-        self._context = context
+        self._context: SpanContext = context
         self._kind = kind
         self._instrumentation_info = tracer.instrumentation_info
         self._instrumentation_scope = tracer._instrumentation_scope
@@ -89,6 +89,9 @@ class LightSpan(Span):
         self._limits = tracer._span_limits
         self._lock = threading.Lock()
         self._record_end_metrics = None
+
+    def get_span_context(self) -> SpanContext:
+        return self._context  # the SDK's goes through typing.cast: a call per use
 
     def _bounded(self) -> BoundedAttributes:
         attributes = self._attributes
@@ -137,8 +140,10 @@ class LightSpan(Span):
                 _sdk_log.warning("Calling end() on an ended span.")
                 return
             self._end_time = end_time if end_time is not None else time_ns()
-            if isinstance(self._attributes, BoundedAttributes):
-                self._attributes._immutable = True
+            attributes = self._attributes
+            # type() first: isinstance of an abstract base class is a Python-level call.
+            if type(attributes) is not dict and isinstance(attributes, BoundedAttributes):
+                attributes._immutable = True
         processor = self._span_processor
         processor._on_ending(self)
         # Itself, not a copy: once ended it refuses every change, which is what the copy is for.
@@ -187,9 +192,10 @@ class LightTracer(Tracer):
             parent = None
             trace_id = self.id_generator.generate_trace_id()
             flags = _SAMPLED_RANDOM if self.id_generator.is_trace_id_random() else _SAMPLED
-        elif current.trace_flags.sampled or self.sampler is sampling.ALWAYS_ON:
+        elif (parent_flags := current.trace_flags) & TraceFlags.SAMPLED \
+                or self.sampler is sampling.ALWAYS_ON:
             trace_id = current.trace_id
-            flags = _SAMPLED_RANDOM if current.trace_flags & _RANDOM else _SAMPLED
+            flags = _SAMPLED_RANDOM if parent_flags & _RANDOM else _SAMPLED
             trace_state = current.trace_state
         else:  # the sampler drops it: the SDK's non-recording span
             return super().start_span(name, context, kind, attributes, links, start_time,
