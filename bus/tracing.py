@@ -289,7 +289,7 @@ class Consuming:
                  attributes: dict[str, str | int]) -> None:
         self._parent = extract(headers)
         self.span: Span = _span_tracer.start_span(f"process {topic}", context=self._parent,
-                                             kind=SpanKind.CONSUMER, attributes=attributes)
+                                                  kind=SpanKind.CONSUMER, attributes=attributes)
         self._token: object = None
 
     def __enter__(self) -> Span:
@@ -337,7 +337,7 @@ def start_send(topic: str, parent: Context | None, request_id: str, event_id: st
         EVENT_ID_ATTR: event_id,
     }
     return _span_tracer.start_span(f"send {topic}", context=parent, kind=SpanKind.PRODUCER,
-                              attributes=attributes)
+                                   attributes=attributes)
 
 
 def inject_span(headers: list[tuple[str, bytes]], span: Span,
