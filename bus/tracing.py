@@ -148,13 +148,14 @@ def _inject_own(headers: list[tuple[str, bytes]], span: Span, base: Context | No
             propagate.inject(headers, context=trace.set_span_in_context(span, base),
                              setter=_setter)
             return
-        sc = span.get_span_context()
-        if not sc.is_valid:
+        # SpanContext is a tuple of these six: unpacked once rather than read through five
+        # properties, for every span.
+        trace_id, span_id, _, flags, state, valid = span.get_span_context()
+        if not valid:
             return
-        headers.append(("traceparent",
-                        f"00-{sc.trace_id:032x}-{sc.span_id:016x}-{sc.trace_flags:02x}".encode()))
-        if sc.trace_state:
-            headers.append(("tracestate", sc.trace_state.to_header().encode()))
+        headers.append(("traceparent", b"00-%032x-%016x-%02x" % (trace_id, span_id, flags)))
+        if state:
+            headers.append(("tracestate", state.to_header().encode()))
         ctx = base if base is not None else otel_context.get_current()
         if _has_baggage(ctx):
             _baggage.inject(headers, context=ctx, setter=_setter)
