@@ -136,10 +136,11 @@ def span_to_record(span: ReadableSpan) -> dict[str, Any]:
     events = span.events
     kind = span.kind
     code = span.status.status_code
+    # A SpanContext is a tuple (trace id, span id, ...): indexed, not read through properties.
     return {
-        "trace_id": f"{context.trace_id:032x}" if context else "0" * 32,
-        "span_id": f"{context.span_id:016x}" if context else "0" * 16,
-        "parent_id": f"{parent.span_id:016x}" if parent else None,
+        "trace_id": f"{context[0]:032x}" if context else "0" * 32,
+        "span_id": f"{context[1]:016x}" if context else "0" * 16,
+        "parent_id": f"{parent[1]:016x}" if parent else None,
         "name": span.name,
         "kind": _KIND.get(kind) or kind.name,
         "service.name": name,
