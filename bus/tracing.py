@@ -13,6 +13,7 @@ starts spans with all their attributes at once, outside contextlib's generator m
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, MutableSequence, Sequence
 from contextlib import contextmanager, suppress
 from typing import Final
@@ -24,7 +25,15 @@ from opentelemetry.baggage.propagation import W3CBaggagePropagator
 from opentelemetry.context import Context
 from opentelemetry.propagators.composite import CompositePropagator
 from opentelemetry.propagators.textmap import Getter, Setter
-from opentelemetry.trace import NoOpTracerProvider, ProxyTracerProvider, Span, SpanKind
+from opentelemetry.trace import (
+    NonRecordingSpan,
+    NoOpTracerProvider,
+    ProxyTracerProvider,
+    Span,
+    SpanContext,
+    SpanKind,
+    TraceFlags,
+)
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 TRACER_NAME: Final = "counterpoint.bus"
@@ -87,15 +96,37 @@ def _plain_w3c() -> bool:
     return plain
 
 
+# The traceparent this bus writes (version 00, nothing after the flags), matched on the raw
+# header: a record carrying only that needs neither decoding nor the propagators, which would
+# build the same context (any other shape, and tracestate or baggage, takes their path).
+_TRACEPARENT: Final = re.compile(rb"00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
+
+
 def extract(headers: Sequence[tuple[str, bytes]]) -> Context:
     try:
         if _plain_w3c():
+            traceparent: bytes | None = None
+            generic = False
+            for k, v in headers:
+                if k in TRACE_HEADERS and v:
+                    if k != "traceparent" or traceparent is not None:
+                        generic = True
+                        break
+                    traceparent = v
+            if traceparent is None and not generic:
+                return Context()  # what the W3C propagators make of no trace headers
+            if not generic and traceparent is not None:
+                match = _TRACEPARENT.fullmatch(traceparent)
+                if match is not None:
+                    trace_id, span_id = int(match[1], 16), int(match[2], 16)
+                    if trace_id and span_id:
+                        remote = SpanContext(trace_id, span_id, is_remote=True,
+                                             trace_flags=TraceFlags(int(match[3], 16)))
+                        return trace.set_span_in_context(NonRecordingSpan(remote), Context())
             found: dict[str, list[str]] = {}
             for k, v in headers:
                 if k in TRACE_HEADERS and v:
                     found.setdefault(k, []).append(v.decode("utf-8", "replace"))
-            if not found:
-                return Context()  # what the W3C propagators make of no trace headers
             return propagate.extract(found, getter=_dict_getter)
         return propagate.extract(headers, getter=_getter)
     except Exception:
@@ -107,23 +138,40 @@ def inject(headers: MutableSequence[tuple[str, bytes]], ctx: Context | None = No
         propagate.inject(headers, context=ctx, setter=_setter)
 
 
-def _inject_own(headers: list[tuple[str, bytes]], span: Span, ctx: Context) -> None:
-    """Write `span` (the current span of `ctx`) into `headers`, which hold no trace headers
-    yet: `traceparent` formatted here when the propagator is plain W3C (what its trace-context
-    half would write), baggage from `ctx` by the propagator itself when there is any."""
-    with suppress(Exception):
+def _inject_own(headers: list[tuple[str, bytes]], span: Span, base: Context | None) -> None:
+    """Write `span`, current in `base` (None: in the current context), into `headers`, which
+    hold no trace headers yet: `traceparent` formatted here when the propagator is plain W3C
+    (what its trace-context half would write), baggage by the propagator itself when `base`
+    has any (the span does not change the baggage of the context it is current in)."""
+    try:
         if not _plain_w3c():
-            propagate.inject(headers, context=ctx, setter=_setter)
+            propagate.inject(headers, context=trace.set_span_in_context(span, base),
+                             setter=_setter)
             return
-        sc = span.get_span_context()
-        if not sc.is_valid:
+        # SpanContext is a tuple of these six: unpacked once rather than read through five
+        # properties, for every span.
+        trace_id, span_id, _, flags, state, valid = span.get_span_context()
+        if not valid:
             return
-        headers.append(("traceparent",
-                        f"00-{sc.trace_id:032x}-{sc.span_id:016x}-{sc.trace_flags:02x}".encode()))
-        if sc.trace_state:
-            headers.append(("tracestate", sc.trace_state.to_header().encode()))
-        if otel_baggage.get_all(ctx):
+        headers.append(("traceparent", b"00-%032x-%016x-%02x" % (trace_id, span_id, flags)))
+        if state:
+            headers.append(("tracestate", state.to_header().encode()))
+        ctx = base if base is not None else otel_context.get_current()
+        if _has_baggage(ctx):
             _baggage.inject(headers, context=ctx, setter=_setter)
+    except Exception:  # telemetry never breaks delivery
+        return
+
+
+# Where the API keeps a context's baggage; looked up directly (a dict lookup) rather than
+# through baggage.get_all, which wraps it in a read-only proxy, for every record.
+_BAGGAGE_KEY: Final[str | None] = getattr(otel_baggage, "_BAGGAGE_KEY", None)
+
+
+def _has_baggage(ctx: Context) -> bool:
+    if _BAGGAGE_KEY is not None:
+        return bool(ctx.get(_BAGGAGE_KEY))
+    return bool(otel_baggage.get_all(ctx))
 
 
 _baggage: Final = W3CBaggagePropagator()
@@ -211,7 +259,17 @@ def recording() -> bool:
     if provider is _UNKNOWN:  # an API version without that global
         provider = trace.get_tracer_provider()
     _recording = not isinstance(provider, _NON_RECORDING)
+    if _recording:
+        global _span_tracer
+        # The installed provider's own tracer, which is what the proxy hands every call to.
+        _span_tracer = trace.get_tracer(TRACER_NAME)
     return _recording
+
+
+# What the bus's per-record spans start from: the proxy tracer until `recording` finds the
+# provider (the global can be installed only once), then that provider's tracer directly,
+# two calls fewer per span.
+_span_tracer: trace.Tracer = _tracer
 
 
 def forwarded(headers: Sequence[tuple[str, bytes]]) -> TraceHeaders:
@@ -231,8 +289,8 @@ class Consuming:
     def __init__(self, topic: str, headers: Sequence[tuple[str, bytes]],
                  attributes: dict[str, str | int]) -> None:
         self._parent = extract(headers)
-        self.span: Span = _tracer.start_span(f"process {topic}", context=self._parent,
-                                             kind=SpanKind.CONSUMER, attributes=attributes)
+        self.span: Span = _span_tracer.start_span(f"process {topic}", context=self._parent,
+                                                  kind=SpanKind.CONSUMER, attributes=attributes)
         self._token: object = None
 
     def __enter__(self) -> Span:
@@ -244,10 +302,12 @@ class Consuming:
         self.span.end()
 
 
-# Contexts of spans whose headers `carry` produced, so emitting under them need not parse the
-# headers again. Bounded: an entry is only a shortcut for `extract`.
-_carried: dict[TraceHeaders, Context] = {}
-_CARRIED_MAX: Final = 4096
+class _Carried(tuple[tuple[str, bytes], ...]):
+    """Trace headers `carry` wrote, with the context they were written from: emitting under
+    them needs neither parsing them again nor a process-wide cache (one kept every context,
+    and so its span, alive for thousands of records after its record was done)."""
+
+    context: Context
 
 
 def carry(span: Span) -> TraceHeaders:
@@ -256,15 +316,16 @@ def carry(span: Span) -> TraceHeaders:
     ctx = current if trace.get_current_span(current) is span else trace.set_span_in_context(span)
     headers: list[tuple[str, bytes]] = []
     _inject_own(headers, span, ctx)
-    key = tuple(headers)
-    _carried[key] = ctx
-    if len(_carried) > _CARRIED_MAX:
-        del _carried[next(iter(_carried))]
-    return key
+    carried = _Carried(headers)
+    carried.context = ctx
+    return carried
 
 
 def context_of(headers: TraceHeaders) -> Context:
-    return _carried.get(headers) or extract(headers)
+    """The context emits under `headers` are children of: the one `carry` wrote them from,
+    or what they say (headers kept elsewhere, e.g. an approval's)."""
+    ctx: Context | None = getattr(headers, "context", None)
+    return ctx if ctx is not None else extract(headers)
 
 
 def start_send(topic: str, parent: Context | None, request_id: str, event_id: str) -> Span:
@@ -276,12 +337,12 @@ def start_send(topic: str, parent: Context | None, request_id: str, event_id: st
         REQUEST_ID_ATTR: request_id,
         EVENT_ID_ATTR: event_id,
     }
-    return _tracer.start_span(f"send {topic}", context=parent, kind=SpanKind.PRODUCER,
-                              attributes=attributes)
+    return _span_tracer.start_span(f"send {topic}", context=parent, kind=SpanKind.PRODUCER,
+                                   attributes=attributes)
 
 
 def inject_span(headers: list[tuple[str, bytes]], span: Span,
                 parent: Context | None = None) -> None:
     """Write the context of `span`, a child of `parent` (None: the current context), into
     `headers`, which hold no trace headers yet."""
-    _inject_own(headers, span, trace.set_span_in_context(span, parent))
+    _inject_own(headers, span, parent)

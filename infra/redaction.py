@@ -219,13 +219,23 @@ def attribute_dict(item: Any) -> Mapping[str, Any]:
     return item.attributes or {}
 
 
+# Texts a span carried that the pre-check cleared. Most of a span's texts repeat from span to
+# span (its name, topics, the agent, the group, the event type), so those are looked up here
+# instead of scanned again; a text's verdict never changes. Bounded: emptied when full.
+_clean: set[str] = set()
+_CLEAN_MAX: Final = 8192
+_CLEAN_LONGEST: Final = 200
+
+
 def _span_may_need(span: ReadableSpan) -> bool:
-    texts = [span.name]
+    clean = _clean
+    texts = [] if span.name in clean else [span.name]
     if span.status.description is not None:
         texts.append(span.status.description)
     for value in attribute_dict(span).values():
-        if isinstance(value, str):
-            texts.append(value)
+        if type(value) is str:
+            if value not in clean:
+                texts.append(value)
         else:
             _texts(value, texts)
     for event in span.events:
@@ -234,9 +244,16 @@ def _span_may_need(span: ReadableSpan) -> bool:
     for link in span.links:
         for value in attribute_dict(link).values():
             _texts(value, texts)
+    if not texts:
+        return False
     # One search over all of them: no trigger can match across the NUL between two texts
     # (it is neither a digit, a separator, a letter nor a punctuation mark of one).
-    return _MAYBE_RE.search("\x00".join(texts)) is not None
+    if _MAYBE_RE.search("\x00".join(texts)) is not None:
+        return True
+    if len(clean) > _CLEAN_MAX:
+        clean.clear()
+    clean.update(t for t in texts if len(t) <= _CLEAN_LONGEST)
+    return False
 
 
 def redact_span(span: ReadableSpan) -> ReadableSpan:

@@ -39,7 +39,7 @@ import threading
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Final
 
 import orjson
 from opentelemetry import propagate, trace
@@ -52,11 +52,13 @@ from opentelemetry.sdk.resources import (
     Resource,
 )
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+from opentelemetry.trace import SpanKind, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from counterpoint.agents.private_files import open_private_append, private_dir
 from counterpoint.infra.redaction import RedactingExporter, attribute_dict
+from counterpoint.infra.spans import LightTracerProvider, QuickBatchSpanProcessor
 
 __all__ = [
     "JsonlSpanExporter",
@@ -72,6 +74,7 @@ log = logging.getLogger(__name__)
 NAMESPACE = "counterpoint"
 # Short enough that `counterpoint trace` sees a span right after it ends, long enough to batch.
 SCHEDULE_DELAY_MS = 200
+_NEWLINE: Final = orjson.OPT_APPEND_NEWLINE
 _OTLP_ENV = ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
 _UNSAFE_FILENAME = re.compile(r"[^A-Za-z0-9._-]+")
 
@@ -96,12 +99,15 @@ def format_time(ns: int) -> str:
 
 
 def _plain(item: Any) -> dict[str, Any]:
-    """The attributes of a span or event as a new dict, sequences as lists for JSON."""
-    plain = dict(attribute_dict(item))
-    for k, v in plain.items():
-        if isinstance(v, tuple):  # OTel stores sequence attributes as tuples
-            plain[k] = list(v)
-    return plain
+    """The attributes of a span or event as a dict for orjson, which writes the tuples OTel
+    keeps sequences in as arrays: the span's own dict, not a copy (an ended span's attributes
+    no longer change, and the record is serialized at once)."""
+    attributes = attribute_dict(item)
+    return attributes if type(attributes) is dict else dict(attributes)
+
+
+_KIND: Final = {kind: kind.name for kind in SpanKind}
+_STATUS: Final = {code: code.name for code in StatusCode}
 
 
 _resource_names: tuple[object, Any, Any] = (None, None, None)
@@ -127,23 +133,27 @@ def span_to_record(span: ReadableSpan) -> dict[str, Any]:
     end = span.end_time or start
     name, instance = _service(span)
     parent = span.parent
+    events = span.events
+    kind = span.kind
+    code = span.status.status_code
+    # A SpanContext is a tuple (trace id, span id, ...): indexed, not read through properties.
     return {
-        "trace_id": format(context.trace_id, "032x") if context else "0" * 32,
-        "span_id": format(context.span_id, "016x") if context else "0" * 16,
-        "parent_id": format(parent.span_id, "016x") if parent else None,
+        "trace_id": f"{context[0]:032x}" if context else "0" * 32,
+        "span_id": f"{context[1]:016x}" if context else "0" * 16,
+        "parent_id": f"{parent[1]:016x}" if parent else None,
         "name": span.name,
-        "kind": span.kind.name,
+        "kind": _KIND.get(kind) or kind.name,
         "service.name": name,
         "service.instance.id": instance,
         "start": format_time(start),
         "end": format_time(end),
         "duration_ms": (end - start) / 1_000_000,
-        "status": span.status.status_code.name,
+        "status": _STATUS.get(code) or code.name,
         "attributes": _plain(span),
         "events": [
             {"name": e.name, "time": format_time(e.timestamp), "attributes": _plain(e)}
-            for e in span.events
-        ] if span.events else [],
+            for e in events
+        ] if events else [],
     }
 
 
@@ -159,7 +169,8 @@ class JsonlSpanExporter(SpanExporter):
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         try:
             # One write per batch: a reader sees whole lines, except while a write is in flight.
-            data = b"".join(orjson.dumps(span_to_record(s), default=str) + b"\n" for s in spans)
+            data = b"".join([orjson.dumps(span_to_record(s), default=str, option=_NEWLINE)
+                             for s in spans])
             with self._lock:
                 if self._file is None:
                     self._file = open_private_append(self.path)
@@ -262,10 +273,11 @@ def setup_telemetry(
         except OSError:
             log.warning("cannot create traces folder %s; spans will be lost", traces_dir)
 
-    provider = TracerProvider(resource=resource)
+    provider = LightTracerProvider(resource=resource)
     provider.add_span_processor(
         # Secrets and personal data never leave the process (see infra/redaction.py).
-        BatchSpanProcessor(RedactingExporter(exporter), schedule_delay_millis=SCHEDULE_DELAY_MS)
+        QuickBatchSpanProcessor(RedactingExporter(exporter),
+                                schedule_delay_millis=SCHEDULE_DELAY_MS)
     )
     trace.set_tracer_provider(provider)
     propagate.set_global_textmap(
