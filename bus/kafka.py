@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import time
 from collections.abc import AsyncGenerator, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.client import AIOKafkaClient
@@ -468,6 +469,7 @@ async def run_agent(agent: Agent, config: KafkaConfig, stop: asyncio.Event,
                                        config.idle_poll_max_ms / 1000)
         fetching = fetching or LongPoll(consumer)
         listener.fetching = fetching
+        settle_heap()
         log.info("%s pid %d consuming %s as group %s (up to %d in flight; %s fetching)",
                  agent.name, os.getpid(), ", ".join(topics), agent.group_id,
                  config.max_in_flight, plan.mode)
@@ -487,6 +489,27 @@ async def run_agent(agent: Agent, config: KafkaConfig, stop: asyncio.Event,
         if nudger is not None:
             nudger.close()
     return delivery
+
+
+# Allocations (net of frees) between two young-generation collections; CPython's default is 700.
+GC_YOUNG_THRESHOLD: Final = 10_000
+
+
+def settle_heap() -> None:
+    """Keep the garbage collector off the hot path of a long-running consume loop.
+
+    With CPython's defaults a relay burst spent ~58 us of its ~130 us per record in collections
+    (measured with gc.callbacks): each record allocates ~20 containers, records in flight live
+    long enough to reach the old generation, and every full collection then walks the whole
+    start-up heap (aiokafka, pydantic, OpenTelemetry: hundreds of thousands of objects). What
+    exists once the agent has started lives as long as the process, so it is frozen out of
+    collections, and young collections run every 10,000 allocations instead of 700 (a few ms
+    of garbage cycles at most wait for one). Reference counting frees almost everything anyway.
+    """
+    gc.freeze()
+    young, middle, old = gc.get_threshold()
+    if 0 < young < GC_YOUNG_THRESHOLD:
+        gc.set_threshold(GC_YOUNG_THRESHOLD, middle, old)
 
 
 async def _consume(engine: _Engine, consumer: AIOKafkaConsumer, fetching: Adaptive | LongPoll,

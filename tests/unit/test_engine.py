@@ -129,3 +129,22 @@ async def test_a_failed_publish_stops_the_engine_and_keeps_the_record_open() -> 
     await engine.commit()
     assert isinstance(engine.failure, ConnectionError)
     assert consumer.commits == []
+
+
+def test_settle_heap_freezes_start_up_objects_and_collects_young_ones_less_often() -> None:
+    import gc
+
+    from counterpoint.bus.kafka import GC_YOUNG_THRESHOLD, settle_heap
+
+    before = gc.get_threshold()
+    try:
+        gc.set_threshold(700, before[1], before[2])
+        settle_heap()
+        assert gc.get_freeze_count() > 0
+        assert gc.get_threshold() == (GC_YOUNG_THRESHOLD, before[1], before[2])
+        gc.set_threshold(50_000, before[1], before[2])
+        settle_heap()  # a process that chose a higher threshold keeps it
+        assert gc.get_threshold()[0] == 50_000
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)
