@@ -33,7 +33,13 @@ from counterpoint.bus.deadletter import Failure, deadletter_headers
 from counterpoint.bus.decode import InputLimits, RawRecord, decode
 from counterpoint.bus.errors import CounterpointError, TooLarge, is_retriable, reason_of
 from counterpoint.bus.metrics import Attributes, DeliveryStats, bump
-from counterpoint.schemas.envelope import Envelope, binary_headers, derive_event_id, now
+from counterpoint.schemas.envelope import (
+    Envelope,
+    binary_headers,
+    derive_event_id,
+    now,
+    now_text,
+)
 from counterpoint.topics.registry import DEADLETTER_NAME
 
 log = logging.getLogger(__name__)
@@ -216,7 +222,7 @@ class Delivery:
             request_id = item.request_id or cause.request_id
             event_id = derive_event_id(item.derive_from or cause.event_id, self.agent.name,
                                        item.topic.name, item.tag)
-            headers = binary_headers(event_id, source, item.topic.ce_type, now(), request_id,
+            headers = binary_headers(event_id, source, item.topic.ce_type, now_text(), request_id,
                                      causation_id=cause.event_id,
                                      subject=item.subject or cause.subject)
             span = None
