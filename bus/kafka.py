@@ -250,9 +250,8 @@ class _Publisher:
 
 
 def _record(msg: Any) -> RawRecord:
-    return RawRecord(topic=msg.topic, partition=msg.partition, offset=msg.offset, key=msg.key,
-                     value=msg.value, headers=tuple(msg.headers or ()),
-                     timestamp_ms=msg.timestamp or 0)
+    return RawRecord(msg.topic, msg.partition, msg.offset, msg.key, msg.value,
+                     tuple(msg.headers or ()), msg.timestamp or 0)
 
 
 class _Resumed:
