@@ -47,11 +47,10 @@ _NAMESPACE_BYTES: Final = ID_NAMESPACE.bytes
 Headers = Sequence[tuple[str, bytes]]
 
 
-# Header name -> attribute, for the attributes this envelope reads (any other ce_ header is
-# still decoded, so a non-UTF-8 one is refused as before).
-_CE_NAMES: Final = {f"ce_{name}": name for name in (
+# Every header our own events carry: a record with no others needs no walk over its headers.
+_OURS: Final = frozenset({f"ce_{name}" for name in (
     "specversion", "id", "source", "type", "time", "requestid", "causationid", "subject",
-    "schemaversion")}
+    "schemaversion")} | {"content-type", "traceparent", "tracestate", "baggage"})
 
 
 class EnvelopeError(ValueError):
@@ -80,34 +79,44 @@ class Envelope(BaseModel):
     @classmethod
     def from_headers(cls, headers: Headers) -> Envelope | None:
         """The envelope in `headers`, or None when the record carries no CloudEvent."""
-        # Runs for every record consumed: one pass, known names looked up, no comprehensions.
-        text: dict[str, str] = {}
+        # Runs for every record consumed: the headers go into a dict in C (the last of a
+        # repeated name wins), the attributes read are looked up by name, and only a record
+        # with ce_ headers other than ours has them walked (each must still be UTF-8).
+        raw = dict(headers)
+        if "ce_specversion" not in raw:
+            return None
+        get = raw.get
         try:
-            for k, v in headers:
-                name = _CE_NAMES.get(k)
-                if name is not None:
-                    text[name] = v.decode("utf-8")
-                elif k.startswith("ce_"):
-                    text[k[3:]] = v.decode("utf-8")
+            specversion = raw["ce_specversion"].decode("utf-8")
+            id_ = None if (v := get("ce_id")) is None else v.decode("utf-8")
+            source = None if (v := get("ce_source")) is None else v.decode("utf-8")
+            type_ = None if (v := get("ce_type")) is None else v.decode("utf-8")
+            time_text = None if (v := get("ce_time")) is None else v.decode("utf-8")
+            request_id = None if (v := get("ce_requestid")) is None else v.decode("utf-8")
+            causation_id = None if (v := get("ce_causationid")) is None else v.decode("utf-8")
+            subject = None if (v := get("ce_subject")) is None else v.decode("utf-8")
+            schema = None if (v := get("ce_schemaversion")) is None else v.decode("utf-8")
+            if not raw.keys() <= _OURS:
+                for k, v in raw.items():
+                    if k.startswith("ce_"):
+                        v.decode("utf-8")
         except UnicodeDecodeError as exc:
             raise EnvelopeError(f"a ce_ header is not UTF-8: {exc}") from exc
-        if "specversion" not in text:
-            return None
-        if not (text.get("id") and text.get("source") and text.get("type")):
-            names = ", ".join("ce_" + m for m in ("id", "source", "type") if not text.get(m))
+        if not (id_ and source and type_):
+            names = ", ".join("ce_" + m for m, value in (("id", id_), ("source", source),
+                                                         ("type", type_)) if not value)
             raise EnvelopeError(f"CloudEvent headers missing: {names}")
-        if text["specversion"] != SPECVERSION:
-            raise EnvelopeError(f"ce_specversion {text['specversion']!r} is not supported (1.0 is)")
+        if specversion != SPECVERSION:
+            raise EnvelopeError(f"ce_specversion {specversion!r} is not supported (1.0 is)")
         try:
-            time = datetime.fromisoformat(text["time"]) if text.get("time") else now()
+            time = datetime.fromisoformat(time_text) if time_text else now()
         except ValueError as exc:
-            raise EnvelopeError(f"ce_time is not an RFC 3339 time: {text['time']!r}") from exc
+            raise EnvelopeError(f"ce_time is not an RFC 3339 time: {time_text!r}") from exc
         return cls.trusted(
-            text["id"], text["source"], text["type"], time,
+            id_, source, type_, time,
             # An outside CloudEvent without our extension starts its own request.
-            text.get("requestid") or scoped_id(text["source"], text["id"]),
-            text.get("causationid"), text.get("subject"),
-            text.get("schemaversion", SCHEMA_VERSION))
+            request_id or scoped_id(source, id_), causation_id, subject,
+            SCHEMA_VERSION if schema is None else schema)
 
     @classmethod
     def trusted(cls, id: str, source: str, type: str, time: datetime, request_id: str,

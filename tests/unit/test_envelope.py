@@ -241,3 +241,19 @@ def test_an_envelope_read_from_headers_is_the_validated_one() -> None:
     read = Envelope.from_headers(envelope.to_headers())
     assert read == envelope
     assert read is not None and read.model_dump_json() == envelope.model_dump_json()
+
+
+def test_a_non_utf8_extension_header_is_an_envelope_error_too() -> None:
+    with pytest.raises(EnvelopeError, match="UTF-8"):
+        Envelope.from_headers(_headers(partnerext=b"\xff\xfe"))
+    read = Envelope.from_headers([*_headers(), ("x-binary", b"\xff"), ("ce_partnerext", b"ok")])
+    assert read is not None and read.id == "outside-1"
+
+
+def test_without_specversion_other_ce_headers_are_not_read() -> None:
+    assert Envelope.from_headers([("ce_id", b"\xff\xfe"), ("ce_source", b"x")]) is None
+
+
+def test_the_last_of_a_repeated_header_counts() -> None:
+    read = Envelope.from_headers([*_headers(id="first"), ("ce_id", b"second")])
+    assert read is not None and read.id == "second"
