@@ -106,6 +106,7 @@ class Delivery:
         self.stats = DeliveryStats()
         self._finished: OrderedDict[str, None] = OrderedDict()
         self._attributes: dict[str | None, Attributes] = {}
+        self._source = self.SOURCE_PREFIX + agent.name
         metrics.watch(self)
 
     def topic_attributes(self, topic: str | None) -> Attributes:
@@ -122,10 +123,13 @@ class Delivery:
 
     def finished(self, event_id: str) -> None:
         """Remember a finished event: its effects are durable, a redelivery can be skipped."""
-        self._finished[event_id] = None
-        self._finished.move_to_end(event_id)
-        while len(self._finished) > REMEMBERED:
-            self._finished.popitem(last=False)
+        finished = self._finished
+        if event_id in finished:
+            finished.move_to_end(event_id)
+            return
+        finished[event_id] = None
+        while len(finished) > REMEMBERED:
+            finished.popitem(last=False)
 
     async def handle(self, record: RawRecord) -> Outcome:
         topic, handler = self.agent.handlers[record.topic]
@@ -216,7 +220,7 @@ class Delivery:
         recording = tracing.recording()
         parent = (tracing.context_of(cause.trace_headers)
                   if recording and cause.trace_headers else None)
-        source = self.SOURCE_PREFIX + self.agent.name
+        source = self._source
         acks: list[Ack] = []
         for item in emits:
             request_id = item.request_id or cause.request_id
