@@ -254,40 +254,36 @@ def _record(msg: Any) -> RawRecord:
                      tuple(msg.headers or ()), msg.timestamp or 0)
 
 
-class _Resumed:
-    """The rest of a coroutine whose first step has already run, for a task to drive: it hands
-    the task what that step yielded (the future it waits for), then passes the task's sends and
-    throws (cancellation) on to the coroutine."""
+class _Resumed(Coroutine[Any, Any, None]):
+    """The rest of a coroutine whose first step has already run, as a coroutine a task can
+    drive: its first send returns what that step yielded (the future it waits for); every
+    later send, and every throw (a cancellation, also one before the task's first step),
+    goes on to the coroutine itself."""
 
-    __slots__ = ("_coro", "_first")
+    __slots__ = ("_coro", "_first", "_started")
 
     def __init__(self, coro: Coroutine[Any, Any, None], first: Any) -> None:
         self._coro = coro
         self._first = first
+        self._started = False
 
-    def __await__(self) -> Generator[Any, Any, None]:
-        coro, yielded = self._coro, self._first
+    def send(self, value: Any) -> Any:
+        if not self._started:
+            self._started = True
+            first, self._first = self._first, None
+            return first
+        return self._coro.send(value)
+
+    def throw(self, *exc: Any) -> Any:
+        self._started = True
         self._first = None
-        while True:
-            try:
-                sent = yield yielded
-            except GeneratorExit:
-                coro.close()
-                raise
-            except BaseException as exc:
-                try:
-                    yielded = coro.throw(exc)
-                except StopIteration:
-                    return
-            else:
-                try:
-                    yielded = coro.send(sent)
-                except StopIteration:
-                    return
+        return self._coro.throw(*exc)
 
+    def close(self) -> None:
+        self._coro.close()
 
-async def _rest(coro: Coroutine[Any, Any, None], first: Any) -> None:
-    await _Resumed(coro, first)
+    def __await__(self) -> Generator[Any, None, None]:
+        raise TypeError("_Resumed is driven by a task, not awaited")
 
 
 class _Engine:
@@ -385,7 +381,7 @@ class _Engine:
             first = context.run(run.send, None)
         except StopIteration:
             return
-        self.handlers[completion] = self._loop.create_task(_rest(run, first), context=context)
+        self.handlers[completion] = self._loop.create_task(_Resumed(run, first), context=context)
 
     def _settled(self, completion: asyncio.Future[None], tp: TopicPartition,
                  chain: tuple[TopicPartition, bytes] | None) -> None:

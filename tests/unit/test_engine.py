@@ -202,3 +202,30 @@ async def test_each_record_runs_in_a_context_of_its_own_also_after_it_first_wait
     await engine.commit()
     (committed,) = consumer.commits[-1].values()
     assert committed == 3
+
+
+async def test_a_record_cancelled_before_its_task_resumes_it_is_abandoned_at_once() -> None:
+    log: list[str] = []
+    agent = Agent("probe", emits=[])
+    never = asyncio.Event()
+
+    @agent.handles(INTAKE_TICKETS)
+    async def handle(event: Incoming[Ticket]) -> list[Emit]:
+        try:
+            await never.wait()
+        except asyncio.CancelledError:
+            log.append("cancelled")
+            raise
+        return []
+
+    consumer = StubConsumer()
+    engine = _Engine(agent, Delivery(agent, MemoryBus()), consumer,  # type: ignore[arg-type]
+                     KafkaConfig("unused:9092"))
+    engine.start(ticket(0, "a"))
+    (task,) = engine.handlers.values()
+    task.cancel()  # before the task ran a single step: the handler itself must see it
+    await asyncio.gather(task, return_exceptions=True)
+    assert log == ["cancelled"]
+    assert (engine.handling, engine.in_flight, engine.failure) == (0, 0, None)
+    await engine.commit()
+    assert consumer.commits == []  # abandoned, not done: redelivered later
