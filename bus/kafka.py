@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import contextvars
 import gc
 import logging
 import os
@@ -18,7 +17,7 @@ import random
 import struct
 import sys
 import time
-from collections.abc import AsyncGenerator, Coroutine, Generator, Iterable, Sequence
+from collections.abc import AsyncGenerator, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
@@ -254,45 +253,12 @@ def _record(msg: Any) -> RawRecord:
                      tuple(msg.headers or ()), msg.timestamp or 0)
 
 
-class _Resumed(Coroutine[Any, Any, None]):
-    """The rest of a coroutine whose first step has already run, as a coroutine a task can
-    drive: its first send returns what that step yielded (the future it waits for); every
-    later send, and every throw (a cancellation, also one before the task's first step),
-    goes on to the coroutine itself."""
-
-    __slots__ = ("_coro", "_first", "_started")
-
-    def __init__(self, coro: Coroutine[Any, Any, None], first: Any) -> None:
-        self._coro = coro
-        self._first = first
-        self._started = False
-
-    def send(self, value: Any) -> Any:
-        if not self._started:
-            self._started = True
-            first, self._first = self._first, None
-            return first
-        return self._coro.send(value)
-
-    def throw(self, *exc: Any) -> Any:
-        self._started = True
-        self._first = None
-        return self._coro.throw(*exc)
-
-    def close(self) -> None:
-        self._coro.close()
-
-    def __await__(self) -> Generator[Any, None, None]:
-        raise TypeError("_Resumed is driven by a task, not awaited")
-
-
 class _Engine:
     """Many records in flight, one key at a time, commits only below the oldest unfinished.
 
-    Each fetched record's handler starts at once, in a context of its own, when no earlier
-    record of the same (partition, key) is unfinished, and goes on in a task only if it has to
-    wait for something; otherwise it runs in a task chained after that record. So events of
-    one key are handled in order while other keys proceed. A record is done once its handler
+    Each fetched record's handler runs in a task chained after the previous record of the
+    same (partition, key), so events of one key are handled in order while other keys
+    proceed. A record is done once its handler
     returned and the broker acknowledged everything it published; the next record of its key
     starts only then. At most `max_in_flight`
     handlers run, and at most `max_pending` records are fetched and not yet done; fetching
@@ -369,19 +335,10 @@ class _Engine:
         pending.add(completion)
         self.in_flight += 1
         self.handling += 1
-        run = self._run(offsets, _record(msg), previous, completion, tp, chain)
-        if previous is not None:
-            self.handlers[completion] = self._loop.create_task(run)
-            return
-        # Eager start: the first step runs now, in a context of its own as a task's would. A
-        # relay's handler finishes in it (nothing it awaits is pending), so most records never
-        # need a task, its scheduling and its extra trip through the event loop.
-        context = contextvars.copy_context()
-        try:
-            first = context.run(run.send, None)
-        except StopIteration:
-            return
-        self.handlers[completion] = self._loop.create_task(_Resumed(run, first), context=context)
+        # A task per record, not an eager first step: code a handler runs before its first
+        # wait (asyncio.timeout, anyio's cancel scopes) binds itself to the current task.
+        self.handlers[completion] = self._loop.create_task(
+            self._run(offsets, _record(msg), previous, completion, tp, chain))
 
     def _settled(self, completion: asyncio.Future[None], tp: TopicPartition,
                  chain: tuple[TopicPartition, bytes] | None) -> None:
@@ -493,6 +450,8 @@ class _Engine:
         if handlers:
             await asyncio.wait(handlers)
         for completion in late:  # those waiting for acks: they stay open
+            if self.handlers.pop(completion, None) is not None:
+                self.handling -= 1  # its task was cancelled before it ran: _run never started
             self._abandoned(completion)
 
     def _abandoned(self, completion: asyncio.Future[None]) -> None:

@@ -174,7 +174,7 @@ def test_the_partitioner_picks_what_the_java_client_and_aiokafka_pick() -> None:
     assert partitioner(None, [0, 1, 2], [2]) == 2  # no key: an available partition
 
 
-async def test_each_record_runs_in_a_context_of_its_own_also_after_it_first_waits() -> None:
+async def test_each_record_runs_in_a_context_of_its_own() -> None:
     import contextvars
 
     current: contextvars.ContextVar[str | None] = contextvars.ContextVar("current", default=None)
@@ -185,9 +185,8 @@ async def test_each_record_runs_in_a_context_of_its_own_also_after_it_first_wait
     async def handle(event: Incoming[Ticket]) -> list[Emit]:
         seen.append((event.data.id, current.get()))
         current.set(event.data.id)
-        if event.data.id == "T-1":  # its first step returns here: the rest runs in a task
-            await asyncio.sleep(0.01)
-            seen.append(("T-1 resumed", current.get()))
+        await asyncio.sleep(0.01)
+        seen.append((f"{event.data.id} again", current.get()))
         return []
 
     consumer = StubConsumer()
@@ -195,37 +194,57 @@ async def test_each_record_runs_in_a_context_of_its_own_also_after_it_first_wait
                      KafkaConfig("unused:9092"))
     for offset, key in enumerate("abc"):
         engine.start(ticket(offset, key))
-    assert current.get() is None  # nothing leaked into the consume loop's context
-    assert engine.in_flight == 1  # T-0 and T-2 finished in their first step
     await settle(engine)
-    assert seen == [("T-0", None), ("T-1", None), ("T-2", None), ("T-1 resumed", "T-1")]
+    assert current.get() is None  # nothing leaked into the consume loop's context
+    assert sorted(seen) == [("T-0", None), ("T-0 again", "T-0"), ("T-1", None),
+                            ("T-1 again", "T-1"), ("T-2", None), ("T-2 again", "T-2")]
     await engine.commit()
     (committed,) = consumer.commits[-1].values()
     assert committed == 3
 
 
-async def test_a_record_cancelled_before_its_task_resumes_it_is_abandoned_at_once() -> None:
+async def test_a_record_abandoned_before_its_task_ran_frees_its_place() -> None:
     log: list[str] = []
+    engine, consumer = make_engine({}, log, grace_s=0.0)
+    engine.start(ticket(0, "a"))
+    (task,) = engine.handlers.values()
+    task.cancel()  # before it ran a step (shutdown can do this): _run never starts
+    await asyncio.gather(task, return_exceptions=True)
+    await engine.drain(list(engine.tasks), 0.0)
+    assert "end T-0" not in log
+    assert (engine.handling, engine.in_flight, engine.handlers) == (0, 0, {})
+    assert engine.free() == engine.config.max_in_flight
+    await engine.commit()
+    assert consumer.commits == []  # abandoned, not done: redelivered later
+
+
+async def test_a_handler_runs_as_its_own_task_from_its_first_step_on() -> None:
+    """asyncio.timeout (and anyio's cancel scopes) bind to the current task when entered: a
+    handler's must be its own, never the consume loop's, also before its first wait."""
+    outcomes: dict[str, str] = {}
+    tasks: dict[str, asyncio.Task[Any] | None] = {}
     agent = Agent("probe", emits=[])
-    never = asyncio.Event()
 
     @agent.handles(INTAKE_TICKETS)
     async def handle(event: Incoming[Ticket]) -> list[Emit]:
+        tasks[event.data.id] = asyncio.current_task()
         try:
-            await never.wait()
-        except asyncio.CancelledError:
-            log.append("cancelled")
-            raise
+            async with asyncio.timeout(0.01 if event.data.id == "T-0" else 5):
+                await asyncio.sleep(0.05)
+            outcomes[event.data.id] = "slept"
+        except TimeoutError:
+            outcomes[event.data.id] = "timed out"
+        assert asyncio.current_task() is tasks[event.data.id]
         return []
 
     consumer = StubConsumer()
     engine = _Engine(agent, Delivery(agent, MemoryBus()), consumer,  # type: ignore[arg-type]
                      KafkaConfig("unused:9092"))
+    loop_task = asyncio.current_task()
     engine.start(ticket(0, "a"))
-    (task,) = engine.handlers.values()
-    task.cancel()  # before the task ran a single step: the handler itself must see it
-    await asyncio.gather(task, return_exceptions=True)
-    assert log == ["cancelled"]
-    assert (engine.handling, engine.in_flight, engine.failure) == (0, 0, None)
-    await engine.commit()
-    assert consumer.commits == []  # abandoned, not done: redelivered later
+    engine.start(ticket(1, "b"))
+    assert asyncio.current_task() is loop_task
+    await settle(engine)  # the consume loop's own task was not cancelled by T-0's timeout
+    assert outcomes == {"T-0": "timed out", "T-1": "slept"}
+    assert loop_task not in tasks.values() and tasks["T-0"] is not tasks["T-1"]
+    assert loop_task is not None and loop_task.cancelling() == 0
