@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 import orjson
 from pydantic import ValidationError
@@ -49,9 +49,11 @@ class InputLimits:
     max_depth: int = 32
 
 
-@dataclass(frozen=True)
-class RawRecord:
-    """A broker-neutral record; the Kafka and in-memory buses both produce these."""
+class RawRecord(NamedTuple):
+    """A broker-neutral record; the Kafka and in-memory buses both produce these.
+
+    A named tuple rather than a frozen dataclass: one is built for every record consumed, and
+    a frozen dataclass's __init__ sets each field through object.__setattr__."""
 
     topic: str
     partition: int

@@ -33,7 +33,13 @@ from counterpoint.bus.deadletter import Failure, deadletter_headers
 from counterpoint.bus.decode import InputLimits, RawRecord, decode
 from counterpoint.bus.errors import CounterpointError, TooLarge, is_retriable, reason_of
 from counterpoint.bus.metrics import Attributes, DeliveryStats, bump
-from counterpoint.schemas.envelope import Envelope, binary_headers, derive_event_id, now
+from counterpoint.schemas.envelope import (
+    Envelope,
+    binary_headers,
+    derive_event_id,
+    now,
+    now_text,
+)
 from counterpoint.topics.registry import DEADLETTER_NAME
 
 log = logging.getLogger(__name__)
@@ -100,6 +106,7 @@ class Delivery:
         self.stats = DeliveryStats()
         self._finished: OrderedDict[str, None] = OrderedDict()
         self._attributes: dict[str | None, Attributes] = {}
+        self._source = self.SOURCE_PREFIX + agent.name
         metrics.watch(self)
 
     def topic_attributes(self, topic: str | None) -> Attributes:
@@ -116,10 +123,13 @@ class Delivery:
 
     def finished(self, event_id: str) -> None:
         """Remember a finished event: its effects are durable, a redelivery can be skipped."""
-        self._finished[event_id] = None
-        self._finished.move_to_end(event_id)
-        while len(self._finished) > REMEMBERED:
-            self._finished.popitem(last=False)
+        finished = self._finished
+        if event_id in finished:
+            finished.move_to_end(event_id)
+            return
+        finished[event_id] = None
+        while len(finished) > REMEMBERED:
+            finished.popitem(last=False)
 
     async def handle(self, record: RawRecord) -> Outcome:
         topic, handler = self.agent.handlers[record.topic]
@@ -210,13 +220,13 @@ class Delivery:
         recording = tracing.recording()
         parent = (tracing.context_of(cause.trace_headers)
                   if recording and cause.trace_headers else None)
-        source = self.SOURCE_PREFIX + self.agent.name
+        source = self._source
         acks: list[Ack] = []
         for item in emits:
             request_id = item.request_id or cause.request_id
             event_id = derive_event_id(item.derive_from or cause.event_id, self.agent.name,
                                        item.topic.name, item.tag)
-            headers = binary_headers(event_id, source, item.topic.ce_type, now(), request_id,
+            headers = binary_headers(event_id, source, item.topic.ce_type, now_text(), request_id,
                                      causation_id=cause.event_id,
                                      subject=item.subject or cause.subject)
             span = None

@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
 from counterpoint.schemas.envelope import (
     CONTENT_TYPE,
@@ -212,3 +213,47 @@ def test_the_same_id_from_two_sources_is_two_requests() -> None:
 
 def test_scoped_ids_do_not_meet_across_a_slash() -> None:
     assert scoped_id("/a/b", "c") != scoped_id("/a", "b/c")
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.text(min_size=1), st.text(min_size=1), st.text(min_size=1), st.text(min_size=1),
+       st.none() | st.text(), st.none() | st.text())
+def test_a_trusted_envelope_is_the_validated_one(id_: str, source: str, type_: str,
+                                                 request_id: str, causation_id: str | None,
+                                                 subject: str | None) -> None:
+    validated = Envelope(id=id_, source=source, type=type_, time=TIME, request_id=request_id,
+                         causation_id=causation_id, subject=subject,
+                         schema_version=SCHEMA_VERSION)
+    trusted = Envelope.trusted(id_, source, type_, TIME, request_id, causation_id, subject,
+                               SCHEMA_VERSION)
+    assert trusted == validated
+    assert trusted.model_dump() == validated.model_dump()
+    assert trusted.model_fields_set == validated.model_fields_set
+    assert hash(trusted) == hash(validated)
+    copied = trusted.model_copy(update={"id": "other"})  # what decode does to outside events
+    assert copied.id == "other" and trusted.id == id_
+    with pytest.raises(ValidationError):  # frozen like any other
+        trusted.id = "x"  # type: ignore[misc]
+
+
+def test_an_envelope_read_from_headers_is_the_validated_one() -> None:
+    envelope = _envelope()
+    read = Envelope.from_headers(envelope.to_headers())
+    assert read == envelope
+    assert read is not None and read.model_dump_json() == envelope.model_dump_json()
+
+
+def test_a_non_utf8_extension_header_is_an_envelope_error_too() -> None:
+    with pytest.raises(EnvelopeError, match="UTF-8"):
+        Envelope.from_headers(_headers(partnerext=b"\xff\xfe"))
+    read = Envelope.from_headers([*_headers(), ("x-binary", b"\xff"), ("ce_partnerext", b"ok")])
+    assert read is not None and read.id == "outside-1"
+
+
+def test_without_specversion_other_ce_headers_are_not_read() -> None:
+    assert Envelope.from_headers([("ce_id", b"\xff\xfe"), ("ce_source", b"x")]) is None
+
+
+def test_the_last_of_a_repeated_header_counts() -> None:
+    read = Envelope.from_headers([*_headers(id="first"), ("ce_id", b"second")])
+    assert read is not None and read.id == "second"
