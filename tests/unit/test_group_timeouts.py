@@ -18,7 +18,7 @@ from counterpoint.infra.settings import Settings
 def test_unconfigured_timeouts_follow_the_broker() -> None:
     config = KafkaConfig("unused:9092")
     assert config.group_timeouts(tansu=True) == (TANSU_SESSION_TIMEOUT_MS,
-                                                 TANSU_SESSION_TIMEOUT_MS // 3)
+                                                 TANSU_SESSION_TIMEOUT_MS // 2)
     assert config.group_timeouts(tansu=False) == (KAFKA_SESSION_TIMEOUT_MS, 1_000)
     assert KAFKA_SESSION_TIMEOUT_MS >= 6_000  # Kafka's group.min.session.timeout.ms default
 
