@@ -13,7 +13,7 @@ import contextlib
 import os
 import sqlite3
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from counterpoint.agents.private_files import private_dir
@@ -94,3 +94,18 @@ def _create(path: Path, schema: str) -> None:
                     out.write(tmp.read_bytes())
     finally:
         tmp.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def immediate(db: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """A write transaction on `db`, a connection in autocommit mode (isolation_level=None):
+    BEGIN IMMEDIATE takes the write lock first, so two writers serialise instead of both
+    reading "not done yet"; committed at the end, rolled back on any exception."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        yield db
+        db.execute("COMMIT")
+    except BaseException:
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+        raise

@@ -24,6 +24,7 @@ from types import TracebackType
 from typing import Any, Final, Literal, cast
 
 from counterpoint.agents.private_files import private_dir
+from counterpoint.agents.sqlite_files import immediate
 from counterpoint_demo.seed import SCHEMA, seed_rows, ts
 
 # Bump when the schema or seed changes: a file of ours with another version is rebuilt.
@@ -235,14 +236,8 @@ class BusinessStore:
         writers serialise instead of both reading "not done yet"."""
         db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
         try:
-            db.execute("BEGIN IMMEDIATE")
-            try:
+            with immediate(db):
                 yield db
-                db.execute("COMMIT")
-            except BaseException:
-                if db.in_transaction:
-                    db.execute("ROLLBACK")
-                raise
         finally:
             db.close()
 

@@ -115,19 +115,12 @@ class ActionLedger:
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
-        # Autocommit mode with BEGIN IMMEDIATE: two executors settling one action serialise
-        # instead of both reading "nothing recorded yet".
+        # BEGIN IMMEDIATE: two executors settling one action serialise instead of both
+        # reading "nothing recorded yet".
         with self._lock:
             try:
-                db = self._connection()
-                db.execute("BEGIN IMMEDIATE")
-                try:
+                with sqlite_files.immediate(self._connection()) as db:
                     yield db
-                    db.execute("COMMIT")
-                except BaseException:
-                    if db.in_transaction:
-                        db.execute("ROLLBACK")
-                    raise
             except sqlite3.OperationalError as exc:  # locked for longer than the timeout
                 raise TransientError(f"the executor's ledger is busy: {exc}") from exc
 
