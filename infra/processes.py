@@ -28,9 +28,10 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final
+from typing import Final, Protocol
 
 from counterpoint.agents.private_files import open_private_append, private_dir
+from counterpoint.infra import forkserver
 from counterpoint.infra.lifeline import guarded, supervised_env
 
 log = logging.getLogger(__name__)
@@ -50,9 +51,14 @@ def restart_delay(quick_deaths: int) -> float:
     return min(RESTART_MAX_DELAY_S, RESTART_BASE_DELAY_S * 2.0 ** (quick_deaths - 1))
 
 
+def agent_args(name: str, config: Path | None = None) -> list[str]:
+    """`agent NAME` (plus `--config FILE` for a project file's agent): the CLI's arguments."""
+    return ["agent", name, *(["--config", str(config)] if config is not None else [])]
+
+
 def agent_command(name: str, config: Path | None = None) -> list[str]:
     """`counterpoint agent NAME` (plus `--config FILE` for a project file's agent)."""
-    tail = ["agent", name, *(["--config", str(config)] if config is not None else [])]
+    tail = agent_args(name, config)
     script = Path(sys.executable).with_name("counterpoint")
     if script.exists():
         return [str(script), *tail]
@@ -62,12 +68,24 @@ def agent_command(name: str, config: Path | None = None) -> list[str]:
     return [sys.executable, "-m", "counterpoint.infra.cli", *tail]
 
 
+class Child(Protocol):
+    """What the supervisor needs of a process: a Popen, or a child of the fork server."""
+
+    pid: int
+    returncode: int | None
+
+    def poll(self) -> int | None: ...
+    def wait(self, timeout: float | None = None) -> int: ...
+    def send_signal(self, sig: int) -> None: ...
+    def kill(self) -> None: ...
+
+
 @dataclass
 class AgentProcess:
     name: str
     index: int
     log_path: Path
-    popen: subprocess.Popen[bytes]
+    popen: Child
     log_offset: int = 0  # the log is appended to across runs; only read what this run wrote
     started: float = field(default_factory=time.monotonic)
     restarts: int = 0
@@ -112,13 +130,18 @@ class Supervisor:
     def __init__(self, logs_dir: Path, env: Mapping[str, str] | None = None,
                  restart: bool = True, config: Path | None = None,
                  command: Callable[[str], list[str]] | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 fork: bool | None = None) -> None:
         self.logs_dir = logs_dir
         self.config = config  # the project file the agents come from; None = built in
         self.env = dict(env if env is not None else os.environ)
         self.restart = restart
         # How an agent is started; tests start something else in its place.
         self.command = command or (lambda name: agent_command(name, self.config))
+        # Agents are forked from a warm interpreter where that works (infra/forkserver.py),
+        # unless they are something else a test starts.
+        self.fork = (command is None and forkserver.supported()) if fork is None else fork
+        self._server: forkserver.ForkServer | None = None
         self.processes: list[AgentProcess] = []
         self.services: list[AgentProcess] = []
         self._stopping = False
@@ -144,11 +167,32 @@ class Supervisor:
         log_path = self.logs_dir / f"{name}-{index}.log"
         with open_private_append(log_path) as out:
             offset = out.tell()
-            popen = subprocess.Popen(command or self.command(name), stdout=out,
-                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                     env=supervised_env(self.env), start_new_session=True)
+            if command is None and self.fork:
+                popen: Child = self._fork_server().spawn(
+                    agent_args(name, self.config), self.command(name), log_path)
+            else:
+                popen = subprocess.Popen(command or self.command(name), stdout=out,
+                                         stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                         env=supervised_env(self.env), start_new_session=True)
         return AgentProcess(name, index, log_path, popen, log_offset=offset,
                             started=self._clock(), command=command)
+
+    @property
+    def fork_server_pid(self) -> int | None:
+        """The fork server's pid, while it runs (its CPU is the agents' start-up too)."""
+        return self._server.popen.pid if self._server is not None and self._server.alive else None
+
+    def _fork_server(self) -> forkserver.ForkServer:
+        """The running fork server, started (again, were it gone) with the agents' env."""
+        if self._server is None or not self._server.alive:
+            if self._server is not None:
+                log.warning("the fork server exited with code %s; starting it again (see %s)",
+                            self._server.popen.poll(), self.logs_dir / "forkserver.log")
+            # Room in its command line for the longest agent's (a longer name is cut there).
+            room = len("\0".join(self.command("?" * 64))) + 64
+            self._server = forkserver.ForkServer(supervised_env(self.env),
+                                                 self.logs_dir / "forkserver.log", room=room)
+        return self._server
 
     async def watch(self, stop: asyncio.Event, interval_s: float = 0.5) -> None:
         """Restart agents that die on their own until `stop` is set."""
@@ -188,6 +232,8 @@ class Supervisor:
         most twice `timeout_s` plus the kills."""
         self._stopping = True
         agents = self._stop(self.processes, timeout_s)
+        if self._server is not None:
+            self._server.close()
         services = self._stop(self.services, timeout_s)
         return StopReport(agents.stopped + services.stopped, agents.killed + services.killed,
                           agents.gone + services.gone, agents.seconds + services.seconds)

@@ -140,7 +140,11 @@ async def run_stack_at_rest(bootstrap: str, *, broker_pid: int | None, workdir: 
         startup = await _joined(len(AGENT_NAMES),
                                 lambda: sum(p.joined for p in supervisor.processes), check,
                                 "agents")
-        startup_cpu = total_cpu([p.popen.pid for p in supervisor.processes])
+        # The fork server imported what the agents share (infra/forkserver.py): that is
+        # start-up CPU too.
+        server = supervisor.fork_server_pid
+        startup_cpu = total_cpu([p.popen.pid for p in supervisor.processes]
+                                + ([server] if server is not None else []))
         step.finish(f"all consuming after {startup:.1f} s ({startup_cpu:.1f} s CPU)")
         step = status.step(f"{mode}: rest {settle:g} s, then measure {seconds:g} s")
         await asyncio.sleep(settle)

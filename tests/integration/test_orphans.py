@@ -21,7 +21,15 @@ import pytest
 from counterpoint.agents.catalog import AGENT_NAMES
 from counterpoint.infra.broker import free_port, port_open
 from counterpoint.infra.demo_business import DB_NAME
-from tests.support.procs import cmdline, descendants, environ, kill_survivors, reap, wait_gone
+from tests.support.procs import (
+    cmdline,
+    descendants,
+    environ,
+    kill_survivors,
+    parent_of,
+    reap,
+    wait_gone,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300),
               pytest.mark.skipif(not Path("/proc").is_dir(), reason="checks /proc")]
@@ -54,7 +62,11 @@ def _start(home: Path, port: int, scale: dict[str, int]) -> tuple[subprocess.Pop
     assert len(agents) == sum(scale.values()), {pid: cmdline(pid) for pid in below}
     assert len(brokers) == 1, {pid: cmdline(pid) for pid in below}
     assert len(services) == 1, {pid: cmdline(pid) for pid in below}
-    return up, agents | brokers | services
+    # Agents are forked from one warm interpreter (infra/forkserver.py), which must go too.
+    servers = {pid for pid in below if "counterpoint.infra.forkserver" in cmdline(pid)}
+    assert len(servers) == 1, {pid: cmdline(pid) for pid in below}
+    assert {parent_of(pid) for pid in agents} == servers
+    return up, agents | brokers | services | servers
 
 
 def _finish(up: subprocess.Popen[str], started: set[int], home: Path, port: int) -> None:
