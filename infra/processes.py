@@ -147,6 +147,13 @@ class Supervisor:
         self._stopping = False
         self._clock = clock
 
+    def prepare(self) -> None:
+        """Start the fork server now, so its imports overlap what the caller does before
+        `start` (the broker, the topics); a no-op where agents are not forked."""
+        if self.fork:
+            private_dir(self.logs_dir)
+            self._fork_server()
+
     def start(self, scale: Mapping[str, int]) -> None:
         private_dir(self.logs_dir)
         for name, count in scale.items():

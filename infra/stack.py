@@ -65,15 +65,20 @@ class Stack:
     async def __aenter__(self) -> Stack:
         private_dir(self.logs_dir)
         self.settings.keyring()  # makes the development approval keys once, or fails here
+        self.supervisor = Supervisor(self.logs_dir, env=self.child_env(),
+                                     config=self.project.file)
+        self.supervisor.prepare()  # the agents' imports, while the broker starts
         if self.settings.embedded:
             self.broker = EmbeddedBroker(self.settings.broker_host, self.settings.broker_port,
                                          log_file=self.logs_dir / "broker.log")
-            await self.broker.start()
+            try:
+                await self.broker.start()
+            except BaseException:
+                self.supervisor.stop()  # only the fork server runs yet
+                raise
         try:
             self.created_topics = await create_topics(
                 self.bootstrap_servers, topics_of(b.agent for b in self.agents))
-            self.supervisor = Supervisor(self.logs_dir, env=self.child_env(),
-                                         config=self.project.file)
             address = demo_business_address(self.settings, self.tools, self.scale)
             if address is not None:
                 # Blocking, like the agents' spawn: it takes well under a second.
