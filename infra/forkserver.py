@@ -31,7 +31,6 @@ import contextlib
 import ctypes
 import gc
 import importlib
-import logging
 import os
 import queue
 import selectors
@@ -46,9 +45,8 @@ from typing import IO, Any, Final
 
 import orjson
 
-from counterpoint.agents.private_files import open_private_append
-
-log = logging.getLogger(__name__)
+from counterpoint.agents.private_files import FILE_MODE, open_private_append
+from counterpoint.infra.lifeline import SUPERVISOR_ENV, set_parent_death_signal
 
 # What every built-in agent process imports before it consumes (infra/runner.py and the
 # catalog's agents). A project's own modules are imported by the child that runs them.
@@ -113,7 +111,7 @@ def _child(request: Mapping[str, Any], fds: Sequence[int]) -> int:
         signal.signal(sig, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.default_int_handler)  # as in any Python process
     os.setsid()  # Ctrl-C in `up`'s terminal reaches `up` alone, as with an exec'd agent
-    out = os.open(request["log"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    out = os.open(request["log"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, FILE_MODE)
     null = os.open(os.devnull, os.O_RDONLY)
     os.dup2(null, 0)
     os.dup2(out, 1)
@@ -121,8 +119,6 @@ def _child(request: Mapping[str, Any], fds: Sequence[int]) -> int:
     for fd in {out, null, *fds} - {0, 1, 2}:
         os.close(fd)
     set_cmdline(request["title"])
-    from counterpoint.infra.lifeline import SUPERVISOR_ENV
-
     # This process's supervisor is the server (the kernel's parent; infra/lifeline.py).
     os.environ[SUPERVISOR_ENV] = str(os.getppid())
     argv = list(request["argv"])
@@ -135,9 +131,7 @@ def serve(preload: Sequence[str] = PRELOAD) -> int:
     """The server's loop: preload, answer requests, report exits; returns in a child with the
     child's exit code (the caller exits with it, so the interpreter shuts down as usual)."""
     requests_fd, replies_fd = 0, 1
-    supervisor = int(os.environ.get("COUNTERPOINT_SUPERVISOR_PID", "0") or 0)
-    from counterpoint.infra.lifeline import set_parent_death_signal
-
+    supervisor = int(os.environ.get(SUPERVISOR_ENV, "0") or 0)
     set_parent_death_signal(signal.SIGTERM)
     if supervisor and os.getppid() != supervisor:
         return 0  # the supervisor died before the line above took effect
@@ -181,12 +175,9 @@ def serve(preload: Sequence[str] = PRELOAD) -> int:
                 except (orjson.JSONDecodeError, OSError) as exc:
                     _write(replies_fd, {"error": f"{type(exc).__name__}: {exc}"})
                     continue
-                if pid == 0:
+                if pid == 0:  # a SystemExit in the child ends it as it would any process
                     selector.close()
-                    try:
-                        return _child(request, (requests_fd, replies_fd, wake_r, wake_w))
-                    except SystemExit as exc:
-                        return exc.code if isinstance(exc.code, int) else 1
+                    return _child(request, (requests_fd, replies_fd, wake_r, wake_w))
                 _write(replies_fd, {"pid": pid})
         while True:
             try:
@@ -232,9 +223,6 @@ class ForkedChild:
         if self.poll() is None:  # never a pid that has ended and may be another's now
             with contextlib.suppress(ProcessLookupError):
                 os.kill(self.pid, sig)
-
-    def terminate(self) -> None:
-        self.send_signal(signal.SIGTERM)
 
     def kill(self) -> None:
         self.send_signal(signal.SIGKILL)

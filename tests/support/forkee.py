@@ -20,6 +20,8 @@ def main(argv: Sequence[str]) -> int:
     print(f"forkee {' '.join(argv)} pid {os.getpid()} argv {sys.argv}", flush=True)
     if command == "exit":
         return int(rest[0])
+    if command == "quit":  # SystemExit(None): code 0, as in any process
+        sys.exit()
     if command == "raise":
         raise RuntimeError("forkee failed on purpose")
     if command == "wait":  # until SIGTERM, which it answers with exit code 7

@@ -65,9 +65,11 @@ def test_exit_codes_come_back_as_popen_gives_them(server: ForkServer, tmp_path: 
     done = server.spawn(["exit", "3"], TITLE, tmp_path / "a.log")
     failed = server.spawn(["raise"], TITLE, tmp_path / "b.log")
     killed = server.spawn(["wait"], TITLE, tmp_path / "c.log")
+    quit_ = server.spawn(["quit"], TITLE, tmp_path / "d.log")
     _log(tmp_path / "c.log", "forkee wait")
     killed.kill()
     assert done.wait(timeout=30) == 3
+    assert quit_.wait(timeout=30) == 0
     assert failed.wait(timeout=30) == 1
     assert "RuntimeError: forkee failed on purpose" in _log(tmp_path / "b.log", "Traceback")
     assert killed.wait(timeout=30) == -signal.SIGKILL
